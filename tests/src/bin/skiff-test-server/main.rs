@@ -1,0 +1,133 @@
+//! skiff-test-server: what test Pods run (Kubernetes' agnhost `netexec`, cut to what skiff needs).
+//!
+//! Every answer names the Pod that gave it and the client address it saw, so a test proves *which*
+//! backend answered and whether the source address survived (no SNAT) — a bare successful connect
+//! proves nothing in this sandbox. HTTP and UDP answer alike; `/exit` ends the process on request
+//! for churn tests.
+//!
+//! ```text
+//! skiff-test-server [--name NAME] [--http-port 8080] [--udp-port 8081] [--bind 0.0.0.0]
+//! ```
+//! NAME defaults to `$POD_NAME`, then the host name.
+
+mod http;
+mod udp;
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// What the server was asked to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Config {
+    name: String,
+    bind: IpAddr,
+    http_port: u16,
+    udp_port: u16,
+}
+
+const USAGE: &str = "usage: skiff-test-server [--name NAME] [--http-port PORT] [--udp-port PORT] [--bind ADDR]
+  HTTP: GET / -> \"NAME CLIENT\", /hostname, /clientip, /healthz, /echo?msg=X, /exit?code=N
+  UDP:  \"hostname\", \"clientip\", \"echo X\"; anything else -> \"NAME CLIENT\"";
+
+fn parse_args(args: &[String], env_name: Option<String>, host: String) -> Result<Config, String> {
+    let mut config = Config {
+        name: env_name.filter(|n| !n.is_empty()).unwrap_or(host),
+        bind: IpAddr::from([0, 0, 0, 0]),
+        http_port: 8080,
+        udp_port: 8081,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs {what}"))
+        };
+        match flag.as_str() {
+            "--name" => config.name = value("a name")?,
+            "--bind" => {
+                config.bind = value("an address")?
+                    .parse()
+                    .map_err(|e| format!("--bind: {e}"))?;
+            }
+            "--http-port" => config.http_port = port(&value("a port")?)?,
+            "--udp-port" => config.udp_port = port(&value("a port")?)?,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(config)
+}
+
+fn port(text: &str) -> Result<u16, String> {
+    text.parse().map_err(|_| format!("not a port: {text:?}"))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match parse_args(&args, std::env::var("POD_NAME").ok(), host_name()) {
+        Ok(config) => Arc::new(config),
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match std::net::TcpListener::bind((config.bind, config.http_port)) {
+        Ok(l) => l,
+        Err(err) => {
+            eprintln!("cannot listen on tcp {}:{}: {err}", config.bind, config.http_port);
+            return ExitCode::from(1);
+        }
+    };
+    let socket = match std::net::UdpSocket::bind((config.bind, config.udp_port)) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("cannot listen on udp {}:{}: {err}", config.bind, config.udp_port);
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "skiff-test-server {} listening on http {}:{} and udp {}:{}",
+        config.name, config.bind, config.http_port, config.bind, config.udp_port
+    );
+    let udp_config = Arc::clone(&config);
+    std::thread::spawn(move || udp::serve(&socket, &udp_config));
+    http::serve(&listener, &config);
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn name_comes_from_flag_then_env_then_host() {
+        let c = parse_args(&args(&[]), Some("web-1".into()), "host".into()).unwrap();
+        assert_eq!(c.name, "web-1");
+        let c = parse_args(&args(&[]), Some(String::new()), "host".into()).unwrap();
+        assert_eq!(c.name, "host");
+        let c = parse_args(&args(&["--name", "x"]), Some("web-1".into()), "h".into()).unwrap();
+        assert_eq!(c.name, "x");
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        let err = parse_args(&args(&["--http-port", "99999"]), None, "h".into()).unwrap_err();
+        assert!(err.contains("not a port"), "{err}");
+        let err = parse_args(&args(&["--bogus"]), None, "h".into()).unwrap_err();
+        assert!(err.contains("unknown argument"), "{err}");
+        let err = parse_args(&args(&["--name"]), None, "h".into()).unwrap_err();
+        assert!(err.contains("needs a name"), "{err}");
+    }
+}

@@ -1,0 +1,88 @@
+//! Named network namespaces: make them, run commands in them, run Rust code in them.
+//!
+//! Code that must act from inside a namespace (a TCP connect, a UDP exchange) runs on a thread
+//! of its own that `setns()`es into it and then ends, so no shared thread — and no tokio worker —
+//! is ever left in the wrong namespace.
+
+use std::fs::File;
+use std::process::{Command, Output};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use nix::sched::{CloneFlags, setns};
+
+use crate::cmd;
+
+/// A named network namespace (`/run/netns/<name>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates the namespace with `lo` up.
+    pub fn create(name: &str) -> Result<Self> {
+        cmd::ip(&["netns", "add", name])?;
+        let ns = Netns {
+            name: name.to_owned(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <ns> ARGS...`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        cmd::ip(&full)
+    }
+
+    /// Sets a sysctl inside the namespace (`net.*` keys are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(&["sysctl", "-qw", &format!("{key}={value}")], cmd::CONFIG_TIMEOUT)
+            .map(drop)
+    }
+
+    /// A `Command` that runs `argv` inside the namespace.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).args(argv);
+        command
+    }
+
+    /// Runs `argv` inside the namespace within `timeout`; fails unless it exits 0.
+    pub fn exec(&self, argv: &[&str], timeout: Duration) -> Result<String> {
+        cmd::run(&mut self.command(argv), timeout)
+    }
+
+    /// Runs `argv` inside the namespace within `timeout`, whatever its exit status.
+    pub fn output(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
+        cmd::output(&mut self.command(argv), timeout)
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace; returns what `f` returns.
+    pub fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        thread::Builder::new()
+            .name(format!("in-{}", self.name))
+            .spawn(move || {
+                let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("cannot enter network namespace {path}"))?;
+                f()
+            })
+            .context("cannot start a namespace thread")?
+            .join()
+            .map_err(|_| anyhow!("the thread in namespace {} panicked", self.name))?
+    }
+}

@@ -1,0 +1,94 @@
+//! `cargo xtask bench <name>`: one entry point for every benchmark.
+//!
+//! A benchmark measures its subject and a baseline in the same run, on the same machine, and
+//! reports both with their ratio; absolute numbers from a 2-core sandbox mean little alone.
+//! Figures are printed as a table and written to `target/bench/<name>.json`.
+
+mod underlay_http;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::shell;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    name: BenchName,
+    /// How many requests (or iterations) to measure, where the benchmark takes a count.
+    #[arg(long, default_value_t = 2000)]
+    iterations: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchName {
+    /// HTTP request latency across the netns underlay, against loopback in the same namespace.
+    UnderlayHttp,
+}
+
+/// One measured figure, with the baseline measured in the same run where there is one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// Its unit, e.g. `us` or `req/s`.
+    pub unit: String,
+    /// The measurement.
+    pub value: f64,
+    /// The baseline's measurement of the same thing, if any.
+    pub baseline: Option<f64>,
+}
+
+impl Figure {
+    /// value / baseline, when there is a baseline.
+    pub fn ratio(&self) -> Option<f64> {
+        self.baseline.filter(|b| *b != 0.0).map(|b| self.value / b)
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    name: &'a str,
+    baseline: &'a str,
+    figures: &'a [Figure],
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let (name, baseline, figures) = match args.name {
+        BenchName::UnderlayHttp => (
+            "underlay-http",
+            "loopback inside the server's own namespace",
+            underlay_http::run(args.iterations)?,
+        ),
+    };
+    print_table(name, baseline, &figures);
+    let dir = shell::root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.json"));
+    let report = Report {
+        name,
+        baseline,
+        figures: &figures,
+    };
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}
+
+fn print_table(name: &str, baseline: &str, figures: &[Figure]) {
+    println!("\n{name} (baseline: {baseline})");
+    println!("{:<24} {:>12} {:>12} {:>8}", "figure", "value", "baseline", "ratio");
+    for f in figures {
+        let base = f.baseline.map_or("-".to_owned(), |b| format!("{b:.1}"));
+        let ratio = f.ratio().map_or("-".to_owned(), |r| format!("{r:.2}x"));
+        println!(
+            "{:<24} {:>12} {:>12} {:>8}",
+            format!("{} ({})", f.name, f.unit),
+            format!("{:.1}", f.value),
+            base,
+            ratio
+        );
+    }
+}

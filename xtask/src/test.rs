@@ -1,0 +1,80 @@
+//! `cargo xtask test`: every check CI runs, in the order that fails fastest.
+//!
+//! fmt, clippy (warnings denied, the eBPF crate included), unit tests, the eBPF object (built and
+//! loaded), then the network-namespace suite in `tests/`, which needs root.
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::{ebpf, setup, shell};
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Skip the network-namespace suite (it needs root).
+    #[arg(long)]
+    no_netns: bool,
+    /// Run only netns tests whose name contains this (passed to the test binary).
+    filter: Option<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    if !args.no_netns && !shell::is_root() {
+        bail!("the network-namespace suite needs root: run as root, or pass --no-netns");
+    }
+    setup::run_all()?;
+
+    shell::step("test: [1/6] formatting");
+    shell::run(shell::cargo().args(["fmt", "--all", "--check"]))?;
+    let ebpf_sources: Vec<_> = std::fs::read_dir(shell::root().join("ebpf/programs/src"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    shell::run(
+        std::process::Command::new("rustfmt")
+            .args(["--edition", "2024", "--check"])
+            .args(&ebpf_sources),
+    )?;
+
+    shell::step("test: [2/6] clippy, warnings denied");
+    shell::run(shell::cargo().args([
+        "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings",
+    ]))?;
+    ebpf::clippy()?;
+
+    shell::step("test: [3/6] unit tests");
+    shell::run(shell::cargo().args(["test", "--locked"]))?;
+
+    shell::step("test: [4/6] eBPF object");
+    ebpf::build_and_check()?;
+
+    if args.no_netns {
+        println!("\n--no-netns: skipping the network-namespace suite");
+    } else {
+        shell::step("test: [5/6] network-namespace suite (tests/)");
+        let mut command = shell::cargo();
+        command.args(["test", "--locked", "-p", "skiff-tests"]);
+        if let Some(filter) = &args.filter {
+            command.args(["--", filter]);
+        }
+        shell::run(&mut command)?;
+    }
+
+    shell::step("test: [6/6] leftovers");
+    let left: Vec<String> = skiff_tests::run::netns_names()
+        .into_iter()
+        .chain(skiff_tests::run::root_link_names())
+        .filter(|n| n.starts_with(skiff_tests::run::PREFIX))
+        .filter(|n| {
+            skiff_tests::RunId::from_object_name(n)
+                .is_some_and(|id| !skiff_tests::run::detached_runs().contains(&id))
+        })
+        .collect();
+    if !left.is_empty() {
+        bail!("the tests left these behind: {}", left.join(", "));
+    }
+    println!("none");
+    println!("\nall checks passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -124,7 +124,12 @@ fn nightly(pin: &str) -> Result<()> {
 }
 
 fn bpf_linker(pin: &str) -> Result<()> {
-    if let Some(version) = probe(Command::new(bpf_linker_path()).arg("--version"))
+    let sysroot = probe(shell::rustc_with(pin).args(["--print", "sysroot"]))
+        .context("cannot find the pinned nightly's sysroot")?;
+    let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
+    // bpf-linker loads the nightly's libLLVM at run time; rustc finds it there, and so do we.
+    if let Some(version) =
+        probe(Command::new(bpf_linker_path()).arg("--version").env("LD_LIBRARY_PATH", &lib_dir))
         && version.contains(BPF_LINKER_VERSION)
     {
         println!("{}: present", version.trim());
@@ -138,9 +143,6 @@ fn bpf_linker(pin: &str) -> Result<()> {
         .and_then(|v| v.split('.').next())
         .context("the pinned rustc does not say which LLVM it has")?
         .to_owned();
-    let sysroot = probe(shell::rustc_with(pin).args(["--print", "sysroot"]))
-        .context("cannot find the pinned nightly's sysroot")?;
-    let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
     let llvm_lib = std::fs::read_dir(&lib_dir)?
         .flatten()
         .map(|e| e.path())
@@ -159,7 +161,7 @@ fn bpf_linker(pin: &str) -> Result<()> {
         .with_context(|| format!("cannot link {}", link.display()))?;
     println!("LLVM {llvm_major} from {}", llvm_lib.display());
     run(shell::cargo_with(pin)
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
         .args(["--no-default-features", "--features", &format!("llvm-{llvm_major}")])
         .env("LLVM_PREFIX", &prefix))
 }

@@ -52,8 +52,14 @@ pub fn ensure_cgroup2() -> Result<PathBuf> {
 
 fn mount_fs(fstype: &str, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    mount(Some(fstype), dir, Some(fstype), MsFlags::empty(), None::<&str>)
-        .with_context(|| format!("cannot mount {fstype} at {}", dir.display()))?;
+    mount(
+        Some(fstype),
+        dir,
+        Some(fstype),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot mount {fstype} at {}", dir.display()))?;
     Ok(dir.to_path_buf())
 }
 

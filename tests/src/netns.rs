@@ -45,8 +45,11 @@ impl Netns {
 
     /// Sets a sysctl inside the namespace (`net.*` keys are per namespace).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec(&["sysctl", "-qw", &format!("{key}={value}")], cmd::CONFIG_TIMEOUT)
-            .map(drop)
+        self.exec(
+            &["sysctl", "-qw", &format!("{key}={value}")],
+            cmd::CONFIG_TIMEOUT,
+        )
+        .map(drop)
     }
 
     /// A `Command` that runs `argv` inside the namespace.

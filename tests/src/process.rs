@@ -4,8 +4,8 @@
 //! records its pid, so even a lost handle or a killed test cannot leave it behind.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,7 +86,8 @@ impl Process {
     /// Waits (bounded) for it to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let child = self.child.as_mut().context("process already released")?;
-        cmd::wait_bounded(child, timeout).with_context(|| format!("waiting for {} to exit", self.name))
+        cmd::wait_bounded(child, timeout)
+            .with_context(|| format!("waiting for {} to exit", self.name))
     }
 
     /// Leaves it running after the handle is gone (for detached runs); the run still records it.

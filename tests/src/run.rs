@@ -49,7 +49,9 @@ impl RunId {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            id.push(char::from(ALPHABET[(seed % ALPHABET.len() as u128) as usize]));
+            id.push(char::from(
+                ALPHABET[(seed % ALPHABET.len() as u128) as usize],
+            ));
         }
         RunId(id)
     }
@@ -58,8 +60,11 @@ impl RunId {
     pub fn from_object_name(name: &str) -> Option<Self> {
         let rest = name.strip_prefix(PREFIX)?;
         let id = rest.split('-').next()?;
-        (id.len() == 6 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-            .then(|| RunId(id.to_owned()))
+        (id.len() == 6
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        .then(|| RunId(id.to_owned()))
     }
 
     /// The id as text.
@@ -226,7 +231,9 @@ fn known_runs() -> BTreeSet<RunId> {
     let mut ids = BTreeSet::new();
     if let Ok(entries) = fs::read_dir(STATE_ROOT) {
         for entry in entries.flatten() {
-            if let Some(id) = RunId::from_object_name(&format!("{PREFIX}{}", entry.file_name().to_string_lossy())) {
+            if let Some(id) =
+                RunId::from_object_name(&format!("{PREFIX}{}", entry.file_name().to_string_lossy()))
+            {
                 ids.insert(id);
             }
         }
@@ -369,8 +376,11 @@ fn stamp_alive(stamp: &str) -> bool {
 
 fn process_exists(pid: i32) -> bool {
     // A zombie still exists but is done; treat it as gone.
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
 }
 
 /// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot.

@@ -112,14 +112,31 @@ impl Topology {
         let ip = host_in(self.subnet, 10 + index as u8);
         let port = format!("n{index}");
         cmd::ip(&[
-            "link", "add", "eth0", "netns", netns.name(), "type", "veth", "peer", "name", &port,
-            "netns", self.underlay.name(),
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            netns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            self.underlay.name(),
         ])
         .with_context(|| format!("wiring {name} to the underlay"))?;
-        self.underlay.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        self.underlay
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
         netns.ip(&["addr", "add", &cidr(ip), "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
-        netns.ip(&["route", "add", "default", "via", &self.control_plane_ip().to_string()])?;
+        netns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.control_plane_ip().to_string(),
+        ])?;
         netns.sysctl("net.ipv4.ip_forward", "1")?;
         self.nodes.push(Node { name, netns, ip });
         Ok(())
@@ -129,10 +146,19 @@ impl Topology {
         let host_side = self.run.id().object("h");
         let ip = host_in(self.subnet, 254);
         cmd::ip(&[
-            "link", "add", &host_side, "type", "veth", "peer", "name", "host", "netns",
+            "link",
+            "add",
+            &host_side,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "host",
+            "netns",
             self.underlay.name(),
         ])?;
-        self.underlay.ip(&["link", "set", "host", "master", "br0", "up"])?;
+        self.underlay
+            .ip(&["link", "set", "host", "master", "br0", "up"])?;
         // The only change to the host: an address (and so a connected route) on our own link.
         cmd::ip(&["addr", "add", &cidr(ip), "dev", &host_side])?;
         cmd::ip(&["link", "set", &host_side, "up"])?;
@@ -204,7 +230,10 @@ fn host_in(subnet: Ipv4Addr, host: u8) -> Ipv4Addr {
 /// A /24 inside 172.31.0.0/16 for the run. Namespaced runs could all share one, but a run with a
 /// host link puts a route on the host, so it takes one no host route overlaps.
 fn pick_subnet(id: &RunId, host_link: bool) -> Result<Ipv4Addr> {
-    let start = id.as_str().bytes().fold(0u8, |acc, b| acc.wrapping_mul(31).wrapping_add(b));
+    let start = id
+        .as_str()
+        .bytes()
+        .fold(0u8, |acc, b| acc.wrapping_mul(31).wrapping_add(b));
     if !host_link {
         return Ok(Ipv4Addr::new(172, 31, start, 0));
     }
@@ -226,7 +255,10 @@ fn pick_subnet(id: &RunId, host_link: bool) -> Result<Ipv4Addr> {
 fn parse_route_prefix(line: &str) -> Option<(u32, u32)> {
     let mut words = line.split_whitespace();
     let mut dest = words.next()?;
-    if matches!(dest, "local" | "broadcast" | "unicast" | "blackhole" | "unreachable" | "prohibit") {
+    if matches!(
+        dest,
+        "local" | "broadcast" | "unicast" | "blackhole" | "unreachable" | "prohibit"
+    ) {
         dest = words.next()?;
     }
     if dest == "default" {
@@ -234,7 +266,11 @@ fn parse_route_prefix(line: &str) -> Option<(u32, u32)> {
     }
     let (addr, len) = dest.split_once('/').unwrap_or((dest, "32"));
     let len: u32 = len.parse().ok()?;
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32)) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len.min(32))
+    };
     Some((u32::from(addr.parse::<Ipv4Addr>().ok()?) & mask, mask))
 }
 

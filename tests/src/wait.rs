@@ -96,7 +96,12 @@ pub fn wait_for_http(
     let wait = move || {
         retry(timeout, || {
             let reply = http_get(addr, &path, attempt_timeout)?;
-            anyhow::ensure!(reply.status == 200, "status {}: {}", reply.status, reply.body);
+            anyhow::ensure!(
+                reply.status == 200,
+                "status {}: {}",
+                reply.status,
+                reply.body
+            );
             Ok(reply)
         })
     };
@@ -127,8 +132,15 @@ mod tests {
 
     #[test]
     fn replies_parse_into_status_and_body() {
-        let reply = parse_reply(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n").unwrap();
-        assert_eq!(reply, HttpReply { status: 404, body: "no\n".into() });
+        let reply =
+            parse_reply(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n").unwrap();
+        assert_eq!(
+            reply,
+            HttpReply {
+                status: 404,
+                body: "no\n".into()
+            }
+        );
         assert!(parse_reply(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
         assert!(parse_reply(b"HTTP/1.1 200 OK\r\n").is_err());
     }

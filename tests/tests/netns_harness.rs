@@ -17,7 +17,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// `ip netns list` and `ip link` asked directly, not through the harness's own bookkeeping.
 fn kernel_objects_of(id: &RunId) -> Vec<String> {
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
     let prefix = id.object("");
     String::from_utf8_lossy(&netns.stdout)
         .lines()
@@ -30,7 +33,12 @@ fn kernel_objects_of(id: &RunId) -> Vec<String> {
 fn start_server(topology: &Topology, node: usize, name: &str) -> Result<skiff_tests::Process> {
     let n = topology.node(node);
     let process = topology.spawn(&n.netns, name, &[SERVER], &[("POD_NAME", name)])?;
-    wait::wait_for_http(Some(&n.netns), SocketAddr::from((n.ip, 8080)), "/healthz", WAIT)?;
+    wait::wait_for_http(
+        Some(&n.netns),
+        SocketAddr::from((n.ip, 8080)),
+        "/healthz",
+        WAIT,
+    )?;
     Ok(process)
 }
 
@@ -41,26 +49,48 @@ fn three_nodes_talk_across_the_underlay_without_nat_and_leave_nothing_behind() -
     let _server = start_server(&topology, 1, "web-1")?;
     let (node1, node3) = (topology.node(1), topology.node(3));
 
-    let reply = wait::wait_for_http(Some(&node3.netns), SocketAddr::from((node1.ip, 8080)), "/", WAIT)?;
+    let reply = wait::wait_for_http(
+        Some(&node3.netns),
+        SocketAddr::from((node1.ip, 8080)),
+        "/",
+        WAIT,
+    )?;
     let mut words = reply.body.split_whitespace();
     assert_eq!(words.next(), Some("web-1"), "answered by {:?}", reply.body);
     let client: SocketAddr = words.next().unwrap().parse()?;
-    assert_eq!(client.ip(), node3.ip, "the server must see node3's own address");
+    assert_eq!(
+        client.ip(),
+        node3.ip,
+        "the server must see node3's own address"
+    );
 
     let target = SocketAddr::from((node1.ip, 8081));
-    let udp = node3.netns.run(move || wait::udp_exchange(target, "hostname", WAIT))?;
+    let udp = node3
+        .netns
+        .run(move || wait::udp_exchange(target, "hostname", WAIT))?;
     assert_eq!(udp, "web-1");
-    let udp = node3.netns.run(move || wait::udp_exchange(target, "clientip", WAIT))?;
+    let udp = node3
+        .netns
+        .run(move || wait::udp_exchange(target, "clientip", WAIT))?;
     assert_eq!(udp.parse::<SocketAddr>()?.ip(), node3.ip);
 
     // curl, as a user would, from node2.
     let curl = topology.node(2).netns.exec(
-        &["curl", "-sS", "--max-time", "5", &format!("http://{}:8080/hostname", node1.ip)],
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{}:8080/hostname", node1.ip),
+        ],
         WAIT,
     )?;
     assert_eq!(curl.trim(), "web-1");
 
-    assert!(!kernel_objects_of(&id).is_empty(), "the run's namespaces should exist while it lives");
+    assert!(
+        !kernel_objects_of(&id).is_empty(),
+        "the run's namespaces should exist while it lives"
+    );
     drop(topology);
     assert_eq!(kernel_objects_of(&id), Vec::<String>::new());
     assert!(!Path::new(run::STATE_ROOT).join(id.as_str()).exists());
@@ -80,7 +110,10 @@ fn the_control_plane_address_answers_every_node() -> Result<()> {
     for node in topology.nodes() {
         let addr = SocketAddr::from((topology.control_plane_ip(), 6443));
         let reply = wait::wait_for_http(Some(&node.netns), addr, "/", WAIT)?;
-        assert_eq!(reply.body, format!("control-plane {}:", node.ip) + reply.body.rsplit(':').next().unwrap());
+        assert_eq!(
+            reply.body,
+            format!("control-plane {}:", node.ip) + reply.body.rsplit(':').next().unwrap()
+        );
     }
     Ok(())
 }
@@ -93,7 +126,12 @@ fn the_host_link_reaches_nodes_from_the_host() -> Result<()> {
     let id = topology.run().id().clone();
     let host_ip = topology.host_ip().expect("asked for a host link");
     let _server = start_server(&topology, 1, "web-h")?;
-    let reply = wait::wait_for_http(None, SocketAddr::from((topology.node(1).ip, 8080)), "/", WAIT)?;
+    let reply = wait::wait_for_http(
+        None,
+        SocketAddr::from((topology.node(1).ip, 8080)),
+        "/",
+        WAIT,
+    )?;
     assert!(
         reply.body.starts_with(&format!("web-h {host_ip}:")),
         "expected web-h to see the host's underlay address {host_ip}: {:?}",
@@ -115,7 +153,11 @@ fn the_exit_endpoint_ends_the_server_with_the_asked_code() -> Result<()> {
         .run(move || wait::http_get(addr, "/exit?code=7", WAIT))?;
     assert_eq!(reply.status, 200);
     assert_eq!(server.wait_exit(WAIT)?.code(), Some(7));
-    assert!(server.log().contains("exit requested"), "log: {}", server.log());
+    assert!(
+        server.log().contains("exit requested"),
+        "log: {}",
+        server.log()
+    );
     Ok(())
 }
 
@@ -136,22 +178,36 @@ fn a_panicking_test_leaves_nothing_behind() -> Result<()> {
         .downcast_ref::<(RunId, u32, std::path::PathBuf, std::path::PathBuf)>()
         .expect("payload");
     assert_eq!(kernel_objects_of(id), Vec::<String>::new());
-    assert!(!cgroup.exists() && !pins.exists(), "cgroup or pins left: {cgroup:?} {pins:?}");
+    assert!(
+        !cgroup.exists() && !pins.exists(),
+        "cgroup or pins left: {cgroup:?} {pins:?}"
+    );
     assert!(!process_running(*pid), "the server {pid} outlived its run");
     Ok(())
 }
 
 /// Alive and not a zombie (a zombie is reaped by its parent, this test binary, only on wait).
 fn process_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 #[test]
 fn a_killed_run_is_swept_by_the_next() -> Result<()> {
     // Re-run this test binary as the victim: it builds a topology, prints its run id, and waits.
     let mut victim = Command::new(std::env::current_exe()?)
-        .args(["--exact", "victim_that_gets_killed", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "victim_that_gets_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SKIFF_HARNESS_VICTIM", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -171,15 +227,25 @@ fn a_killed_run_is_swept_by_the_next() -> Result<()> {
     let (id, server_pid) = (id.expect("victim printed its run"), server_pid.unwrap());
     victim.kill()?; // SIGKILL: no Drop, no cleanup
     victim.wait()?;
-    assert!(!kernel_objects_of(&id).is_empty(), "the killed run's namespaces are still there");
+    assert!(
+        !kernel_objects_of(&id).is_empty(),
+        "the killed run's namespaces are still there"
+    );
 
     // Another run (or `cargo xtask down`) sweeps; concurrent sweepers may race, so check the end state.
     let _ = run::sweep_stale()?;
     wait::retry(WAIT, || {
-        anyhow::ensure!(kernel_objects_of(&id).is_empty(), "left: {:?}", kernel_objects_of(&id));
+        anyhow::ensure!(
+            kernel_objects_of(&id).is_empty(),
+            "left: {:?}",
+            kernel_objects_of(&id)
+        );
         Ok(())
     })?;
-    assert!(!process_running(server_pid), "the victim's server {server_pid} survived the sweep");
+    assert!(
+        !process_running(server_pid),
+        "the victim's server {server_pid} survived the sweep"
+    );
     Ok(())
 }
 
@@ -200,13 +266,18 @@ fn victim_that_gets_killed() -> Result<()> {
 #[test]
 fn node_addresses_are_distinct_and_on_the_underlay() -> Result<()> {
     let topology = Topology::build(&TopologyOptions::nodes(3, "addresses"))?;
-    let ips: Vec<Ipv4Addr> = topology.nodes().iter().map(|n| n.ip).collect();
-    let mut unique = ips.clone();
-    unique.dedup();
+    let unique: std::collections::BTreeSet<Ipv4Addr> =
+        topology.nodes().iter().map(|n| n.ip).collect();
     assert_eq!(unique.len(), 3);
     for node in topology.nodes() {
-        let addrs = node.netns.ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?;
-        assert!(addrs.contains(&format!("{}/24", node.ip)), "{}: {addrs}", node.name);
+        let addrs = node
+            .netns
+            .ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?;
+        assert!(
+            addrs.contains(&format!("{}/24", node.ip)),
+            "{}: {addrs}",
+            node.name
+        );
     }
     Ok(())
 }

@@ -61,7 +61,12 @@ pub fn up(args: &UpArgs) -> Result<()> {
             &[&server_path, "--http-port", &HTTP_PORT.to_string()],
             &[("POD_NAME", &pod)],
         )?);
-        println!("{:<8} {:<16} netns {}", node.name, node.ip, node.netns.name());
+        println!(
+            "{:<8} {:<16} netns {}",
+            node.name,
+            node.ip,
+            node.netns.name()
+        );
     }
     for node in topology.nodes() {
         wait::wait_for_http(
@@ -79,16 +84,18 @@ pub fn up(args: &UpArgs) -> Result<()> {
     for (i, target) in nodes.iter().enumerate() {
         let client = &nodes[(i + 1) % nodes.len()];
         let url = format!("http://{}:{HTTP_PORT}/", target.ip);
-        let reply = client
-            .netns
-            .exec(&["curl", "-sS", "--max-time", "5", &url], Duration::from_secs(10))?;
+        let reply = client.netns.exec(
+            &["curl", "-sS", "--max-time", "5", &url],
+            Duration::from_secs(10),
+        )?;
         answered_by(&reply, &format!("{}-echo", target.name))?;
         println!("{} $ curl {url}\n  {}", client.name, reply.trim());
     }
     let host_ip = topology.host_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
     let url = format!("http://{}:{HTTP_PORT}/", nodes[0].ip);
-    let reply = shell::probe(std::process::Command::new("curl").args(["-sS", "--max-time", "5", &url]))
-        .with_context(|| format!("the host ({host_ip}) could not reach {url}"))?;
+    let reply =
+        shell::probe(std::process::Command::new("curl").args(["-sS", "--max-time", "5", &url]))
+            .with_context(|| format!("the host ({host_ip}) could not reach {url}"))?;
     answered_by(&reply, &format!("{}-echo", nodes[0].name))?;
     println!("host $ curl {url}\n  {}", reply.trim());
 

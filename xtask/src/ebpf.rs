@@ -32,9 +32,9 @@ pub fn build() -> Result<PathBuf> {
         .parent()
         .context("bpf-linker path has no folder")?
         .to_path_buf();
-    let path = std::env::join_paths(
-        std::iter::once(linker_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )?;
+    let path = std::env::join_paths(std::iter::once(linker_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))?;
     run_ebpf_cargo(&pin, &["build", "--release"], &path)?;
     Ok(target_dir().join("bpfel-unknown-none/release/skiff"))
 }
@@ -43,15 +43,18 @@ pub fn build() -> Result<PathBuf> {
 pub fn clippy() -> Result<()> {
     let pin = setup::nightly_pin()?;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    run_ebpf_cargo(&pin, &["clippy", "--release", "--", "-D", "warnings"], &path)
+    run_ebpf_cargo(
+        &pin,
+        &["clippy", "--release", "--", "-D", "warnings"],
+        &path,
+    )
 }
 
 fn run_ebpf_cargo(pin: &str, args: &[&str], path: &std::ffi::OsStr) -> Result<()> {
     shell::run(
         shell::cargo_with(pin)
             .args(args)
-            .arg("--target-dir")
-            .arg(target_dir())
+            .env("CARGO_TARGET_DIR", target_dir())
             .current_dir(programs_dir())
             .env("PATH", path),
     )
@@ -71,10 +74,19 @@ pub fn build_and_check() -> Result<PathBuf> {
 }
 
 fn check_elf(object: &PathBuf) -> Result<()> {
-    let bytes = std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
-    ensure!(bytes.len() > 20 && bytes.starts_with(b"\x7fELF"), "{} is not an ELF file", object.display());
+    let bytes =
+        std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
+    ensure!(
+        bytes.len() > 20 && bytes.starts_with(b"\x7fELF"),
+        "{} is not an ELF file",
+        object.display()
+    );
     let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
-    ensure!(machine == EM_BPF, "{} is for ELF machine {machine}, not BPF ({EM_BPF})", object.display());
+    ensure!(
+        machine == EM_BPF,
+        "{} is for ELF machine {machine}, not BPF ({EM_BPF})",
+        object.display()
+    );
     println!("{}: BPF ELF, {} bytes", object.display(), bytes.len());
     Ok(())
 }
@@ -100,14 +112,21 @@ fn load_check(object: &PathBuf) -> Result<()> {
     }
     for program in PROGRAMS {
         let pinned = progs.join(program);
-        let shown = shell::probe(Command::new("bpftool").args(["prog", "show", "pinned"]).arg(&pinned))
-            .with_context(|| format!("program {program} was not loaded from {}", object.display()))?;
+        let shown = shell::probe(
+            Command::new("bpftool")
+                .args(["prog", "show", "pinned"])
+                .arg(&pinned),
+        )
+        .with_context(|| format!("program {program} was not loaded from {}", object.display()))?;
         ensure!(
             shown.contains("cgroup_sock_addr"),
             "program {program} loaded with an unexpected type: {}",
             shown.trim()
         );
-        println!("kernel accepted {program}: {}", shown.lines().next().unwrap_or("").trim());
+        println!(
+            "kernel accepted {program}: {}",
+            shown.lines().next().unwrap_or("").trim()
+        );
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod ebpf;
 mod setup;
 mod shell;
+mod tally;
 mod test;
 
 use anyhow::Result;

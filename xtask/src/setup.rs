@@ -67,7 +67,10 @@ fn apt_packages() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     let still: Vec<&str> = missing.into_iter().filter(|p| !dpkg_installed(p)).collect();
     if !still.is_empty() {
-        bail!("apt-get finished but these are not installed: {}", still.join(" "));
+        bail!(
+            "apt-get finished but these are not installed: {}",
+            still.join(" ")
+        );
     }
     Ok(())
 }
@@ -106,7 +109,11 @@ fn nightly(pin: &str) -> Result<()> {
         .is_some_and(|list| list.lines().any(|l| l.starts_with(&format!("{pin}-"))));
     let has_src = installed
         && probe(Command::new("rustup").args([
-            "component", "list", "--installed", "--toolchain", pin,
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            pin,
         ]))
         .is_some_and(|list| {
             ["rust-src", "clippy"]
@@ -118,8 +125,15 @@ fn nightly(pin: &str) -> Result<()> {
         return Ok(());
     }
     run(Command::new("rustup").args([
-        "toolchain", "install", pin, "--profile", "minimal", "--component", "rust-src",
-        "--component", "clippy",
+        "toolchain",
+        "install",
+        pin,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+        "--component",
+        "clippy",
     ]))
 }
 
@@ -128,9 +142,11 @@ fn bpf_linker(pin: &str) -> Result<()> {
         .context("cannot find the pinned nightly's sysroot")?;
     let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
     // bpf-linker loads the nightly's libLLVM at run time; rustc finds it there, and so do we.
-    if let Some(version) =
-        probe(Command::new(bpf_linker_path()).arg("--version").env("LD_LIBRARY_PATH", &lib_dir))
-        && version.contains(BPF_LINKER_VERSION)
+    if let Some(version) = probe(
+        Command::new(bpf_linker_path())
+            .arg("--version")
+            .env("LD_LIBRARY_PATH", &lib_dir),
+    ) && version.contains(BPF_LINKER_VERSION)
     {
         println!("{}: present", version.trim());
         return Ok(());
@@ -161,8 +177,19 @@ fn bpf_linker(pin: &str) -> Result<()> {
         .with_context(|| format!("cannot link {}", link.display()))?;
     println!("LLVM {llvm_major} from {}", llvm_lib.display());
     run(shell::cargo_with(pin)
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
-        .args(["--no-default-features", "--features", &format!("llvm-{llvm_major}")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
         .env("LLVM_PREFIX", &prefix))
 }
 

@@ -59,7 +59,14 @@ pub fn rustc_with(toolchain: &str) -> Command {
 fn with_toolchain(tool: &str, toolchain: &str) -> Command {
     let mut command = Command::new(tool);
     command.arg(format!("+{toolchain}"));
-    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "CARGO", "RUSTFLAGS"] {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "CARGO",
+        "RUSTFLAGS",
+    ] {
         command.env_remove(var);
     }
     command

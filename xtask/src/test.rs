@@ -6,6 +6,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::tally::{Tally, run_counted};
 use crate::{ebpf, setup, shell};
 
 #[derive(Args, Debug)]
@@ -39,12 +40,22 @@ pub fn run(args: &TestArgs) -> Result<()> {
 
     shell::step("test: [2/6] clippy, warnings denied");
     shell::run(shell::cargo().args([
-        "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings",
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
     ]))?;
     ebpf::clippy()?;
 
-    shell::step("test: [3/6] unit tests");
-    shell::run(shell::cargo().args(["test", "--locked"]))?;
+    shell::step("test: [3/6] unit tests (every crate, no root needed)");
+    let mut tally = Tally::default();
+    run_counted(
+        shell::cargo().args(["test", "--locked", "--workspace", "--lib", "--bins"]),
+        &mut tally,
+    )?;
 
     shell::step("test: [4/6] eBPF object");
     ebpf::build_and_check()?;
@@ -54,11 +65,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
     } else {
         shell::step("test: [5/6] network-namespace suite (tests/)");
         let mut command = shell::cargo();
-        command.args(["test", "--locked", "-p", "skiff-tests"]);
+        command.args(["test", "--locked", "-p", "skiff-tests", "--test", "*"]);
         if let Some(filter) = &args.filter {
             command.args(["--", filter]);
         }
-        shell::run(&mut command)?;
+        run_counted(&mut command, &mut tally)?;
     }
 
     shell::step("test: [6/6] leftovers");
@@ -75,6 +86,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
         bail!("the tests left these behind: {}", left.join(", "));
     }
     println!("none");
-    println!("\nall checks passed in {:.0}s", started.elapsed().as_secs_f64());
+    println!(
+        "\nall checks passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", tally.summary());
     Ok(())
 }

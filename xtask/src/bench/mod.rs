@@ -79,7 +79,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 fn print_table(name: &str, baseline: &str, figures: &[Figure]) {
     println!("\n{name} (baseline: {baseline})");
-    println!("{:<24} {:>12} {:>12} {:>8}", "figure", "value", "baseline", "ratio");
+    println!(
+        "{:<24} {:>12} {:>12} {:>8}",
+        "figure", "value", "baseline", "ratio"
+    );
     for f in figures {
         let base = f.baseline.map_or("-".to_owned(), |b| format!("{b:.1}"));
         let ratio = f.ratio().map_or("-".to_owned(), |r| format!("{r:.2}x"));

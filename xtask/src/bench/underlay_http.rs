@@ -22,7 +22,14 @@ pub fn run(requests: usize) -> Result<Vec<Figure>> {
     if !shell::is_root() {
         bail!("this benchmark builds network namespaces and needs root");
     }
-    shell::run(shell::cargo().args(["build", "--locked", "--release", "-p", "skiff-tests", "--bins"]))?;
+    shell::run(shell::cargo().args([
+        "build",
+        "--locked",
+        "--release",
+        "-p",
+        "skiff-tests",
+        "--bins",
+    ]))?;
     let server = shell::root().join("target/release/skiff-test-server");
     let mut options = TopologyOptions::nodes(2, "bench-underlay-http");
     options.log_root = shell::root().join("target/bench/logs");
@@ -35,11 +42,21 @@ pub fn run(requests: usize) -> Result<Vec<Figure>> {
         &[("POD_NAME", "bench-server")],
     )?;
     let target = SocketAddr::from((node1.ip, PORT));
-    wait::wait_for_http(Some(&node1.netns), target, "/healthz", Duration::from_secs(10))?;
+    wait::wait_for_http(
+        Some(&node1.netns),
+        target,
+        "/healthz",
+        Duration::from_secs(10),
+    )?;
 
     let warmup = requests / 10;
     let subject = measure(&topology.node(2).netns, target, requests, warmup)?;
-    let baseline = measure(&node1.netns, SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)), requests, warmup)?;
+    let baseline = measure(
+        &node1.netns,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)),
+        requests,
+        warmup,
+    )?;
     let figure = |name: &str, unit: &str, f: fn(&Stats) -> f64| Figure {
         name: name.to_owned(),
         unit: unit.to_owned(),
@@ -78,7 +95,11 @@ fn measure(from: &Netns, target: SocketAddr, requests: usize, warmup: usize) -> 
             let t = Instant::now();
             let reply = wait::http_get(target, "/hostname", Duration::from_secs(2))?;
             latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
-            ensure!(reply.body.trim() == "bench-server", "unexpected answer {:?}", reply.body);
+            ensure!(
+                reply.body.trim() == "bench-server",
+                "unexpected answer {:?}",
+                reply.body
+            );
         }
         ensure!(!latencies_us.is_empty(), "no request completed");
         let rate = latencies_us.len() as f64 / started.elapsed().as_secs_f64();

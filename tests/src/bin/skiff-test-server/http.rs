@@ -111,21 +111,39 @@ mod tests {
 
     #[test]
     fn root_names_the_server_and_the_client() {
-        assert_eq!(route("GET", "/", "web-1", peer()), Action::Reply(200, "web-1 10.0.0.7:40000\n".into()));
-        assert_eq!(route("GET", "/clientip", "web-1", peer()), Action::Reply(200, "10.0.0.7:40000\n".into()));
-        assert_eq!(route("GET", "/echo?msg=hi", "w", peer()), Action::Reply(200, "hi\n".into()));
+        assert_eq!(
+            route("GET", "/", "web-1", peer()),
+            Action::Reply(200, "web-1 10.0.0.7:40000\n".into())
+        );
+        assert_eq!(
+            route("GET", "/clientip", "web-1", peer()),
+            Action::Reply(200, "10.0.0.7:40000\n".into())
+        );
+        assert_eq!(
+            route("GET", "/echo?msg=hi", "w", peer()),
+            Action::Reply(200, "hi\n".into())
+        );
     }
 
     #[test]
     fn exit_takes_a_code_and_rejects_garbage() {
         assert_eq!(route("GET", "/exit?code=3", "w", peer()), Action::Exit(3));
         assert_eq!(route("POST", "/exit", "w", peer()), Action::Exit(0));
-        assert!(matches!(route("GET", "/exit?code=x", "w", peer()), Action::Reply(400, _)));
+        assert!(matches!(
+            route("GET", "/exit?code=x", "w", peer()),
+            Action::Reply(400, _)
+        ));
     }
 
     #[test]
     fn unknown_paths_and_methods_are_refused() {
-        assert!(matches!(route("GET", "/nope", "w", peer()), Action::Reply(404, _)));
-        assert!(matches!(route("DELETE", "/", "w", peer()), Action::Reply(405, _)));
+        assert!(matches!(
+            route("GET", "/nope", "w", peer()),
+            Action::Reply(404, _)
+        ));
+        assert!(matches!(
+            route("DELETE", "/", "w", peer()),
+            Action::Reply(405, _)
+        ));
     }
 }

@@ -26,7 +26,8 @@ struct Config {
     udp_port: u16,
 }
 
-const USAGE: &str = "usage: skiff-test-server [--name NAME] [--http-port PORT] [--udp-port PORT] [--bind ADDR]
+const USAGE: &str =
+    "usage: skiff-test-server [--name NAME] [--http-port PORT] [--udp-port PORT] [--bind ADDR]
   HTTP: GET / -> \"NAME CLIENT\", /hostname, /clientip, /healthz, /echo?msg=X, /exit?code=N
   UDP:  \"hostname\", \"clientip\", \"echo X\"; anything else -> \"NAME CLIENT\"";
 
@@ -82,14 +83,20 @@ fn main() -> ExitCode {
     let listener = match std::net::TcpListener::bind((config.bind, config.http_port)) {
         Ok(l) => l,
         Err(err) => {
-            eprintln!("cannot listen on tcp {}:{}: {err}", config.bind, config.http_port);
+            eprintln!(
+                "cannot listen on tcp {}:{}: {err}",
+                config.bind, config.http_port
+            );
             return ExitCode::from(1);
         }
     };
     let socket = match std::net::UdpSocket::bind((config.bind, config.udp_port)) {
         Ok(s) => s,
         Err(err) => {
-            eprintln!("cannot listen on udp {}:{}: {err}", config.bind, config.udp_port);
+            eprintln!(
+                "cannot listen on udp {}:{}: {err}",
+                config.bind, config.udp_port
+            );
             return ExitCode::from(1);
         }
     };

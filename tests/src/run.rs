@@ -111,7 +111,8 @@ impl Run {
         fs::create_dir_all(STATE_ROOT).with_context(|| format!("cannot create {STATE_ROOT}"))?;
         // The record appears whole (owner included) or not at all, so a concurrent sweeper
         // never sees an ownerless run that is still being born.
-        let draft = Path::new(STATE_ROOT).join(format!(".draft-{}", std::process::id()));
+        // Drafts are named per call: threads of one test binary start runs concurrently.
+        let draft = Path::new(STATE_ROOT).join(format!(".draft-{}", RunId::generate()));
         fs::create_dir_all(&draft)?;
         fs::write(draft.join(OWNER_FILE), owner_stamp(std::process::id())?)
             .context("cannot record the run's owner")?;

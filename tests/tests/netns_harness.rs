@@ -55,9 +55,8 @@ fn three_nodes_talk_across_the_underlay_without_nat_and_leave_nothing_behind() -
         "/",
         WAIT,
     )?;
-    let mut words = reply.body.split_whitespace();
-    assert_eq!(words.next(), Some("web-1"), "answered by {:?}", reply.body);
-    let client: SocketAddr = words.next().unwrap().parse()?;
+    let (name, client) = answer(&reply.body);
+    assert_eq!(name, "web-1");
     assert_eq!(
         client.ip(),
         node3.ip,
@@ -110,12 +109,19 @@ fn the_control_plane_address_answers_every_node() -> Result<()> {
     for node in topology.nodes() {
         let addr = SocketAddr::from((topology.control_plane_ip(), 6443));
         let reply = wait::wait_for_http(Some(&node.netns), addr, "/", WAIT)?;
+        let (name, client) = answer(&reply.body);
         assert_eq!(
-            reply.body,
-            format!("control-plane {}:", node.ip) + reply.body.rsplit(':').next().unwrap()
+            (name.as_str(), client.ip()),
+            ("control-plane", node.ip.into())
         );
     }
     Ok(())
+}
+
+/// Splits a test server's `NAME CLIENT` answer.
+fn answer(body: &str) -> (String, SocketAddr) {
+    let (name, client) = body.trim().split_once(' ').expect("NAME CLIENT");
+    (name.to_owned(), client.parse().expect("a socket address"))
 }
 
 #[test]
@@ -132,11 +138,8 @@ fn the_host_link_reaches_nodes_from_the_host() -> Result<()> {
         "/",
         WAIT,
     )?;
-    assert!(
-        reply.body.starts_with(&format!("web-h {host_ip}:")),
-        "expected web-h to see the host's underlay address {host_ip}: {:?}",
-        reply.body
-    );
+    let (name, client) = answer(&reply.body);
+    assert_eq!((name.as_str(), client.ip()), ("web-h", host_ip.into()));
     drop(topology);
     assert_eq!(kernel_objects_of(&id), Vec::<String>::new());
     Ok(())

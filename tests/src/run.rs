@@ -217,6 +217,7 @@ pub fn detached_runs() -> Vec<RunId> {
 /// Destroys every run whose owner is gone. Returns the runs it could not fully remove.
 pub fn sweep_stale() -> Result<Vec<(RunId, anyhow::Error)>> {
     let mut failures = Vec::new();
+    remove_dead_drafts();
     for id in known_runs() {
         if !is_live(&id)
             && let Err(err) = destroy(&id)
@@ -225,6 +226,24 @@ pub fn sweep_stale() -> Result<Vec<(RunId, anyhow::Error)>> {
         }
     }
     Ok(failures)
+}
+
+/// Drafts left by a process killed while it was recording a new run.
+fn remove_dead_drafts() {
+    let Ok(entries) = fs::read_dir(STATE_ROOT) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_draft = entry.file_name().to_string_lossy().starts_with(".draft-");
+        // A draft lives for microseconds; one a minute old was abandoned whatever its owner says.
+        let abandoned = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60));
+        if is_draft && abandoned {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Every run id that has a record or a kernel object on this machine.

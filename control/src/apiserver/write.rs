@@ -1,0 +1,628 @@
+//! create, update, patch, and the status / scale / binding subresources.
+//!
+//! Every write takes the same road: decode and check the body against its type, default,
+//! validate, carry over what only the server may set, then one compare-and-swap in the store
+//! (a stale resourceVersion is a 409). Patches are computed against the stored object and
+//! retried when someone else wrote in between, as kube-apiserver does.
+
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::objects::{self, meta, meta_mut};
+use super::status::ApiError;
+use super::typed;
+use super::{ApiServer, Call, json_with_warnings};
+use crate::patch::{PatchType, apply_patch};
+use crate::resources::{Resource, Subresource};
+use crate::store::{Revision, Store, StoreError};
+use crate::validation;
+
+/// How unknown fields are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+fn field_validation(call: &Call) -> Result<FieldValidation, ApiError> {
+    match call.query.get("fieldValidation") {
+        None | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+        ))),
+    }
+}
+
+/// Parses a JSON body and checks its type, namespace and fields. Returns it with warnings.
+fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiError> {
+    let content_type = call
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !(content_type.starts_with("application/json") || content_type.starts_with("*/*")) {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    let object: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })?;
+    check_object(call, object)
+}
+
+fn check_object(call: &Call, mut object: Value) -> Result<(Value, Vec<String>), ApiError> {
+    let resource = call.resource;
+    if !object.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !api_version.is_empty() && api_version != resource.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            resource.api_version()
+        )));
+    }
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !kind.is_empty() && kind != resource.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            resource.kind
+        )));
+    }
+    objects::set_type(resource, &mut object);
+    if resource.namespaced {
+        let url_ns = call.namespace.clone().unwrap_or_default();
+        match objects::meta_str(&object, "namespace").filter(|n| !n.is_empty()) {
+            Some(ns) if ns != url_ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => {
+                meta_mut(&mut object).insert("namespace".into(), json!(url_ns));
+            }
+        }
+    } else {
+        meta_mut(&mut object).remove("namespace");
+    }
+    let warnings = unknown_field_check(call, resource.group, resource.kind, &object)?;
+    Ok((object, warnings))
+}
+
+fn unknown_field_check(
+    call: &Call,
+    group: &str,
+    kind: &str,
+    object: &Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = field_validation(call)?;
+    let unknown = typed::unknown_fields_of(group, kind, object).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
+            call.resource.version
+        ))
+    })?;
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    match mode {
+        FieldValidation::Strict if !messages.is_empty() => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(messages),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn validate(resource: &Resource, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let errors = validation::validate(resource.kind, object, old);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        let name = objects::name(object).unwrap_or("");
+        Err(ApiError::invalid(resource, name, &errors))
+    }
+}
+
+/// Status a new object starts with, as Kubernetes' create strategies reset it.
+fn initial_status(resource: &Resource, object: &mut Value) {
+    match resource.kind {
+        "Pod" => {
+            let qos = qos_class(object);
+            object["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        "Service" => object["status"] = json!({"loadBalancer": {}}),
+        "Namespace" => object["status"] = json!({"phase": "Active"}),
+        "Deployment" | "ReplicaSet" => object["status"] = json!({}),
+        _ => {}
+    }
+    if resource.kind == "Namespace" {
+        let name = objects::name(object).unwrap_or("").to_owned();
+        let labels = meta_mut(object)
+            .entry("labels")
+            .or_insert_with(|| json!({}));
+        if let Value::Object(labels) = labels {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+}
+
+/// A Pod's QoS class from its containers' requests and limits.
+pub fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let requests = c["resources"]["requests"].as_object();
+        let limits = c["resources"]["limits"].as_object();
+        any |= requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty());
+        let full = |res: &str| {
+            let limit = limits.and_then(|l| l.get(res));
+            limit.is_some()
+                && requests
+                    .and_then(|r| r.get(res))
+                    .is_none_or(|r| Some(r) == limit)
+        };
+        guaranteed &= full("cpu") && full("memory");
+    }
+    if guaranteed {
+        "Guaranteed"
+    } else if any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+/// Fails unless `namespace` exists and is not terminating.
+async fn require_namespace<S: Store>(api: &ApiServer<S>, call: &Call) -> Result<(), ApiError> {
+    let Some(ns) = call
+        .namespace
+        .as_deref()
+        .filter(|_| call.resource.namespaced)
+    else {
+        return Ok(());
+    };
+    let namespaces = crate::resources::find("", "v1", "namespaces").expect("namespaces are served");
+    let kv = api
+        .store
+        .get(&namespaces.key(None, ns))
+        .await?
+        .ok_or_else(|| ApiError::not_found(namespaces, ns))?;
+    let namespace = objects::decode(namespaces, &kv)?;
+    if objects::is_terminating(&namespace) {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            call.resource.qualified_name(),
+            "",
+        )));
+    }
+    Ok(())
+}
+
+/// POST to a collection.
+pub async fn create<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let (object, warnings) = decode_body(call, body)?;
+    let created = create_object(api, call, object).await?;
+    Ok(json_with_warnings(StatusCode::CREATED, &created, &warnings))
+}
+
+/// Creates `object` (already type-checked): names, defaults, validates, stores.
+pub async fn create_object<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    mut object: Value,
+) -> Result<Value, ApiError> {
+    let resource = call.resource;
+    if objects::name(&object).is_none() {
+        let prefix = objects::meta_str(&object, "generateName")
+            .unwrap_or("")
+            .to_owned();
+        if !prefix.is_empty() {
+            meta_mut(&mut object).insert("name".into(), json!(objects::generate_name(&prefix)));
+        }
+    }
+    validation::apply_defaults(resource.kind, &mut object);
+    initial_status(resource, &mut object);
+    objects::stamp_new(resource, &mut object);
+    validate(resource, &object, None)?;
+    require_namespace(api, call).await?;
+    let name = objects::name(&object).unwrap_or("").to_owned();
+    if call.query.dry_run()? {
+        return Ok(object);
+    }
+    let kv = match api
+        .store
+        .create(&call.key(&name), objects::encode(&object)?)
+        .await
+    {
+        Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(resource, &name)),
+        other => other?,
+    };
+    objects::decode(resource, &kv)
+}
+
+/// Kinds Kubernetes lets PUT create when the object is missing.
+fn creates_on_update(resource: &Resource) -> bool {
+    matches!(
+        resource.kind,
+        "Endpoints" | "Lease" | "EndpointSlice" | "Event"
+    )
+}
+
+/// PUT of an object or its status / scale.
+pub async fn update<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    name: &str,
+    sub: Option<Subresource>,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    if sub == Some(Subresource::Scale) {
+        let scale: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("json parse error: {e}")))?;
+        let updated = write_scale(api, call, name, &scale, None).await?;
+        return Ok(super::json(StatusCode::OK, &updated));
+    }
+    let (object, warnings) = decode_body(call, body)?;
+    if objects::name(&object) != Some(name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            objects::name(&object).unwrap_or("")
+        )));
+    }
+    let current = api.store.get(&call.key(name)).await?;
+    let Some(current) = current else {
+        if creates_on_update(call.resource) && sub.is_none() {
+            let created = create_object(api, call, object).await?;
+            return Ok(json_with_warnings(StatusCode::CREATED, &created, &warnings));
+        }
+        return Err(ApiError::not_found(call.resource, name));
+    };
+    let old = objects::decode(call.resource, &current)?;
+    let expected = match objects::resource_version(&object)? {
+        Some(rv) if rv != current.mod_revision => return Err(ApiError::stale(call.resource, name)),
+        _ => current.mod_revision,
+    };
+    let updated = store_update(api, call, name, &old, object, sub, expected).await?;
+    Ok(json_with_warnings(StatusCode::OK, &updated, &warnings))
+}
+
+/// The common tail of update and patch: merge with the stored object, validate, CAS.
+async fn store_update<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    name: &str,
+    old: &Value,
+    new: Value,
+    sub: Option<Subresource>,
+    expected: Revision,
+) -> Result<Value, ApiError> {
+    let resource = call.resource;
+    let mut new = match sub {
+        // The status door changes the status alone.
+        Some(Subresource::Status) => {
+            let mut merged = old.clone();
+            merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            merged
+        }
+        _ => {
+            let mut new = new;
+            if resource.status_is_subresource {
+                match old.get("status") {
+                    Some(status) => new["status"] = status.clone(),
+                    None => {
+                        if let Value::Object(map) = &mut new {
+                            map.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+    };
+    objects::set_type(resource, &mut new);
+    if resource.namespaced {
+        meta_mut(&mut new).insert(
+            "namespace".into(),
+            json!(call.namespace.clone().unwrap_or_default()),
+        );
+    }
+    objects::keep_server_fields(resource, old, &mut new);
+    validation::apply_defaults(resource.kind, &mut new);
+    validate(resource, &new, Some(old))?;
+    if call.query.dry_run()? {
+        return Ok(new);
+    }
+    // An unchanged object is not written again: its resourceVersion stays, no watch event.
+    let mut unchanged = new.clone();
+    meta_mut(&mut unchanged).insert(
+        "resourceVersion".into(),
+        old["metadata"]["resourceVersion"].clone(),
+    );
+    if &unchanged == old {
+        return Ok(old.clone());
+    }
+    // The last finalizer gone from an object being deleted: it goes.
+    if objects::is_terminating(&new) && objects::finalizers(&new).is_empty() {
+        let kv = match api.store.delete(&call.key(name), Some(expected)).await {
+            Err(StoreError::Conflict { .. }) => return Err(ApiError::stale(resource, name)),
+            other => other?,
+        };
+        return objects::decode(resource, &kv);
+    }
+    let kv = match api
+        .store
+        .update(&call.key(name), objects::encode(&new)?, expected)
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => return Err(ApiError::stale(resource, name)),
+        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(resource, name)),
+        other => other?,
+    };
+    objects::decode(resource, &kv)
+}
+
+/// PATCH of an object or its status / scale.
+pub async fn patch<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    name: &str,
+    sub: Option<Subresource>,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let content_type = call
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let patch_type = PatchType::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+    if patch_type == PatchType::Apply && call.query.get("fieldManager").is_none() {
+        return Err(ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    // The patch may itself pin a resourceVersion; then a conflict is final, else we retry.
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        let current = api.store.get(&call.key(name)).await?;
+        let Some(current) = current else {
+            if patch_type == PatchType::Apply && sub.is_none() {
+                return apply_create(api, call, name, body).await;
+            }
+            return Err(ApiError::not_found(call.resource, name));
+        };
+        let old = objects::decode(call.resource, &current)?;
+        let result = if sub == Some(Subresource::Scale) {
+            let scale = scale_of(call.resource, &old);
+            let patched = run_patch(patch_type, "Scale", &scale, body)?;
+            write_scale(
+                api,
+                call,
+                name,
+                &patched,
+                Some((&old, current.mod_revision)),
+            )
+            .await
+        } else {
+            let patched = run_patch(patch_type, call.resource.kind, &old, body)?;
+            let (mut patched, warnings) = check_object(call, patched)?;
+            if patch_type == PatchType::Apply {
+                record_manager(&mut patched, call, "Apply");
+            }
+            let pinned = objects::resource_version(&patched)?;
+            if pinned.is_some_and(|rv| rv != current.mod_revision) {
+                return Err(ApiError::stale(call.resource, name));
+            }
+            store_update(api, call, name, &old, patched, sub, current.mod_revision)
+                .await
+                .map(|v| (v, warnings))
+                .map(|(v, w)| {
+                    let _ = &w;
+                    v
+                })
+        };
+        match result {
+            Err(err) if err.code == 409 && err.reason == "Conflict" && attempt < ATTEMPTS => {
+                continue;
+            }
+            Err(err) => return Err(err),
+            Ok(updated) => return Ok(super::json(StatusCode::OK, &updated)),
+        }
+    }
+    Err(ApiError::stale(call.resource, name))
+}
+
+fn run_patch(
+    patch_type: PatchType,
+    kind: &str,
+    original: &Value,
+    body: &Bytes,
+) -> Result<Value, ApiError> {
+    let mut original = original.clone();
+    meta_mut(&mut original).remove("managedFields");
+    apply_patch(patch_type, kind, &original, body).map_err(|e| {
+        let code = e.http_status();
+        let reason = match code {
+            400 => "BadRequest",
+            413 => "RequestEntityTooLarge",
+            415 => "UnsupportedMediaType",
+            _ => "Invalid",
+        };
+        ApiError {
+            code,
+            reason,
+            message: e.to_string(),
+            details: None,
+        }
+    })
+}
+
+/// Server-side apply of an object that does not exist yet: a create.
+async fn apply_create<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    name: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let object: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let (mut object, warnings) = check_object(call, object)?;
+    if objects::name(&object) != Some(name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            objects::name(&object).unwrap_or("")
+        )));
+    }
+    record_manager(&mut object, call, "Apply");
+    let created = create_object(api, call, object).await?;
+    Ok(json_with_warnings(StatusCode::CREATED, &created, &warnings))
+}
+
+/// Notes the field manager in `managedFields`, replacing its earlier entry.
+fn record_manager(object: &mut Value, call: &Call, operation: &str) {
+    let manager = call
+        .query
+        .get("fieldManager")
+        .unwrap_or("unknown")
+        .to_owned();
+    let entry = json!({
+        "manager": manager, "operation": operation, "apiVersion": call.resource.api_version(),
+        "time": crate::time::now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": {},
+    });
+    let meta = meta_mut(object);
+    let mut entries: Vec<Value> = meta
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !(e["manager"] == json!(manager) && e["operation"] == json!(operation)))
+        .collect();
+    entries.push(entry);
+    meta.insert("managedFields".into(), Value::Array(entries));
+}
+
+/// The autoscaling/v1 Scale view of a Deployment or ReplicaSet.
+pub fn scale_of(resource: &Resource, object: &Value) -> Value {
+    let m = meta(object);
+    let selector = crate::selector::LabelSelector::from_api(&object["spec"]["selector"])
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let _ = resource;
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+/// Writes `scale.spec.replicas` into the object; `stored` is the object already read, if any.
+async fn write_scale<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    name: &str,
+    scale: &Value,
+    stored: Option<(&Value, Revision)>,
+) -> Result<Value, ApiError> {
+    let unknown = typed::unknown_fields_of("autoscaling", "Scale", scale)
+        .map_err(|e| ApiError::bad_request(format!("Scale cannot be handled: {e}")))?;
+    if field_validation(call)? == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: unknown field \"{}\"",
+            unknown[0]
+        )));
+    }
+    let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+    if replicas < 0 {
+        let error = validation::FieldError {
+            kind: validation::FieldErrorKind::Invalid,
+            field: "spec.replicas".into(),
+            value: Some(json!(replicas)),
+            detail: "must be greater than or equal to 0".into(),
+        };
+        return Err(ApiError::invalid(call.resource, name, &[error]));
+    }
+    let (old, revision) = match stored {
+        Some((old, rev)) => (old.clone(), rev),
+        None => super::read::fetch(api, call, name).await?,
+    };
+    if let Some(rv) = objects::resource_version(scale)?
+        && rv != revision
+    {
+        return Err(ApiError::stale(call.resource, name));
+    }
+    let mut new = old.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    let updated = store_update(api, call, name, &old, new, None, revision).await?;
+    Ok(scale_of(call.resource, &updated))
+}
+
+/// POST pods/{name}/binding: assigns the Pod to a Node, once.
+pub async fn bind<S: Store>(
+    api: &ApiServer<S>,
+    call: &Call,
+    name: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let binding: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("json parse error: {e}")))?;
+    typed::unknown_fields_of("", "Binding", &binding)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let node = binding["target"]["name"].as_str().unwrap_or("").to_owned();
+    if node.is_empty() {
+        let error = validation::FieldError {
+            kind: validation::FieldErrorKind::Required,
+            field: "target.name".into(),
+            value: None,
+            detail: String::new(),
+        };
+        return Err(ApiError::invalid(call.resource, name, &[error]));
+    }
+    let (old, revision) = super::read::fetch(api, call, name).await?;
+    if let Some(uid) = binding["metadata"]["uid"].as_str()
+        && objects::meta_str(&old, "uid") != Some(uid)
+    {
+        return Err(ApiError::conflict(
+            call.resource,
+            name,
+            "Precondition failed: UID mismatch",
+        ));
+    }
+    if let Some(current) = old["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+        return Err(ApiError::conflict(
+            call.resource,
+            name,
+            &format!("pod {name} is already assigned to node \"{current}\""),
+        ));
+    }
+    let mut new = old.clone();
+    new["spec"]["nodeName"] = json!(node);
+    store_update(api, call, name, &old, new, None, revision).await?;
+    Ok(super::json(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}

@@ -1,0 +1,117 @@
+//! `skiff-control`: the control plane binary.
+//!
+//! `skiff-control --data-dir D` serves the Kubernetes API over HTTPS and writes
+//! `D/admin.kubeconfig`; `skiff-control mint-token` adds credentials (e.g. for a node).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use skiff_control::auth::{kubeconfig, tokens};
+use skiff_control::server::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skiff-control",
+    version,
+    about = "skiff's Kubernetes-compatible control plane"
+)]
+struct Cli {
+    /// Where state, certificates and credentials live.
+    #[arg(long, global = true, default_value = "/var/lib/skiff/control")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// The address clients reach this server at (kubeconfig, certificate).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// Extra names or IPs for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+    /// Changes kept in memory per resource for resuming watches.
+    #[arg(long, default_value_t = 10_000)]
+    watch_cache_size: usize,
+    /// Revisions of history kept for watches resuming from the store.
+    #[arg(long, default_value_t = 100_000)]
+    keep_revisions: i64,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Add a bearer token (e.g. for a node) and optionally write a kubeconfig with it.
+    MintToken {
+        /// User name, e.g. system:node:node1.
+        #[arg(long)]
+        user: String,
+        /// Groups, e.g. system:nodes.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Write a kubeconfig here (needs --server).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The server URL for the kubeconfig.
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    if let Some(Command::MintToken {
+        user,
+        groups,
+        kubeconfig: out,
+        server,
+    }) = &cli.command
+    {
+        let token = tokens::mint(&cli.data_dir, user, groups)?;
+        match out {
+            Some(path) => {
+                let server = server.as_deref().context("--kubeconfig needs --server")?;
+                kubeconfig::write(path, server, &cli.data_dir.join("ca.crt"), user, &token)?;
+                println!("{}", path.display());
+            }
+            None => println!("{token}"),
+        }
+        return Ok(());
+    }
+    let config = Config {
+        data_dir: cli.data_dir,
+        bind: cli.bind_address,
+        port: cli.secure_port,
+        advertise: cli.advertise_address,
+        tls_sans: cli.tls_sans,
+        watch_cache_size: cli.watch_cache_size,
+        keep_revisions: cli.keep_revisions,
+        compaction_interval: Duration::from_secs(300),
+    };
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let prepared = server::prepare(&config).await?;
+        let listener = tokio::net::TcpListener::bind((config.bind, config.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", config.bind, config.port))?;
+        tracing::info!(url = %prepared.url, kubeconfig = %prepared.admin_kubeconfig.display(), "serving");
+        server::serve(prepared, listener).await
+    })
+}

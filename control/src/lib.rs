@@ -9,6 +9,7 @@ pub mod apiserver;
 pub mod auth;
 pub mod metrics;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;

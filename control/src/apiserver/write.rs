@@ -45,12 +45,27 @@ fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiErr
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if !(content_type.starts_with("application/json") || content_type.starts_with("*/*")) {
+    let object: Value = if crate::protobuf::is_protobuf(content_type) {
+        // kubectl's typed clients (create namespace/deployment/service, run) send protobuf.
+        crate::protobuf::decode(body).map_err(|e| {
+            if e.is_unsupported() {
+                ApiError {
+                    code: 415,
+                    reason: "UnsupportedMediaType",
+                    message: e.to_string(),
+                    details: None,
+                }
+            } else {
+                ApiError::bad_request(format!("protobuf: {e}"))
+            }
+        })?
+    } else if content_type.starts_with("application/json") || content_type.starts_with("*/*") {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?
+    } else {
         return Err(ApiError::unsupported_media_type(content_type));
-    }
-    let object: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-    })?;
+    };
     check_object(call, object)
 }
 

@@ -27,21 +27,26 @@ pub const APT_PACKAGES: &[&str] = &[
     "containernetworking-plugins",
 ];
 
+/// The official Python client the API tests drive (installed into `target/pyvenv`).
+const PYTHON_KUBERNETES: &str = "kubernetes==37.0.2";
+
 /// The bpf-linker release that works with the pinned nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Runs every step.
 pub fn run_all() -> Result<()> {
     let started = std::time::Instant::now();
-    shell::step("setup: [1/4] Debian packages");
+    shell::step("setup: [1/5] Debian packages");
     apt_packages()?;
-    shell::step("setup: [2/4] rustfmt and clippy for the stable toolchain");
+    shell::step("setup: [2/5] rustfmt and clippy for the stable toolchain");
     stable_components()?;
-    shell::step("setup: [3/4] the eBPF crate's pinned nightly");
+    shell::step("setup: [3/5] the eBPF crate's pinned nightly");
     let pin = nightly_pin()?;
     nightly(&pin)?;
-    shell::step("setup: [4/4] bpf-linker against the nightly's LLVM");
+    shell::step("setup: [4/5] bpf-linker against the nightly's LLVM");
     bpf_linker(&pin)?;
+    shell::step("setup: [5/5] the Python kubernetes client, in target/pyvenv");
+    python_client()?;
     println!("\nsetup: done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -191,6 +196,30 @@ fn bpf_linker(pin: &str) -> Result<()> {
             &format!("llvm-{llvm_major}"),
         ])
         .env("LLVM_PREFIX", &prefix))
+}
+
+fn python_client() -> Result<()> {
+    let venv = shell::root().join("target/pyvenv");
+    let python = venv.join("bin/python");
+    let wanted = PYTHON_KUBERNETES.split("==").nth(1).unwrap_or_default();
+    if let Some(version) = probe(
+        Command::new(&python).args(["-c", "import kubernetes; print(kubernetes.__version__)"]),
+    ) && version.trim() == wanted
+    {
+        println!("kubernetes {wanted}: present");
+        return Ok(());
+    }
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        PYTHON_KUBERNETES,
+    ]))
 }
 
 fn cargo_home() -> PathBuf {

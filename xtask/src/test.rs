@@ -50,10 +50,20 @@ pub fn run(args: &TestArgs) -> Result<()> {
     ]))?;
     ebpf::clippy()?;
 
-    shell::step("test: [3/6] unit tests (every crate, no root needed)");
+    shell::step("test: [3/6] unit and API tests (no root needed)");
     let mut tally = Tally::default();
     run_counted(
-        shell::cargo().args(["test", "--locked", "--workspace", "--lib", "--bins"]),
+        shell::cargo().args([
+            "test",
+            "--locked",
+            "--workspace",
+            "--exclude",
+            "skiff-tests",
+        ]),
+        &mut tally,
+    )?;
+    run_counted(
+        shell::cargo().args(["test", "--locked", "-p", "skiff-tests", "--lib", "--bins"]),
         &mut tally,
     )?;
 
@@ -63,7 +73,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
     if args.no_netns {
         println!("\n--no-netns: skipping the network-namespace suite");
     } else {
-        shell::step("test: [5/6] network-namespace suite (tests/)");
+        shell::step("test: [5/6] network-namespace and client suite (tests/)");
+        shell::run(shell::cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
         let mut command = shell::cargo();
         command.args(["test", "--locked", "-p", "skiff-tests", "--test", "*"]);
         if let Some(filter) = &args.filter {

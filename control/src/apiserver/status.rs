@@ -148,7 +148,7 @@ impl ApiError {
     pub fn invalid(resource: &Resource, name: &str, errors: &[FieldError]) -> Self {
         let causes: Vec<Value> = errors
             .iter()
-            .map(|e| json!({"reason": e.kind.reason(), "message": e.message(), "field": e.field}))
+            .map(|e| json!({"reason": e.kind.reason(), "message": e.body(), "field": e.field}))
             .collect();
         let mut err = Self::new(
             422,

@@ -359,8 +359,10 @@ async fn store_update<S: Store>(
             json!(call.namespace.clone().unwrap_or_default()),
         );
     }
-    objects::keep_server_fields(resource, old, &mut new);
     validation::apply_defaults(resource.kind, &mut new);
+    validation::prepare_for_update(resource.kind, &mut new, old);
+    // After defaulting, so a client that leaves defaults out does not bump the generation.
+    objects::keep_server_fields(resource, old, &mut new);
     validate(resource, &new, Some(old))?;
     if call.query.dry_run()? {
         return Ok(new);

@@ -4,6 +4,7 @@
 //! reports both with their ratio; absolute numbers from a 2-core sandbox mean little alone.
 //! Figures are printed as a table and written to `target/bench/<name>.json`.
 
+mod apiserver;
 mod underlay_http;
 
 use anyhow::{Context, Result};
@@ -25,6 +26,8 @@ pub struct BenchArgs {
 enum BenchName {
     /// HTTP request latency across the netns underlay, against loopback in the same namespace.
     UnderlayHttp,
+    /// apiserver creates/s against the bare store; watch fan-out with 100 and 1000 watchers.
+    Apiserver,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -61,6 +64,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "loopback inside the server's own namespace",
             underlay_http::run(args.iterations)?,
         ),
+        BenchName::Apiserver => (
+            "apiserver",
+            "creates: the bare store, same concurrency; fan-out: a single watcher",
+            apiserver::run()?,
+        ),
     };
     print_table(name, baseline, &figures);
     let dir = shell::root().join("target/bench");
@@ -80,14 +88,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn print_table(name: &str, baseline: &str, figures: &[Figure]) {
     println!("\n{name} (baseline: {baseline})");
     println!(
-        "{:<24} {:>12} {:>12} {:>8}",
+        "{:<36} {:>12} {:>12} {:>8}",
         "figure", "value", "baseline", "ratio"
     );
     for f in figures {
         let base = f.baseline.map_or("-".to_owned(), |b| format!("{b:.1}"));
         let ratio = f.ratio().map_or("-".to_owned(), |r| format!("{r:.2}x"));
         println!(
-            "{:<24} {:>12} {:>12} {:>8}",
+            "{:<36} {:>12} {:>12} {:>8}",
             format!("{} ({})", f.name, f.unit),
             format!("{:.1}", f.value),
             base,

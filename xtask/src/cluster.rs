@@ -1,8 +1,9 @@
 //! `cargo xtask up` / `down`: a local cluster made of network namespaces, left running for a user.
 //!
-//! For now the cluster is the harness topology with the test server on every node; each node's
-//! server is reached from another node across the underlay, and from the host over the host link.
-//! The control plane, agents and Services join it as their issues land.
+//! For now the cluster is the harness topology, skiff-control in the underlay's namespace (so
+//! `kubectl` works from the host over the host link and from every node), and the test server on
+//! every node, each reached from another node across the underlay. Node agents and Services join
+//! it as their issues land.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ pub struct UpArgs {
 }
 
 const HTTP_PORT: u16 = 8080;
+const API_PORT: u16 = 6443;
 
 pub fn up(args: &UpArgs) -> Result<()> {
     if !shell::is_root() {
@@ -28,8 +30,17 @@ pub fn up(args: &UpArgs) -> Result<()> {
     }
     setup::run_all()?;
     shell::step("up: build");
-    shell::run(shell::cargo().args(["build", "--locked", "-p", "skiff-tests", "--bins"]))?;
+    shell::run(shell::cargo().args([
+        "build",
+        "--locked",
+        "-p",
+        "skiff-tests",
+        "-p",
+        "skiff-control",
+        "--bins",
+    ]))?;
     let server = shell::root().join("target/debug/skiff-test-server");
+    let control = shell::root().join("target/debug/skiff-control");
 
     for id in run::detached_runs() {
         println!("taking down the cluster already up (run {id})");
@@ -51,6 +62,31 @@ pub fn up(args: &UpArgs) -> Result<()> {
         topology.control_plane_netns().name(),
         topology.control_plane_ip()
     );
+    let data_dir = shell::root().join("target/skiff-up/control");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let cp_ip = topology.control_plane_ip().to_string();
+    let apiserver = topology.spawn(
+        topology.control_plane_netns(),
+        "skiff-control",
+        &[
+            &control.to_string_lossy(),
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--bind-address",
+            &cp_ip,
+            "--advertise-address",
+            &cp_ip,
+        ],
+        &[],
+    )?;
+    let kubeconfig = data_dir.join("admin.kubeconfig");
+    wait::wait_for_tcp(
+        Some(&topology.node(1).netns),
+        SocketAddr::from((topology.control_plane_ip(), API_PORT)),
+        Duration::from_secs(20),
+    )
+    .context("skiff-control did not start listening")?;
+    println!("control  {cp_ip:<16} https://{cp_ip}:{API_PORT}");
     let server_path = server.to_string_lossy().into_owned();
     let mut servers = Vec::new();
     for node in topology.nodes() {
@@ -99,18 +135,37 @@ pub fn up(args: &UpArgs) -> Result<()> {
     answered_by(&reply, &format!("{}-echo", nodes[0].name))?;
     println!("host $ curl {url}\n  {}", reply.trim());
 
+    shell::step("up: kubectl from the host, through the host link");
+    let kubectl = std::process::Command::new("kubectl")
+        .args(["get", "namespaces"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .context("cannot run kubectl")?;
+    anyhow::ensure!(
+        kubectl.status.success(),
+        "kubectl could not reach skiff-control: {}",
+        String::from_utf8_lossy(&kubectl.stderr)
+    );
+    println!(
+        "$ kubectl get namespaces\n{}",
+        String::from_utf8_lossy(&kubectl.stdout).trim_end()
+    );
+
     let logs = topology.run().log_dir().to_path_buf();
     let first_ns = nodes[0].netns.name().to_owned();
     for server in servers {
         server.release();
     }
+    apiserver.release();
     let id = topology.detach()?;
     println!(
         "\ncluster {id} up in {:.2}s (building aside)\n\n\
+         use kubectl:      export KUBECONFIG={}\n\
          enter a node:     ip netns exec {first_ns} bash\n\
          process logs:     {}\n\
          take it down:     cargo xtask down",
         elapsed.as_secs_f64(),
+        kubeconfig.display(),
         logs.display()
     );
     Ok(())

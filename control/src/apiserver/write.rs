@@ -637,7 +637,17 @@ pub async fn bind<S: Store>(
     }
     let mut new = old.clone();
     new["spec"]["nodeName"] = json!(node);
-    store_update(api, call, name, &old, new, None, revision).await?;
+    // Binding is the one door through which a Pod's nodeName may change, so the Pod-update
+    // validation (which forbids it) is not applied here.
+    match api
+        .store
+        .update(&call.key(name), objects::encode(&new)?, revision)
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => return Err(ApiError::stale(call.resource, name)),
+        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(call.resource, name)),
+        other => other?,
+    };
     Ok(super::json(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

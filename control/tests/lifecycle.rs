@@ -22,8 +22,9 @@ async fn call(client: &kube::Client, method: &str, path: &str, body: &Value) -> 
 }
 
 fn pod(name: &str, node: Option<&str>, labels: Value) -> Value {
-    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
                          "spec": {"containers": [{"name": "c", "image": "skiff/test-server"}]}});
+    pod["metadata"]["labels"] = labels;
     if let Some(node) = node {
         pod["spec"]["nodeName"] = json!(node);
     }

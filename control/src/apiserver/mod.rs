@@ -14,6 +14,7 @@ pub mod path;
 pub mod query;
 pub mod read;
 pub mod status;
+pub mod subresources;
 pub mod typed;
 pub mod watch;
 pub mod write;
@@ -194,7 +195,7 @@ impl<S: Store> ApiServer<S> {
             (Method::GET, Some((name, sub))) => read::get(self, &call, &name, sub).await,
             (Method::POST, None) => write::create(self, &call, &body).await,
             (Method::POST, Some((name, Some(crate::resources::Subresource::Binding)))) => {
-                write::bind(self, &call, &name, &body).await
+                subresources::bind(self, &call, &name, &body).await
             }
             (Method::PUT, Some((name, sub))) => write::update(self, &call, &name, sub, &body).await,
             (Method::PATCH, Some((name, sub))) => {

@@ -60,7 +60,7 @@ pub async fn get<S: Store>(
 ) -> Result<Response, ApiError> {
     let object = fetch(api, call, name).await?.0;
     let object = match sub {
-        Some(Subresource::Scale) => super::write::scale_of(call.resource, &object),
+        Some(Subresource::Scale) => super::subresources::scale_of(&object),
         _ => object,
     };
     Ok(respond_one(call, object))

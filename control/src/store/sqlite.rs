@@ -30,10 +30,14 @@
 //! event committed between subscribing and reading is in both and is sent once. A slow watcher
 //! never blocks writers: if its channel (`watch_buffer` events) is full or it lags the broadcast
 //! ring ([`BROADCAST_CAPACITY`] events), its stream is closed and it must re-watch from the last
-//! revision it saw (or re-list), as with an etcd watch that was cancelled.
+//! revision it saw (or re-list), as with an etcd watch that was cancelled. The per-watcher task
+//! (`Forwarder`) is in `sqlite_watch.rs`.
+
+#[path = "sqlite_watch.rs"]
+mod watch;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -41,6 +45,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 use tokio::sync::{broadcast, mpsc};
 
 use super::{EventKind, KeyValue, ListResult, Revision, Store, StoreError, WatchEvent};
+use watch::Forwarder;
 
 /// Live events the broadcast ring holds before a watcher that has not caught up is cut off.
 pub const BROADCAST_CAPACITY: usize = 4096;
@@ -577,221 +582,6 @@ impl ToSql for UpperBound {
     }
 }
 
-/// Feeds one watcher: history pages, then live events, closing the stream on overflow or lag.
-struct Forwarder {
-    /// Weak, so that dropping the store closes the database and ends the watch.
-    db: Weak<Mutex<Connection>>,
-    prefix: String,
-    /// The newest revision sent (or `after`): nothing at or below it is sent again.
-    last: Revision,
-    live: broadcast::Receiver<Arc<WatchEvent>>,
-    tx: mpsc::Sender<WatchEvent>,
-}
-
-impl Forwarder {
-    async fn run(mut self, first: Vec<WatchEvent>) {
-        let mut page = first;
-        loop {
-            let full = page.len() == HISTORY_PAGE;
-            for event in page {
-                self.last = event.revision();
-                if self.tx.send(event).await.is_err() {
-                    return; // The receiver is gone.
-                }
-            }
-            if !full {
-                break;
-            }
-            let Some(db) = self.db.upgrade() else {
-                return; // The store is gone.
-            };
-            let (prefix, after) = (self.prefix.clone(), self.last);
-            page = match blocking(db, move |conn| history(conn, &prefix, after)).await {
-                Ok(page) => page,
-                Err(error) => {
-                    // E.g. compacted past this watcher while it caught up.
-                    tracing::warn!(prefix = self.prefix, %error, "watch closed while replaying history");
-                    return;
-                }
-            };
-        }
-        loop {
-            let event = tokio::select! {
-                () = self.tx.closed() => return,
-                event = self.live.recv() => event,
-            };
-            let event = match event {
-                Ok(event) => event,
-                Err(broadcast::error::RecvError::Closed) => return, // The store is gone.
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        prefix = self.prefix,
-                        last = self.last,
-                        missed,
-                        "watcher lagged; closing its stream"
-                    );
-                    return;
-                }
-            };
-            if event.revision() <= self.last || !event.kv.key.starts_with(&self.prefix) {
-                continue;
-            }
-            match self.tx.try_send(WatchEvent::clone(&event)) {
-                Ok(()) => self.last = event.revision(),
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(
-                        prefix = self.prefix,
-                        last = self.last,
-                        "watcher buffer full; closing its stream"
-                    );
-                    return;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Instant;
-
-    use super::super::tests::next;
-    use super::*;
-
-    /// A fresh directory under the system temp dir, removed on drop (also when a test fails).
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            static SEQ: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let dir = std::env::temp_dir().join(format!(
-                "skiff-store-{name}-{}-{nanos}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).expect("create temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Polls `cond` until it holds, failing after 10s.
-    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn reopen_keeps_values_revision_and_history() {
-        let dir = TempDir::new("reopen");
-        let path = dir.0.join("store.db");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            s.create("/a", b"a1".to_vec()).await.unwrap(); // 1
-            s.create("/b", b"b1".to_vec()).await.unwrap(); // 2
-            s.update("/a", b"a2".to_vec(), 1).await.unwrap(); // 3
-            s.delete("/b", None).await.unwrap(); // 4
-            s.create("/c", b"c1".to_vec()).await.unwrap(); // 5
-            s.delete("/c", None).await.unwrap(); // 6
-            s.compact(1).await.unwrap();
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.current_revision().await.unwrap(), 6);
-        assert_eq!(s.compacted_revision().await.unwrap(), 1);
-        assert_eq!(
-            s.get("/a").await.unwrap().map(|kv| kv.value),
-            Some(b"a2".to_vec())
-        );
-        assert_eq!(s.get("/b").await.unwrap(), None);
-        let at2 = s.list("/", 2).await.unwrap();
-        assert_eq!(
-            at2.kvs.iter().map(|kv| &kv.key[..]).collect::<Vec<_>>(),
-            ["/a", "/b"]
-        );
-
-        let mut rx = s.watch("/", 1).await.unwrap();
-        for (revision, kind) in [
-            (2, EventKind::Put),
-            (3, EventKind::Put),
-            (4, EventKind::Delete),
-            (5, EventKind::Put),
-            (6, EventKind::Delete),
-        ] {
-            let event = next(&mut rx).await.unwrap();
-            assert_eq!((event.revision(), event.kind), (revision, kind));
-        }
-        // Even the newest rows being tombstones does not let the counter go back.
-        assert_eq!(s.create("/d", vec![]).await.unwrap().mod_revision, 7);
-        assert_eq!(next(&mut rx).await.map(|e| e.revision()), Some(7));
-
-        let raw = Connection::open(&path).unwrap();
-        let mode: String = raw
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-    }
-
-    #[tokio::test]
-    async fn open_refuses_a_newer_schema() {
-        let dir = TempDir::new("schema");
-        let path = dir.0.join("store.db");
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", 99)
-            .unwrap();
-        assert!(matches!(
-            SqliteStore::open(&path),
-            Err(StoreError::UnsupportedSchema {
-                found: 99,
-                supported: SCHEMA_VERSION
-            })
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_slow_watcher_is_cut_off_and_writers_go_on() {
-        let s = SqliteStore::in_memory().unwrap().with_watch_buffer(8);
-        let mut slow = s.watch("/", 0).await.unwrap();
-        let mut fast = s.watch("/", 0).await.unwrap();
-        for i in 0..50 {
-            s.create(&format!("/k{i}"), vec![]).await.unwrap();
-            assert_eq!(next(&mut fast).await.map(|e| e.revision()), Some(i + 1));
-        }
-        eventually("slow watcher closed", || slow.is_closed()).await;
-        for revision in 1..=8 {
-            assert_eq!(next(&mut slow).await.map(|e| e.revision()), Some(revision));
-        }
-        assert_eq!(next(&mut slow).await, None);
-        assert!(!fast.is_closed());
-    }
-
-    #[tokio::test]
-    async fn dropping_the_receiver_ends_the_forwarder() {
-        let s = SqliteStore::in_memory().unwrap();
-        let rx = s.watch("/", 0).await.unwrap();
-        assert_eq!(s.events.receiver_count(), 1);
-        drop(rx);
-        eventually("forwarder gone", || s.events.receiver_count() == 0).await;
-    }
-
-    #[test]
-    fn upper_bound_is_the_prefix_with_its_last_byte_incremented() {
-        assert_eq!(UpperBound::of("/registry/pods/").0, b"/registry/pods0");
-        assert_eq!(UpperBound::of("é").0, [0xC3, 0xAA]);
-        assert_eq!(UpperBound::of("").0, [0xFF]);
-    }
-}
+#[path = "sqlite_tests.rs"]
+mod tests;

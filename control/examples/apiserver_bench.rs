@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         watch_cache_size: 10_000,
         keep_revisions: 1_000_000,
         compaction_interval: Duration::from_secs(3600),
+        controllers: None,
     };
     let prepared = server::prepare(&config).await?;
     let kubeconfig = prepared.admin_kubeconfig.clone();

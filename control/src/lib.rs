@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 pub mod auth;
+pub mod controllers;
 pub mod metrics;
 pub mod patch;
 pub mod protobuf;

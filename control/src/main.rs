@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use skiff_control::auth::{kubeconfig, tokens};
+use skiff_control::controllers::Settings;
 use skiff_control::server::{self, Config};
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,21 @@ struct Cli {
     /// Revisions of history kept for watches resuming from the store.
     #[arg(long, default_value_t = 100_000)]
     keep_revisions: i64,
+    /// Pod addresses of the cluster; each node gets a slice of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// Prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Seconds without a Lease renewal before a Node is Ready=Unknown.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// Seconds before Pods on an unreachable Node are evicted.
+    #[arg(long, default_value_t = 300)]
+    pod_eviction_timeout: u64,
+    /// Serve the API only: no scheduler, no controllers.
+    #[arg(long)]
+    no_controllers: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -105,6 +121,13 @@ fn main() -> Result<()> {
         watch_cache_size: cli.watch_cache_size,
         keep_revisions: cli.keep_revisions,
         compaction_interval: Duration::from_secs(300),
+        controllers: (!cli.no_controllers).then(|| Settings {
+            cluster_cidr: cli.cluster_cidr,
+            node_cidr_prefix: cli.node_cidr_mask_size,
+            node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_period),
+            pod_eviction_timeout: Duration::from_secs(cli.pod_eviction_timeout),
+            ..Settings::default()
+        }),
     };
     tokio::runtime::Runtime::new()?.block_on(async move {
         let prepared = server::prepare(&config).await?;

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::apiserver::query::Query;
 use crate::apiserver::{ApiServer, Call, write};
-use crate::auth::tokens::{ADMIN, TokenAuth, User};
+use crate::auth::tokens::{self, ADMIN, TokenAuth, User};
 use crate::auth::{kubeconfig, tls};
 use crate::metrics::Metrics;
 use crate::resources;
@@ -42,7 +42,12 @@ pub struct Config {
     pub keep_revisions: i64,
     /// How often compaction runs.
     pub compaction_interval: Duration,
+    /// Run the scheduler and controllers (with these settings) in this process.
+    pub controllers: Option<crate::controllers::Settings>,
 }
+
+/// The user the in-process controllers authenticate as.
+const CONTROLLER_USER: &str = "system:skiff-controller-manager";
 
 /// Namespaces every cluster has.
 const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -58,6 +63,8 @@ pub struct Prepared {
     pub admin_kubeconfig: PathBuf,
     /// The `https://...` URL clients use.
     pub url: String,
+    /// The controllers' own kubeconfig, and their settings, when they run here.
+    pub controllers: Option<(PathBuf, crate::controllers::Settings)>,
 }
 
 /// Opens everything; nothing listens yet.
@@ -103,6 +110,30 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         &admin_token,
     )?;
 
+    let controllers = match &config.controllers {
+        Some(settings) => {
+            // The controllers are clients like any other, with a token of their own, and
+            // talk to this server where it listens.
+            let token = match auth.token_of(CONTROLLER_USER) {
+                Some(token) => token,
+                None => tokens::mint(
+                    &config.data_dir,
+                    CONTROLLER_USER,
+                    &["system:masters".to_owned()],
+                )?,
+            };
+            let local = if config.bind.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                config.bind
+            };
+            let path = config.data_dir.join("controllers.kubeconfig");
+            let local_url = format!("https://{}", SocketAddr::new(local, config.port));
+            kubeconfig::write(&path, &local_url, &certs.ca_cert, CONTROLLER_USER, &token)?;
+            Some((path, settings.clone()))
+        }
+        None => None,
+    };
     let cache = WatchCache::start(Arc::clone(&store), config.watch_cache_size).await?;
     let api = Arc::new(ApiServer {
         store: Arc::clone(&store),
@@ -118,6 +149,7 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         tls,
         admin_kubeconfig,
         url,
+        controllers,
     })
 }
 
@@ -173,6 +205,16 @@ fn spawn_compaction<S: Store>(store: Arc<S>, keep: i64, interval: Duration) {
 pub async fn serve(prepared: Prepared, listener: TcpListener) -> Result<()> {
     let acceptor = TlsAcceptor::from(prepared.tls);
     let api = prepared.api;
+    // Aborted with this function (the server stops, its controllers too).
+    let _controllers = match prepared.controllers {
+        Some((kubeconfig, settings)) => Some(AbortOnDrop(tokio::spawn(async move {
+            match controller_client(&kubeconfig).await {
+                Ok(client) => crate::controllers::run(client, settings).await,
+                Err(err) => tracing::error!(error = %err, "controllers not started"),
+            }
+        }))),
+        None => None,
+    };
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => accepted.context("accept failed")?,
@@ -210,6 +252,21 @@ pub async fn serve(prepared: Prepared, listener: TcpListener) -> Result<()> {
             }
         });
     }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn controller_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn shutdown_signal() {

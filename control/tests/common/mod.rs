@@ -26,6 +26,7 @@ pub fn config(dir: &Path, port: u16) -> Config {
         watch_cache_size: 100,
         keep_revisions: 1_000_000,
         compaction_interval: Duration::from_secs(3600),
+        controllers: Some(skiff_control::controllers::Settings::default()),
     }
 }
 

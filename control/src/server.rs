@@ -206,15 +206,14 @@ pub async fn serve(prepared: Prepared, listener: TcpListener) -> Result<()> {
     let acceptor = TlsAcceptor::from(prepared.tls);
     let api = prepared.api;
     // Aborted with this function (the server stops, its controllers too).
-    let _controllers = match prepared.controllers {
-        Some((kubeconfig, settings)) => Some(AbortOnDrop(tokio::spawn(async move {
+    let _controllers = prepared.controllers.map(|(kubeconfig, settings)| {
+        AbortOnDrop(tokio::spawn(async move {
             match controller_client(&kubeconfig).await {
                 Ok(client) => crate::controllers::run(client, settings).await,
                 Err(err) => tracing::error!(error = %err, "controllers not started"),
             }
-        }))),
-        None => None,
-    };
+        }))
+    });
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => accepted.context("accept failed")?,

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         keep_revisions: 1_000_000,
         compaction_interval: Duration::from_secs(3600),
         controllers: None,
+        services: skiff_control::allocator::ServiceRanges::default(),
     };
     let prepared = server::prepare(&config).await?;
     let kubeconfig = prepared.admin_kubeconfig.clone();

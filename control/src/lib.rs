@@ -5,9 +5,11 @@
 //! cache that fans changes out to every watcher (`watch_cache`). The scheduler and controllers
 //! arrive with their own issue and talk to it through the same API.
 
+pub mod allocator;
 pub mod apiserver;
 pub mod auth;
 pub mod controllers;
+pub mod kubernetes_service;
 pub mod metrics;
 pub mod patch;
 pub mod protobuf;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use skiff_control::allocator::ServiceRanges;
 use skiff_control::auth::{kubeconfig, tokens};
 use skiff_control::controllers::Settings;
 use skiff_control::server::{self, Config};
@@ -53,6 +54,12 @@ struct Cli {
     /// Seconds before Pods on an unreachable Node are evicted.
     #[arg(long, default_value_t = 300)]
     pod_eviction_timeout: u64,
+    /// ClusterIPs come from here; the first address is the `kubernetes` Service's.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: ipnet::Ipv4Net,
+    /// nodePorts come from here.
+    #[arg(long, default_value = "30000-32767", value_parser = ServiceRanges::parse_ports)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
     /// Serve the API only: no scheduler, no controllers.
     #[arg(long)]
     no_controllers: bool,
@@ -128,6 +135,10 @@ fn main() -> Result<()> {
             pod_eviction_timeout: Duration::from_secs(cli.pod_eviction_timeout),
             ..Settings::default()
         }),
+        services: ServiceRanges {
+            cluster_ip: cli.service_cluster_ip_range,
+            node_ports: cli.service_node_port_range,
+        },
     };
     tokio::runtime::Runtime::new()?.block_on(async move {
         let prepared = server::prepare(&config).await?;

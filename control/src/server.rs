@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::allocator::ServiceAllocator;
 use crate::apiserver::query::Query;
 use crate::apiserver::{ApiServer, Call, write};
 use crate::auth::tokens::{self, ADMIN, TokenAuth, User};
@@ -44,6 +45,8 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// Run the scheduler and controllers (with these settings) in this process.
     pub controllers: Option<crate::controllers::Settings>,
+    /// Where ClusterIPs and nodePorts come from.
+    pub services: crate::allocator::ServiceRanges,
 }
 
 /// The user the in-process controllers authenticate as.
@@ -134,6 +137,8 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         }
         None => None,
     };
+    let services = ServiceAllocator::new(config.services.clone());
+    load_allocations(&*store, &services).await?;
     let cache = WatchCache::start(Arc::clone(&store), config.watch_cache_size).await?;
     let api = Arc::new(ApiServer {
         store: Arc::clone(&store),
@@ -141,8 +146,10 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         auth,
         metrics: Arc::new(Metrics::new()),
         advertise: SocketAddr::new(advertise, config.port).to_string(),
+        services,
     });
     create_builtin_namespaces(&api).await?;
+    crate::kubernetes_service::ensure(&api, advertise, config.port).await?;
     spawn_compaction(store, config.keep_revisions, config.compaction_interval);
     Ok(Prepared {
         api,
@@ -151,6 +158,19 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         url,
         controllers,
     })
+}
+
+/// Marks every stored Service's addresses as used.
+async fn load_allocations<S: Store>(store: &S, services: &ServiceAllocator) -> Result<()> {
+    let resource = resources::find("", "v1", "services").expect("served");
+    let listed = store.list(&resource.prefix(), 0).await?;
+    let stored: Vec<serde_json::Value> = listed
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect();
+    services.load(&stored);
+    Ok(())
 }
 
 async fn create_builtin_namespaces<S: Store>(api: &ApiServer<S>) -> Result<()> {

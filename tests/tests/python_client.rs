@@ -46,7 +46,11 @@ fn the_python_client_lists_creates_and_watches_services() -> Result<()> {
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let seen = result?;
-    assert_eq!(seen["listed_before"], serde_json::json!([]), "{seen}");
+    assert_eq!(
+        seen["listed_before"],
+        serde_json::json!(["kubernetes"]),
+        "{seen}"
+    );
     assert_eq!(
         seen["created_type"], "ClusterIP",
         "defaults applied: {seen}"

@@ -143,7 +143,13 @@ async fn delete_one<S: Store>(
                 delete_namespace_contents(api, name).await?;
             }
             match api.store.delete(&key, Some(kv.mod_revision)).await {
-                Ok(kv) => return Ok((objects::decode(resource, &kv)?, StatusCode::OK)),
+                Ok(kv) => {
+                    let deleted = objects::decode(resource, &kv)?;
+                    if resource.kind == "Service" {
+                        api.services.release_all(&deleted);
+                    }
+                    return Ok((deleted, StatusCode::OK));
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(resource, name)),
                 Err(other) => return Err(other.into()),
@@ -269,6 +275,10 @@ async fn delete_namespace_contents<S: Store>(
             .await?;
         for kv in listed.kvs {
             match api.store.delete(&kv.key, None).await {
+                Ok(deleted) if resource.kind == "Service" => {
+                    api.services
+                        .release_all(&objects::decode(resource, &deleted)?);
+                }
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
                 Err(other) => return Err(other.into()),
             }

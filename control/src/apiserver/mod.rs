@@ -53,6 +53,8 @@ pub struct ApiServer<S: Store> {
     pub metrics: Arc<Metrics>,
     /// The address clients reach us at, for `/api`'s serverAddressByClientCIDRs.
     pub advertise: String,
+    /// ClusterIPs and nodePorts.
+    pub services: Arc<crate::allocator::ServiceAllocator>,
 }
 
 impl<S: Store> std::fmt::Debug for ApiServer<S> {

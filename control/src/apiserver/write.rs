@@ -256,9 +256,11 @@ pub async fn create_object<S: Store>(
     validation::apply_defaults(resource.kind, &mut object);
     initial_status(resource, &mut object);
     objects::stamp_new(resource, &mut object);
-    validate(resource, &object, None)?;
     require_namespace(api, call).await?;
     let name = objects::name(&object).unwrap_or("").to_owned();
+    // Addresses are taken before the write and given back if it does not happen.
+    let reservation = allocate(api, resource, &mut object, None)?;
+    validate(resource, &object, None)?;
     if call.query.dry_run()? {
         return Ok(object);
     }
@@ -270,7 +272,26 @@ pub async fn create_object<S: Store>(
         Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(resource, &name)),
         other => other?,
     };
+    if let Some(reservation) = reservation {
+        reservation.commit();
+    }
     objects::decode(resource, &kv)
+}
+
+/// Allocates a Service's ClusterIP and ports (None for other kinds); 422 for bad requests.
+fn allocate<S: Store>(
+    api: &ApiServer<S>,
+    resource: &Resource,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> Result<Option<crate::allocator::Reservation>, ApiError> {
+    if resource.kind != "Service" {
+        return Ok(None);
+    }
+    api.services
+        .allocate(object, old)
+        .map(Some)
+        .map_err(|errors| ApiError::invalid(resource, objects::name(object).unwrap_or(""), &errors))
 }
 
 /// Kinds Kubernetes lets PUT create when the object is missing.
@@ -363,6 +384,7 @@ pub(super) async fn store_update<S: Store>(
     validation::prepare_for_update(resource.kind, &mut new, old);
     // After defaulting, so a client that leaves defaults out does not bump the generation.
     objects::keep_server_fields(resource, old, &mut new);
+    let reservation = allocate(api, resource, &mut new, Some(old))?;
     validate(resource, &new, Some(old))?;
     if call.query.dry_run()? {
         return Ok(new);
@@ -382,7 +404,11 @@ pub(super) async fn store_update<S: Store>(
             Err(StoreError::Conflict { .. }) => return Err(ApiError::stale(resource, name)),
             other => other?,
         };
-        return objects::decode(resource, &kv);
+        let deleted = objects::decode(resource, &kv)?;
+        if resource.kind == "Service" {
+            api.services.release_all(&deleted);
+        }
+        return Ok(deleted);
     }
     let kv = match api
         .store
@@ -393,6 +419,9 @@ pub(super) async fn store_update<S: Store>(
         Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(resource, name)),
         other => other?,
     };
+    if let Some(reservation) = reservation {
+        reservation.commit();
+    }
     objects::decode(resource, &kv)
 }
 

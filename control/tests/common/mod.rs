@@ -27,6 +27,7 @@ pub fn config(dir: &Path, port: u16) -> Config {
         keep_revisions: 1_000_000,
         compaction_interval: Duration::from_secs(3600),
         controllers: Some(skiff_control::controllers::Settings::default()),
+        services: skiff_control::allocator::ServiceRanges::default(),
     }
 }
 
@@ -35,6 +36,27 @@ impl TestServer {
     pub async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("skiff-api-{}", uuid()));
         Self::start_in(&dir, 0).await
+    }
+
+    /// Starts on a fresh data dir with controllers configured by `settings`.
+    pub async fn start_with(settings: skiff_control::controllers::Settings) -> Self {
+        let dir = std::env::temp_dir().join(format!("skiff-api-{}", uuid()));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config {
+            controllers: Some(settings),
+            ..config(&dir, addr.port())
+        };
+        let prepared = server::prepare(&config).await.unwrap();
+        let task = tokio::spawn(server::serve(prepared, listener));
+        TestServer {
+            dir,
+            addr,
+            task,
+            keep_dir: false,
+        }
     }
 
     /// Starts on `dir` (which may hold an earlier server's state) and `port` (0: any).

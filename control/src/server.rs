@@ -119,11 +119,15 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
             // talk to this server where it listens.
             let token = match auth.token_of(CONTROLLER_USER) {
                 Some(token) => token,
-                None => tokens::mint(
-                    &config.data_dir,
-                    CONTROLLER_USER,
-                    &["system:masters".to_owned()],
-                )?,
+                None => {
+                    let token = tokens::mint(
+                        &config.data_dir,
+                        CONTROLLER_USER,
+                        &["system:masters".to_owned()],
+                    )?;
+                    auth.reload()?;
+                    token
+                }
             };
             let local = if config.bind.is_unspecified() {
                 IpAddr::from([127, 0, 0, 1])

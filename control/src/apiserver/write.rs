@@ -398,8 +398,11 @@ pub(super) async fn store_update<S: Store>(
     if &unchanged == old {
         return Ok(old.clone());
     }
-    // The last finalizer gone from an object being deleted: it goes.
-    if objects::is_terminating(&new) && objects::finalizers(&new).is_empty() {
+    // This update took the last finalizer off an object being deleted: it goes.
+    if objects::is_terminating(&new)
+        && objects::finalizers(&new).is_empty()
+        && !objects::finalizers(old).is_empty()
+    {
         let kv = match api.store.delete(&call.key(name), Some(expected)).await {
             Err(StoreError::Conflict { .. }) => return Err(ApiError::stale(resource, name)),
             other => other?,

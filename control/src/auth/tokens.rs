@@ -23,11 +23,16 @@ pub struct User {
     pub groups: Vec<String>,
 }
 
+/// A file's modification time and length: tokens are only appended, so two writes within one
+/// mtime tick still differ in length.
+type FileStamp = (SystemTime, u64);
+
 /// The token file and what it held when last read.
 #[derive(Debug)]
 pub struct TokenAuth {
     path: PathBuf,
-    state: Mutex<(Option<SystemTime>, HashMap<String, User>)>,
+    /// What the file looked like when read, and the tokens in it.
+    state: Mutex<(Option<FileStamp>, HashMap<String, User>)>,
 }
 
 /// The admin's user and groups.
@@ -49,9 +54,10 @@ impl TokenAuth {
         Ok(auth)
     }
 
-    fn reload(&self) -> Result<(), AuthError> {
+    /// Re-reads the file if it changed since it was last read.
+    pub fn reload(&self) -> Result<(), AuthError> {
         let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
+            .and_then(|m| Ok((m.modified()?, m.len())))
             .ok();
         let mut state = self.state.lock().expect("token lock");
         if state.0.is_some() && state.0 == modified {

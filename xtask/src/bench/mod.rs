@@ -5,6 +5,7 @@
 //! Figures are printed as a table and written to `target/bench/<name>.json`.
 
 mod apiserver;
+mod scheduler;
 mod underlay_http;
 
 use anyhow::{Context, Result};
@@ -28,6 +29,8 @@ enum BenchName {
     UnderlayHttp,
     /// apiserver creates/s against the bare store; watch fan-out with 100 and 1000 watchers.
     Apiserver,
+    /// Pods scheduled/s with 100 and 1000 Nodes against binding them directly.
+    Scheduler,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -68,6 +71,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "apiserver",
             "creates: the bare store, same concurrency; fan-out: a single watcher",
             apiserver::run()?,
+        ),
+        BenchName::Scheduler => (
+            "scheduler",
+            "the same Pods created and bound directly through the binding API",
+            scheduler::run()?,
         ),
     };
     print_table(name, baseline, &figures);

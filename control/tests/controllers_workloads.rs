@@ -143,7 +143,10 @@ async fn settled(cluster: &Cluster, d: &Deployment, n: usize) -> (ReplicaSet, Ve
             .filter(|rs| rs.spec.as_ref().and_then(|s| s.replicas) != Some(0))
             .collect();
         let [rs] = active.as_slice() else { return None };
-        if controller_uid(&rs.metadata) != Some(d_uid.clone()) {
+        // The ReplicaSet read must already say `n`: pods listed after it may be newer.
+        if controller_uid(&rs.metadata) != Some(d_uid.clone())
+            || rs.spec.as_ref().and_then(|s| s.replicas) != Some(n as i32)
+        {
             return None;
         }
         let pods = cluster.live_pods().await;

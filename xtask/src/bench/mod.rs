@@ -4,8 +4,7 @@
 //! reports both with their ratio; absolute numbers from a 2-core sandbox mean little alone.
 //! Figures are printed as a table and written to `target/bench/<name>.json`.
 
-mod apiserver;
-mod scheduler;
+mod example;
 mod underlay_http;
 
 use anyhow::{Context, Result};
@@ -70,12 +69,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchName::Apiserver => (
             "apiserver",
             "creates: the bare store, same concurrency; fan-out: a single watcher",
-            apiserver::run()?,
+            example::run("apiserver-bench")?,
         ),
         BenchName::Scheduler => (
             "scheduler",
             "the same Pods created and bound directly through the binding API",
-            scheduler::run()?,
+            example::run("scheduler-bench")?,
         ),
     };
     print_table(name, baseline, &figures);

@@ -1,13 +1,13 @@
-//! apiserver: creates/s through the API against the bare store, and watch fan-out latency with
-//! 100 and 1000 watchers against one watcher. The measuring runs in a release build of the
-//! `apiserver-bench` example (control/examples), which prints its figures as JSON.
+//! Benchmarks whose measuring runs in a release build of an example of the control crate
+//! (control/examples), which prints its figures as one JSON array on its last line.
 
 use anyhow::{Context, Result};
 
 use super::Figure;
 use crate::shell;
 
-pub fn run() -> Result<Vec<Figure>> {
+/// Builds and runs `control/examples/<example>` in release; returns the figures it printed.
+pub fn run(example: &str) -> Result<Vec<Figure>> {
     shell::run(shell::cargo().args([
         "build",
         "--locked",
@@ -15,9 +15,9 @@ pub fn run() -> Result<Vec<Figure>> {
         "-p",
         "skiff-control",
         "--example",
-        "apiserver-bench",
+        example,
     ]))?;
-    let binary = shell::root().join("target/release/examples/apiserver-bench");
+    let binary = shell::root().join("target/release/examples").join(example);
     let out = std::process::Command::new(&binary)
         .stderr(std::process::Stdio::inherit())
         .output()

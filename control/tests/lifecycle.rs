@@ -25,6 +25,9 @@ fn pod(name: &str, node: Option<&str>, labels: Value) -> Value {
     let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
                          "spec": {"containers": [{"name": "c", "image": "skiff/test-server"}]}});
     pod["metadata"]["labels"] = labels;
+    // These tests are about the API's lifecycle rules: no scheduler of this server acts on them
+    // (its PodScheduled=False updates would be extra watch events).
+    pod["spec"]["schedulerName"] = json!("lifecycle-tests");
     if let Some(node) = node {
         pod["spec"]["nodeName"] = json!(node);
     }

@@ -22,9 +22,9 @@ use std::time::Duration;
 use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::applier;
 use kube::runtime::controller::{Action, ReconcileRequest, trigger_self, trigger_with};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, applier, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -60,26 +60,8 @@ struct Context {
 
 /// Runs the controller until dropped.
 pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
-    let (d_store, d_writer) = reflector::store::<Deployment>();
-    let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
-    let d_events = reflector::reflector(
-        d_writer,
-        watcher(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let rs_events = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (d_store, d_events) = super::reflect_all::<Deployment>(&client);
+    let (rs_store, rs_events) = super::reflect_all::<ReplicaSet>(&client);
     let owners = d_store.clone();
     let queue = futures::stream::select(
         trigger_self(d_events, ()),

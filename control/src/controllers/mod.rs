@@ -71,6 +71,38 @@ async fn run_all(client: kube::Client, settings: Arc<Settings>) {
     }
 }
 
+/// A store of every `K` in the cluster and the stream that fills it, yielding each object
+/// the watch touched — the shape every controller here starts from.
+pub fn reflect_all<K>(
+    client: &kube::Client,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + use<K>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::reflector::{self, reflector};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let (store, writer) = reflector::store::<K>();
+    let events = reflector(
+        writer,
+        watcher(
+            kube::Api::<K>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    (store, events)
+}
+
 /// The backoff a failed reconcile is retried with: 1 s doubling to 60 s.
 pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))

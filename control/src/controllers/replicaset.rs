@@ -19,9 +19,9 @@ use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::applier;
 use kube::runtime::controller::{Action, ReconcileRequest};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, applier, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -54,23 +54,8 @@ struct Context {
 
 /// Runs the controller until dropped.
 pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
-    let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let rs_events = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (rs_store, rs_events) = super::reflect_all::<ReplicaSet>(&client);
+    let (pod_store, pod_events) = super::reflect_all::<Pod>(&client);
     let owners = rs_store.clone();
     let queue = futures::stream::select(
         kube::runtime::controller::trigger_self(rs_events, ()),

@@ -359,4 +359,22 @@ async fn a_pod_too_big_waits_reported_until_a_big_enough_node_comes() {
     })
     .await;
     assert_eq!(list.len(), 3);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap().items;
+        let scheduled = list.iter().find(|e| {
+            e.involved_object.name.as_deref() == Some("big")
+                && e.reason.as_deref() == Some("Scheduled")
+        });
+        if let Some(e) = scheduled {
+            assert_eq!(e.type_.as_deref(), Some("Normal"));
+            assert_eq!(
+                e.message.as_deref(),
+                Some("Successfully assigned default/big to roomy")
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Scheduled event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -242,6 +242,18 @@ async fn binding_status_and_scale_each_change_only_their_part() {
     // Status through the main door is ignored; through /status it sticks, alone.
     let (_, current) = call(&client, "GET", &format!("{PODS}/p"), &Value::Null).await;
     assert_eq!(current["spec"]["nodeName"], "node2");
+    let conditions = current["status"]["conditions"].as_array().cloned();
+    let scheduled: Vec<_> = conditions
+        .iter()
+        .flatten()
+        .filter(|c| c["type"] == "PodScheduled")
+        .map(|c| c["status"].clone())
+        .collect();
+    assert_eq!(
+        scheduled,
+        vec![json!("True")],
+        "the binding marks the Pod scheduled"
+    );
     let mut update = current.clone();
     update["status"]["phase"] = json!("Running");
     update["metadata"]["labels"] = json!({"x": "y"});

@@ -113,6 +113,7 @@ pub async fn bind<S: Store>(
     }
     let mut new = old.clone();
     new["spec"]["nodeName"] = json!(node);
+    mark_scheduled(&mut new);
     // Binding is the one door through which a Pod's nodeName may change, so the Pod-update
     // validation (which forbids it) is not applied here.
     match api
@@ -128,4 +129,21 @@ pub async fn bind<S: Store>(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
+}
+
+/// Sets `PodScheduled=True` in a Pod being bound, as kube-apiserver's binding does, replacing a
+/// `False` the scheduler wrote while no node fitted.
+fn mark_scheduled(pod: &mut Value) {
+    let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                           "lastTransitionTime": crate::time::now_rfc3339()});
+    let conditions = &mut pod["status"]["conditions"];
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let list = conditions.as_array_mut().expect("made an array above");
+    match list.iter_mut().find(|c| c["type"] == "PodScheduled") {
+        Some(existing) if existing["status"] == "True" => {}
+        Some(existing) => *existing = condition,
+        None => list.push(condition),
+    }
 }

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use self::cache::{Cache, PodDemand, PodKey, pod_key};
 use self::queue::{Pending, Queue};
-use self::write::{Bound, PodRef, SCHEDULER_NAME, WriteError};
+use self::write::{Bound, PodRef, SCHEDULER_NAME, Verdict, WriteError};
 use super::Settings;
 
 /// How many writes (bindings, reports) may be under way at once.
@@ -235,17 +235,18 @@ impl Scheduler {
                 tracing::debug!(pod = %key, %node, "scheduling");
                 self.cache
                     .assume(key.clone(), &node, Arc::clone(&pending.demand));
-                let was_unschedulable =
-                    pending.scheduled.as_ref().is_some_and(|(s, _)| s != "True");
                 self.writes.spawn(async move {
                     let result = write::bind(client.clone(), &pod, &node).await;
                     match &result {
-                        Ok(Bound::Yes) if was_unschedulable => {
-                            // The binding leaves conditions alone: replace the old False here.
-                            let set = write::set_scheduled_condition(client, &pod, true, "");
-                            if let Err(err) = set.await {
-                                tracing::warn!(error = %err, "scheduler: condition not updated");
-                            }
+                        Ok(Bound::Yes) => {
+                            // Off the write slot, as an event recorder is: the Pod is bound.
+                            let pod = pod.clone();
+                            tokio::spawn(async move {
+                                let verdict = Verdict::Scheduled { node: &node };
+                                if let Err(err) = write::record(client, &pod, verdict).await {
+                                    tracing::warn!(error = %err, "scheduler: event not recorded");
+                                }
+                            });
                         }
                         Err(err) => tracing::warn!(error = %err, "scheduler: binding failed"),
                         Ok(_) => {}
@@ -264,13 +265,13 @@ impl Scheduler {
                 let changed = pending.scheduled != Some(("False".to_owned(), message.clone()));
                 self.writes.spawn(async move {
                     if changed {
-                        let set =
-                            write::set_scheduled_condition(client.clone(), &pod, false, &message);
+                        let set = write::set_unschedulable(client.clone(), &pod, &message);
                         if let Err(err) = set.await {
                             return Outcome::Reported(Err(err));
                         }
                     }
-                    Outcome::Reported(write::record_failure(client, &pod, &message).await)
+                    let verdict = Verdict::Failed { message: &message };
+                    Outcome::Reported(write::record(client, &pod, verdict).await)
                 });
             }
         }

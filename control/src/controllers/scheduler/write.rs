@@ -1,5 +1,5 @@
-//! The scheduler's few writes: the binding, the PodScheduled condition and the
-//! FailedScheduling Event. Each is one request, run off the deciding loop so several are in
+//! The scheduler's few writes: the binding, the PodScheduled=False condition and the
+//! Scheduled / FailedScheduling Events. Each is one request, run off the deciding loop so several are in
 //! flight at once while the next Pods are decided.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -104,21 +104,16 @@ pub async fn bind(client: kube::Client, pod: &PodRef, node: &str) -> Result<Boun
     }
 }
 
-/// Sets the PodScheduled condition through `/status`.
-pub async fn set_scheduled_condition(
+/// Sets `PodScheduled=False` (reason Unschedulable) through `/status`; the binding itself
+/// turns it `True`.
+pub async fn set_unschedulable(
     client: kube::Client,
     pod: &PodRef,
-    scheduled: bool,
     message: &str,
 ) -> Result<(), WriteError> {
     let pods: Api<Pod> = Api::namespaced(client, &pod.namespace);
-    let condition = if scheduled {
-        json!({"type": "PodScheduled", "status": "True", "reason": null, "message": null,
-               "lastProbeTime": null, "lastTransitionTime": now()})
-    } else {
-        json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-               "message": message, "lastProbeTime": null, "lastTransitionTime": now()})
-    };
+    let condition = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                           "message": message, "lastProbeTime": null, "lastTransitionTime": now()});
     let patch = json!({"status": {"conditions": [condition]}});
     pods.patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch))
         .await
@@ -129,12 +124,35 @@ pub async fn set_scheduled_condition(
         })
 }
 
-/// Creates a Warning Event `FailedScheduling` about the Pod.
-pub async fn record_failure(
+/// What an Event the scheduler records says.
+#[derive(Clone, Copy, Debug)]
+pub enum Verdict<'a> {
+    /// Normal `Scheduled`: "Successfully assigned ns/name to node".
+    Scheduled {
+        /// The Node the Pod was bound to.
+        node: &'a str,
+    },
+    /// Warning `FailedScheduling` with the reasons no node fits.
+    Failed {
+        /// Why, e.g. "0/3 nodes are available: ...".
+        message: &'a str,
+    },
+}
+
+/// Creates the Event `kubectl describe pod` shows for a scheduling decision.
+pub async fn record(
     client: kube::Client,
     pod: &PodRef,
-    message: &str,
+    verdict: Verdict<'_>,
 ) -> Result<(), WriteError> {
+    let (reason, kind, message) = match verdict {
+        Verdict::Scheduled { node } => (
+            "Scheduled",
+            "Normal",
+            format!("Successfully assigned {} to {node}", pod.key()),
+        ),
+        Verdict::Failed { message } => ("FailedScheduling", "Warning", message.to_owned()),
+    };
     let events: Api<Event> = Api::namespaced(client, &pod.namespace);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -143,7 +161,7 @@ pub async fn record_failure(
         "metadata": {"name": format!("{}.{nanos:x}", pod.name), "namespace": pod.namespace},
         "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace,
                            "name": pod.name, "uid": pod.uid},
-        "reason": "FailedScheduling", "message": message, "type": "Warning",
+        "reason": reason, "message": message, "type": kind,
         "action": "Scheduling", "count": 1,
         "source": {"component": SCHEDULER_NAME},
         "reportingComponent": SCHEDULER_NAME,

@@ -1,6 +1,7 @@
 //! The node IPAM and node lifecycle controllers as a user sees them through the API: podCIDRs
 //! handed out, kept, freed and stable across restarts; silent Nodes marked unreachable, their
-//! Pods made not ready and evicted, and the taints lifted when the Lease is renewed again.
+//! Pods made not ready (and so their Service endpoints) and evicted, and the taints lifted when
+//! the Lease is renewed again.
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -186,10 +188,12 @@ async fn ready_pod(client: &kube::Client, name: &str, node: &str, extra: Value) 
     let mut spec = json!({"nodeName": node, "containers": [{"name": "c", "image": "x"}]});
     json_patch::merge(&mut spec, &extra);
     let pod: Pod =
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": name}},
+            "spec": spec}))
+        .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let ready = json!({"status": {"phase": "Running",
-        "conditions": [{"type": "Ready", "status": "True"}]}});
+    let ready = json!({"status": {"phase": "Running", "podIP": "10.244.0.5",
+        "podIPs": [{"ip": "10.244.0.5"}], "conditions": [{"type": "Ready", "status": "True"}]}});
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&ready))
         .await
         .unwrap();
@@ -220,6 +224,33 @@ fn unreachable_effects(node: &Node) -> Vec<String> {
     effects
 }
 
+/// Creates a Service selecting `app: <name>`.
+async fn service_for(client: &kube::Client, name: &str) {
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(json!({"metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+}
+
+/// The `ready` condition of every endpoint of Service `name`.
+async fn endpoints_ready(client: &kube::Client, name: &str) -> Vec<Option<bool>> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let selector = format!("kubernetes.io/service-name={name}");
+    let list = slices
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .map(|e| e.conditions.as_ref().and_then(|c| c.ready))
+        .collect()
+}
+
 fn pod_ready(pod: &Pod) -> Option<String> {
     let conditions = pod.status.as_ref()?.conditions.as_ref()?;
     Some(
@@ -239,6 +270,11 @@ async fn a_silent_node_is_marked_unreachable_until_its_lease_is_renewed() {
     let nodes: Api<Node> = Api::all(client.clone());
     let agent = live_node(&client, "n1").await;
     let pods = ready_pod(&client, "web", "n1", json!({})).await;
+    service_for(&client, "web").await;
+    wait_for("a ready endpoint", Duration::from_secs(5), || async {
+        (endpoints_ready(&client, "web").await == [Some(true)]).then_some(())
+    })
+    .await;
 
     // Alive past the grace: left alone.
     tokio::time::sleep(grace + Duration::from_secs(2)).await;
@@ -268,6 +304,15 @@ async fn a_silent_node_is_marked_unreachable_until_its_lease_is_renewed() {
         (pod_ready(&web).as_deref() == Some("False")).then_some(())
     })
     .await;
+    wait_for("its endpoint not ready", Duration::from_secs(2), || async {
+        (endpoints_ready(&client, "web").await == [Some(false)]).then_some(())
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < grace + Duration::from_secs(5),
+        "endpoint still ready {:?} after the lease stopped",
+        stopped.elapsed()
+    );
 
     let agent = renewing(Api::namespaced(client.clone(), "kube-node-lease"), "n1");
     wait_for("taints lifted", Duration::from_secs(5), || async {

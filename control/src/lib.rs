@@ -9,6 +9,7 @@ pub mod allocator;
 pub mod apiserver;
 pub mod auth;
 pub mod controllers;
+pub mod data_dir;
 pub mod kubernetes_service;
 pub mod metrics;
 pub mod patch;

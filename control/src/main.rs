@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use skiff_control::allocator::ServiceRanges;
 use skiff_control::auth::{kubeconfig, tokens};
 use skiff_control::controllers::Settings;
+use skiff_control::controllers::leader::Election;
 use skiff_control::server::{self, Config};
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,10 @@ struct Cli {
     /// Seconds before Pods on an unreachable Node are evicted.
     #[arg(long, default_value_t = 300)]
     pod_eviction_timeout: u64,
+    /// Seconds a controller-manager leader's Lease lasts unrenewed before another instance
+    /// takes over.
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration: u64,
     /// ClusterIPs come from here; the first address is the `kubernetes` Service's.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cluster_ip_range: ipnet::Ipv4Net,
@@ -133,7 +138,10 @@ fn main() -> Result<()> {
             node_cidr_prefix: cli.node_cidr_mask_size,
             node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_period),
             pod_eviction_timeout: Duration::from_secs(cli.pod_eviction_timeout),
-            ..Settings::default()
+            election: Election {
+                duration: Duration::from_secs(cli.leader_elect_lease_duration.max(1)),
+                ..Election::new()
+            },
         }),
         services: ServiceRanges {
             cluster_ip: cli.service_cluster_ip_range,

@@ -18,6 +18,8 @@ use crate::apiserver::query::Query;
 use crate::apiserver::{ApiServer, Call, write};
 use crate::auth::tokens::{self, ADMIN, TokenAuth, User};
 use crate::auth::{kubeconfig, tls};
+use crate::controllers::leader::Election;
+use crate::data_dir::DataDir;
 use crate::metrics::Metrics;
 use crate::resources;
 use crate::store::Store;
@@ -68,12 +70,13 @@ pub struct Prepared {
     pub url: String,
     /// The controllers' own kubeconfig, and their settings, when they run here.
     pub controllers: Option<(PathBuf, crate::controllers::Settings)>,
+    /// The claim on the data directory, held while serving.
+    pub data_dir: DataDir,
 }
 
 /// Opens everything; nothing listens yet.
 pub async fn prepare(config: &Config) -> Result<Prepared> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let data_dir = DataDir::claim(&config.data_dir)?;
     let store = Arc::new(
         SqliteStore::open(&config.data_dir.join("state.db")).context("cannot open the store")?,
     );
@@ -137,7 +140,12 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
             let path = config.data_dir.join("controllers.kubeconfig");
             let local_url = format!("https://{}", SocketAddr::new(local, config.port));
             kubeconfig::write(&path, &local_url, &certs.ca_cert, CONTROLLER_USER, &token)?;
-            Some((path, settings.clone()))
+            let mut settings = settings.clone();
+            settings.election = Election {
+                duration: settings.election.duration,
+                ..Election::for_instance(data_dir.instance_id())
+            };
+            Some((path, settings))
         }
         None => None,
     };
@@ -161,6 +169,7 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         admin_kubeconfig,
         url,
         controllers,
+        data_dir,
     })
 }
 
@@ -229,6 +238,7 @@ fn spawn_compaction<S: Store>(store: Arc<S>, keep: i64, interval: Duration) {
 pub async fn serve(prepared: Prepared, listener: TcpListener) -> Result<()> {
     let acceptor = TlsAcceptor::from(prepared.tls);
     let api = prepared.api;
+    let _claim = prepared.data_dir;
     // Aborted with this function (the server stops, its controllers too).
     let _controllers = prepared.controllers.map(|(kubeconfig, settings)| {
         AbortOnDrop(tokio::spawn(async move {

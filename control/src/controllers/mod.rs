@@ -31,8 +31,8 @@ pub struct Settings {
     pub node_monitor_grace: Duration,
     /// Pods on an unreachable Node are evicted after this (default 5 min).
     pub pod_eviction_timeout: Duration,
-    /// This instance's identity for leader election.
-    pub identity: String,
+    /// This instance's candidacy for leading the controllers.
+    pub election: leader::Election,
 }
 
 impl Default for Settings {
@@ -42,7 +42,7 @@ impl Default for Settings {
             node_cidr_prefix: 24,
             node_monitor_grace: Duration::from_secs(40),
             pod_eviction_timeout: Duration::from_secs(300),
-            identity: format!("skiff-control-{}", std::process::id()),
+            election: leader::Election::new(),
         }
     }
 }
@@ -50,7 +50,7 @@ impl Default for Settings {
 /// Runs every controller while this instance leads; returns only if leadership cannot be sought.
 pub async fn run(client: kube::Client, settings: Settings) {
     let settings = Arc::new(settings);
-    leader::lead(client.clone(), settings.identity.clone(), move || {
+    leader::lead(client.clone(), settings.election.clone(), move || {
         let client = client.clone();
         let settings = Arc::clone(&settings);
         async move { run_all(client, settings).await }

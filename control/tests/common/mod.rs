@@ -40,13 +40,22 @@ impl TestServer {
 
     /// Starts on a fresh data dir with controllers configured by `settings`.
     pub async fn start_with(settings: skiff_control::controllers::Settings) -> Self {
+        Self::start_configured(Some(settings)).await
+    }
+
+    /// Starts on a fresh data dir with no controllers: the test runs its own.
+    pub async fn start_without_controllers() -> Self {
+        Self::start_configured(None).await
+    }
+
+    async fn start_configured(controllers: Option<skiff_control::controllers::Settings>) -> Self {
         let dir = std::env::temp_dir().join(format!("skiff-api-{}", uuid()));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Config {
-            controllers: Some(settings),
+            controllers,
             ..config(&dir, addr.port())
         };
         let prepared = server::prepare(&config).await.unwrap();
@@ -153,4 +162,23 @@ pub async fn raw(
         status,
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Polls `check` every 100 ms until it gives a value; panics naming `what` after `limit`.
+pub async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,7 +1,8 @@
 //! The controllers together, as the first check puts it: a Deployment of 3 replicas over
 //! 3 ready nodes becomes 3 Pods spread 1/1/1, and a Service selecting them gets a ClusterIP in
-//! range and one EndpointSlice with 3 ready endpoints once the Pods report Ready (the test
-//! plays kubelet for the Pods' status, as no node agent runs here).
+//! range and one EndpointSlice with 3 ready endpoints once the Pods report Ready; a deleted Pod
+//! is terminating (its endpoint too) while a replacement is scheduled, and is gone once its
+//! node lets it go. The test plays kubelet for the Pods' status, as no node agent runs here.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use common::TestServer;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -115,7 +116,7 @@ async fn a_deployment_spreads_over_nodes_and_its_service_gets_ready_endpoints() 
         .await
         .unwrap();
     }
-    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let slice = eventually("one EndpointSlice with 3 ready endpoints", async || {
         let list = slices
             .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
@@ -142,4 +143,67 @@ async fn a_deployment_spreads_over_nodes_and_its_service_gets_ready_endpoints() 
         .unwrap()
         .items;
     assert_eq!(all.len(), 1);
+
+    // Deleting a bound Pod starts a graceful deletion: it stays, terminating, until its node
+    // confirms; its endpoint turns terminating and a replacement is created and scheduled.
+    let victim = placed[0].metadata.name.clone().unwrap();
+    let victim_ip = "10.244.0.10";
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = pods.get(&victim).await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    eventually("the victim's endpoint terminating", async || {
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .ok()?
+            .items;
+        let endpoint = list
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .find(|e| e.addresses == [victim_ip])?;
+        let c = endpoint.conditions.clone()?;
+        (c.ready == Some(false) && c.serving == Some(true) && c.terminating == Some(true))
+            .then_some(())
+    })
+    .await;
+    let replacement = eventually("a replacement Pod bound to a node", async || {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items;
+        list.into_iter().find(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && !placed
+                    .iter()
+                    .any(|old| old.metadata.name == p.metadata.name)
+                && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+        })
+    })
+    .await;
+    assert_eq!(
+        replacement.spec.unwrap().node_name,
+        terminating.spec.unwrap().node_name,
+        "the replacement goes where the spread is short"
+    );
+    // The node agent's last word: the Pod's containers stopped, delete it for good.
+    pods.delete(&victim, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    eventually("the victim gone with its endpoint", async || {
+        let gone = pods.get_opt(&victim).await.ok()?.is_none();
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .ok()?
+            .items;
+        let listed = list
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .any(|e| e.addresses == [victim_ip]);
+        (gone && !listed).then_some(())
+    })
+    .await;
 }

@@ -84,7 +84,9 @@ pub struct PodDemand {
     pub tolerations: Vec<Toleration>,
     /// The host ports of its containers.
     pub host_ports: Vec<HostPort>,
-    /// The uid of its controlling owner (a ReplicaSet's, usually), for spreading.
+    /// The uid of its controlling owner (a ReplicaSet's, usually), for spreading; none while
+    /// the Pod terminates, as kube-scheduler's spreading skips terminating Pods (their
+    /// replacements should land where they are going away) though their requests still count.
     pub owner: Option<String>,
 }
 
@@ -119,6 +121,7 @@ impl PodDemand {
                 .iter()
                 .flatten()
                 .find(|o| o.controller == Some(true))
+                .filter(|_| pod.metadata.deletion_timestamp.is_none())
                 .map(|o| o.uid.clone()),
             ..PodDemand::default()
         };
@@ -405,6 +408,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     fn node(name: &str, cpu: &str) -> Node {
@@ -441,6 +445,19 @@ mod tests {
         assert_eq!(d.owner.as_deref(), Some("rs-uid"));
         assert_eq!(d.host_ports.len(), 1);
         assert_eq!(d.host_ports[0].ip, "0.0.0.0");
+    }
+
+    #[test]
+    fn a_terminating_pod_keeps_its_requests_but_no_longer_counts_for_spreading() {
+        let mut cache = Cache::default();
+        cache.apply_node(&node("n1", "8"));
+        cache.apply_pod(&pod("p", Some("n1"), "100m"));
+        let mut terminating = pod("p", Some("n1"), "100m");
+        terminating.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        cache.apply_pod(&terminating);
+        let n1 = cache.nodes().next().unwrap();
+        assert_eq!((n1.pods, n1.requested.cpu), (1, 2000));
+        assert!(n1.owners.is_empty(), "{:?}", n1.owners);
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! skiff-node: the per-node agent.
 //!
-//! Registers the Node, runs Pods with a process runtime, calls the CNI plugin the way a
-//! container runtime does, programs cross-node routes and hosts the service proxy in-process.
-//! It arrives with its own issue; this crate holds the workspace's place for it.
+//! Registers the Node and keeps it alive (Lease + status), waits for its podCIDR, and — as the
+//! node agent issue progresses — runs Pods with the process runtime, wires them through the
+//! CNI plugin chain and hosts the node network and the service proxy.
+
+pub mod facts;
+pub mod heartbeat;
+pub mod register;

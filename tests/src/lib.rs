@@ -9,6 +9,7 @@
 //! run may add to the host is the optional host link, named `sk-<run id>-h`.
 
 pub mod binaries;
+pub mod cluster;
 pub mod cmd;
 pub mod kernelfs;
 pub mod netns;
@@ -17,6 +18,7 @@ pub mod run;
 pub mod topology;
 pub mod wait;
 
+pub use cluster::{Cluster, ClusterOptions};
 pub use netns::Netns;
 pub use process::Process;
 pub use run::{Run, RunId};

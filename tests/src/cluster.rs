@@ -1,0 +1,172 @@
+//! A skiff cluster on a [`Topology`]: skiff-control on the underlay's bridge address and a
+//! skiff-node agent in every node's namespace, each with credentials of its own minted the way
+//! an operator would (`skiff-control mint-token`). Tests and `cargo xtask up` start the same
+//! thing; `kubectl` runs inside a node's namespace, so nothing on the host is needed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::{Process, Topology, TopologyOptions, binaries, wait};
+
+/// The apiserver's port.
+pub const API_PORT: u16 = 6443;
+
+/// What to start besides the topology.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The topology.
+    pub topology: TopologyOptions,
+    /// Extra flags for skiff-control (e.g. a short `--node-monitor-grace-period`).
+    pub control_args: Vec<String>,
+    /// Extra flags for every skiff-node (e.g. a short `--node-lease-duration-seconds`).
+    pub agent_args: Vec<String>,
+}
+
+/// A running cluster; dropping it stops the processes and removes the topology.
+#[derive(Debug)]
+pub struct Cluster {
+    // Processes first (agents, then the control plane): they stop before the namespaces go.
+    agents: Vec<Option<Process>>,
+    control: Process,
+    agent_args: Vec<String>,
+    data_dir: PathBuf,
+    topology: Topology,
+}
+
+impl Cluster {
+    /// Builds the topology and starts skiff-control and one agent per node.
+    pub fn start(options: &ClusterOptions) -> Result<Cluster> {
+        let topology = Topology::build(&options.topology)?;
+        let data_dir = topology.run().log_dir().join("control");
+        let cp_ip = topology.control_plane_ip().to_string();
+        let control_bin = binaries::binary("skiff-control")?;
+        let mut argv = vec![
+            control_bin.to_string_lossy().into_owned(),
+            "--data-dir".into(),
+            data_dir.to_string_lossy().into_owned(),
+            "--bind-address".into(),
+            cp_ip.clone(),
+            "--advertise-address".into(),
+            cp_ip,
+        ];
+        argv.extend(options.control_args.iter().cloned());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let control =
+            topology.spawn(topology.control_plane_netns(), "skiff-control", &argv, &[])?;
+        wait::wait_for_tcp(
+            Some(topology.control_plane_netns()),
+            SocketAddr::from((topology.control_plane_ip(), API_PORT)),
+            Duration::from_secs(20),
+        )
+        .context("skiff-control did not start listening")?;
+        let mut cluster = Cluster {
+            control,
+            agents: Vec::new(),
+            agent_args: options.agent_args.clone(),
+            data_dir,
+            topology,
+        };
+        for n in 1..=cluster.topology.nodes().len() {
+            cluster.agents.push(None);
+            cluster.start_agent(n)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The topology underneath.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The admin kubeconfig (server: the control plane's underlay address).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    /// The apiserver's URL as nodes reach it.
+    pub fn server_url(&self) -> String {
+        format!("https://{}:{API_PORT}", self.topology.control_plane_ip())
+    }
+
+    /// Starts (or restarts) the agent of node `n` (from 1), minting its kubeconfig first.
+    pub fn start_agent(&mut self, n: usize) -> Result<()> {
+        let node = self.topology.node(n).clone();
+        let kubeconfig = self.data_dir.join(format!("{}.kubeconfig", node.name));
+        if !kubeconfig.exists() {
+            let control_bin = binaries::binary("skiff-control")?;
+            let user = format!("system:node:{}", node.name);
+            crate::cmd::run(
+                std::process::Command::new(control_bin).args([
+                    "mint-token",
+                    "--data-dir",
+                    &self.data_dir.to_string_lossy(),
+                    "--user",
+                    &user,
+                    "--group",
+                    "system:nodes",
+                    "--kubeconfig",
+                    &kubeconfig.to_string_lossy(),
+                    "--server",
+                    &self.server_url(),
+                ]),
+                Duration::from_secs(10),
+            )?;
+        }
+        let agent_bin = binaries::binary("skiff-node")?;
+        let mut argv = vec![
+            agent_bin.to_string_lossy().into_owned(),
+            "--kubeconfig".into(),
+            kubeconfig.to_string_lossy().into_owned(),
+            "--hostname-override".into(),
+            node.name.clone(),
+            "--node-ip".into(),
+            node.ip.to_string(),
+        ];
+        argv.extend(self.agent_args.iter().cloned());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let name = format!("skiff-node-{}", node.name);
+        let agent = self.topology.spawn(&node.netns, &name, &argv, &[])?;
+        self.agents[n - 1] = Some(agent);
+        Ok(())
+    }
+
+    /// Kills node `n`'s agent with SIGKILL, as a crash would.
+    pub fn kill_agent(&mut self, n: usize) -> Result<()> {
+        let agent = self.agents[n - 1]
+            .take()
+            .context("that agent is not running")?;
+        let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+        drop(agent);
+        Ok(())
+    }
+
+    /// Runs kubectl with the admin kubeconfig inside node 1's namespace; fails on a non-zero exit.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let kubeconfig = self.admin_kubeconfig();
+        let mut argv = vec!["kubectl", "--kubeconfig"];
+        let kubeconfig = kubeconfig.to_string_lossy();
+        argv.push(&kubeconfig);
+        argv.extend_from_slice(args);
+        let output = self
+            .topology
+            .node(1)
+            .netns
+            .output(&argv, Duration::from_secs(30))?;
+        ensure!(
+            output.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The control plane's log so far.
+    pub fn control_log(&self) -> String {
+        self.control.log()
+    }
+}

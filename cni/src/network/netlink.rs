@@ -410,6 +410,12 @@ fn neighbour_parts(message: &NeighbourMessage) -> Option<(Ipv4Addr, MacAddr)> {
     for attribute in &message.attributes {
         match attribute {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => ip = Some(*addr),
+            // Bridge-family (FDB) messages carry the VTEP's address as raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                ip = <[u8; 4]>::try_from(bytes.as_slice())
+                    .ok()
+                    .map(Ipv4Addr::from);
+            }
             NeighbourAttribute::LinkLayerAddress(bytes) => mac = MacAddr::from_slice(bytes),
             _ => {}
         }
@@ -494,6 +500,26 @@ mod tests {
         let mut other_table = route_message(&route());
         other_table.header.table = 255; // local
         assert_eq!(parse_route(&other_table), None);
+    }
+
+    #[test]
+    fn fdb_entries_read_back_with_their_raw_destination() {
+        // What a bridge-family dump decodes to: NDA_DST as bytes, not as an IPv4 address.
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Bridge;
+        message.attributes = vec![
+            NeighbourAttribute::LinkLayerAddress(vec![0x0e, 0x5f, 172, 31, 1, 12]),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(vec![172, 31, 1, 12])),
+        ];
+        assert_eq!(
+            neighbour_parts(&message),
+            Some((
+                Ipv4Addr::new(172, 31, 1, 12),
+                MacAddr([0x0e, 0x5f, 172, 31, 1, 12])
+            ))
+        );
+        message.attributes.pop();
+        assert_eq!(neighbour_parts(&message), None);
     }
 
     #[test]

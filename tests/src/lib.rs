@@ -12,12 +12,14 @@ pub mod binaries;
 pub mod cmd;
 pub mod kernelfs;
 pub mod netns;
+pub mod pods;
 pub mod process;
 pub mod run;
 pub mod topology;
 pub mod wait;
 
 pub use netns::Netns;
+pub use pods::{CniChain, Pod};
 pub use process::Process;
 pub use run::{Run, RunId};
 pub use topology::{Node, Topology, TopologyOptions};

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod pods;
 pub mod process;
 pub mod run;
+pub mod throughput;
 pub mod topology;
 pub mod wait;
 

@@ -404,3 +404,23 @@ fn host_gw_three_nodes_and_one_leaves() -> Result<()> {
 fn vxlan_three_nodes_and_one_leaves() -> Result<()> {
     three_nodes(vxlan(), "nodenet-vxlan3")
 }
+
+#[test]
+#[ignore = "a measurement, not a test: cargo xtask bench cni reports it; try it with --ignored"]
+fn throughput_helper_measures_every_path() -> Result<()> {
+    use skiff_tests::throughput::{ThroughputPath, iperf3_available, pod_to_pod_gbits};
+    ensure!(
+        iperf3_available(),
+        "iperf3 is missing: run `cargo xtask setup`"
+    );
+    let base = pod_to_pod_gbits(ThroughputPath::Underlay, Duration::from_secs(2))?;
+    for path in [ThroughputPath::HostGw, ThroughputPath::Vxlan] {
+        let gbits = pod_to_pod_gbits(path, Duration::from_secs(2))?;
+        eprintln!(
+            "{path:?}: {gbits:.2} Gbit/s, {:.2} of the underlay's {base:.2}",
+            gbits / base
+        );
+        ensure!(gbits > 0.0, "{path:?} carried nothing");
+    }
+    Ok(())
+}

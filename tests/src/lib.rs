@@ -13,13 +13,16 @@ pub mod cluster;
 pub mod cmd;
 pub mod kernelfs;
 pub mod netns;
+pub mod pods;
 pub mod process;
 pub mod run;
+pub mod throughput;
 pub mod topology;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use netns::Netns;
+pub use pods::{CniChain, Pod};
 pub use process::Process;
 pub use run::{Run, RunId};
 pub use topology::{Node, Topology, TopologyOptions};

@@ -160,6 +160,13 @@ impl Run {
         Ok(self.id.clone())
     }
 
+    /// A folder of this run's own for files (e.g. IPAM state), removed with the run.
+    pub fn scratch_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.id.state_dir().join("scratch").join(name);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
     /// A cgroup (v2) of this run's own, made on first use and removed with the run.
     pub fn cgroup_dir(&self) -> Result<PathBuf> {
         let dir = kernelfs::ensure_cgroup2()?.join(self.id.object("cg"));

@@ -1,0 +1,552 @@
+//! [`NodeNetOps`] over rtnetlink, on a [`NetnsThread`] inside the node's namespace.
+//!
+//! The netlink socket is opened on that thread after it entered the namespace, so every request
+//! speaks to the node's kernel tables. Each call is one round trip, driven to completion by the
+//! thread's own current-thread runtime; callers block (milliseconds), which is why the node agent
+//! calls the node network from a blocking context, never from inside a tokio task.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
+};
+use nix::errno::Errno;
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+use super::netns::NetnsThread;
+use super::ops::{
+    FdbEntry, IfIndex, Link, MacAddr, Neighbour, NetOpsError, NodeNetOps, Route,
+    SKIFF_ROUTE_PROTOCOL, SyscallError, VxlanAttrs, VxlanSpec,
+};
+
+/// The real kernel door: rtnetlink requests made from inside the node's network namespace.
+#[derive(Debug)]
+pub struct NetlinkOps {
+    thread: Arc<NetnsThread>,
+    handle: Handle,
+}
+
+impl NetlinkOps {
+    /// Opens a netlink socket on `thread` (so, in its namespace).
+    pub fn open(thread: Arc<NetnsThread>) -> Result<Self, NetOpsError> {
+        let handle = thread.block_on(|| async {
+            let (connection, handle, _) =
+                rtnetlink::new_connection().map_err(|source| SyscallError {
+                    call: "socket(NETLINK_ROUTE)",
+                    source,
+                })?;
+            tokio::spawn(connection);
+            Ok::<_, NetOpsError>(handle)
+        })??;
+        Ok(NetlinkOps { thread, handle })
+    }
+
+    /// The namespace thread this door works on.
+    pub fn thread(&self) -> &Arc<NetnsThread> {
+        &self.thread
+    }
+
+    fn call<T, Fut, F>(&self, request: F) -> Result<T, NetOpsError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, NetOpsError>>,
+        F: FnOnce(Handle) -> Fut + Send + 'static,
+    {
+        let handle = self.handle.clone();
+        self.thread.block_on(move || request(handle))?
+    }
+}
+
+/// Maps an rtnetlink failure of request `call` to our error, keeping the errno.
+fn failed(call: &'static str) -> impl Fn(rtnetlink::Error) -> NetOpsError {
+    move |err| match err {
+        rtnetlink::Error::NetlinkError(message) => SyscallError {
+            call,
+            source: message.to_io(),
+        }
+        .into(),
+        other => NetOpsError::Netlink {
+            call,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Treats "already gone" answers to a delete as success.
+fn gone_is_ok(result: Result<(), rtnetlink::Error>, call: &'static str) -> Result<(), NetOpsError> {
+    match result {
+        Err(rtnetlink::Error::NetlinkError(message))
+            if matches!(
+                errno(&message),
+                Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL
+            ) =>
+        {
+            Ok(())
+        }
+        other => other.map_err(failed(call)),
+    }
+}
+
+fn errno(message: &rtnetlink::packet_core::ErrorMessage) -> Errno {
+    Errno::from_raw(message.raw_code().abs())
+}
+
+impl NodeNetOps for NetlinkOps {
+    fn link(&self, name: &str) -> Result<Option<Link>, NetOpsError> {
+        let name = name.to_owned();
+        self.call(move |handle| async move {
+            let mut links = handle.link().get().match_name(name).execute();
+            match links.try_next().await {
+                Ok(Some(message)) => Ok(Some(parse_link(&message))),
+                Ok(None) => Ok(None),
+                Err(rtnetlink::Error::NetlinkError(message))
+                    if errno(&message) == Errno::ENODEV =>
+                {
+                    Ok(None)
+                }
+                Err(err) => Err(failed("RTM_GETLINK")(err)),
+            }
+        })
+    }
+
+    fn add_vxlan(&self, spec: &VxlanSpec) -> Result<(), NetOpsError> {
+        let message = LinkVxlan::new(&spec.name, spec.vni)
+            .dev(spec.underlay)
+            .local(spec.local)
+            .port(spec.port)
+            .learning(false)
+            .mtu(spec.mtu)
+            .address(spec.mac.octets().to_vec())
+            .build();
+        self.call(move |handle| async move {
+            handle
+                .link()
+                .add(message)
+                .execute()
+                .await
+                .map_err(failed("RTM_NEWLINK"))
+        })
+    }
+
+    fn delete_link(&self, index: IfIndex) -> Result<(), NetOpsError> {
+        self.call(move |handle| async move {
+            handle
+                .link()
+                .del(index)
+                .execute()
+                .await
+                .map_err(failed("RTM_DELLINK"))
+        })
+    }
+
+    fn set_mtu(&self, index: IfIndex, mtu: u32) -> Result<(), NetOpsError> {
+        let message = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.set_link(message)
+    }
+
+    fn set_up(&self, index: IfIndex) -> Result<(), NetOpsError> {
+        let message = LinkUnspec::new_with_index(index).up().build();
+        self.set_link(message)
+    }
+
+    fn addresses(&self, index: IfIndex) -> Result<Vec<Ipv4Net>, NetOpsError> {
+        self.call(move |handle| async move {
+            let messages: Vec<AddressMessage> = handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(failed("RTM_GETADDR"))?;
+            Ok(messages
+                .iter()
+                .filter(|m| m.header.index == index && m.header.family == AddressFamily::Inet)
+                .filter_map(|m| {
+                    m.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Local(IpAddr::V4(ip)) => {
+                            Ipv4Net::new(*ip, m.header.prefix_len).ok()
+                        }
+                        _ => None,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn add_address(&self, index: IfIndex, addr: Ipv4Net) -> Result<(), NetOpsError> {
+        self.call(move |handle| async move {
+            handle
+                .address()
+                .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+                .execute()
+                .await
+                .map_err(failed("RTM_NEWADDR"))
+        })
+    }
+
+    fn del_address(&self, index: IfIndex, addr: Ipv4Net) -> Result<(), NetOpsError> {
+        let message = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(addr.addr(), addr.prefix_len())
+            .build();
+        self.call(move |handle| async move {
+            gone_is_ok(handle.address().del(message).execute().await, "RTM_DELADDR")
+        })
+    }
+
+    fn routes(&self) -> Result<Vec<Route>, NetOpsError> {
+        self.call(|handle| async move {
+            let messages: Vec<RouteMessage> = handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                .execute()
+                .try_collect()
+                .await
+                .map_err(failed("RTM_GETROUTE"))?;
+            Ok(messages.iter().filter_map(parse_route).collect())
+        })
+    }
+
+    fn add_route(&self, route: &Route) -> Result<(), NetOpsError> {
+        let message = route_message(route);
+        self.call(move |handle| async move {
+            handle
+                .route()
+                .add(message)
+                .execute()
+                .await
+                .map_err(failed("RTM_NEWROUTE"))
+        })
+    }
+
+    fn del_route(&self, route: &Route) -> Result<(), NetOpsError> {
+        let message = route_message(route);
+        self.call(move |handle| async move {
+            gone_is_ok(handle.route().del(message).execute().await, "RTM_DELROUTE")
+        })
+    }
+
+    fn fdb(&self, link: IfIndex) -> Result<Vec<FdbEntry>, NetOpsError> {
+        let messages = self.neighbour_dump(AddressFamily::Bridge)?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.ifindex == link && m.header.state == NeighbourState::Permanent)
+            .filter_map(|m| {
+                let (ip, mac) = neighbour_parts(m)?;
+                (mac != MacAddr([0; 6])).then_some(FdbEntry { link, mac, dst: ip })
+            })
+            .collect())
+    }
+
+    fn add_fdb(&self, entry: &FdbEntry) -> Result<(), NetOpsError> {
+        let entry = *entry;
+        self.call(move |handle| async move {
+            handle
+                .neighbours()
+                .add_bridge(entry.link, &entry.mac.octets())
+                .flags(NeighbourFlags::Own)
+                .destination(IpAddr::V4(entry.dst))
+                .replace()
+                .execute()
+                .await
+                .map_err(failed("RTM_NEWNEIGH(bridge)"))
+        })
+    }
+
+    fn del_fdb(&self, entry: &FdbEntry) -> Result<(), NetOpsError> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Bridge;
+        message.header.ifindex = entry.link;
+        message.header.flags = NeighbourFlags::Own;
+        message.header.state = NeighbourState::Permanent;
+        message.attributes = vec![
+            NeighbourAttribute::LinkLayerAddress(entry.mac.octets().to_vec()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(entry.dst)),
+        ];
+        self.call(move |handle| async move {
+            gone_is_ok(
+                handle.neighbours().del(message).execute().await,
+                "RTM_DELNEIGH(bridge)",
+            )
+        })
+    }
+
+    fn neighbours(&self, link: IfIndex) -> Result<Vec<Neighbour>, NetOpsError> {
+        let messages = self.neighbour_dump(AddressFamily::Inet)?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.ifindex == link && m.header.state == NeighbourState::Permanent)
+            .filter_map(|m| {
+                let (ip, mac) = neighbour_parts(m)?;
+                Some(Neighbour { link, ip, mac })
+            })
+            .collect())
+    }
+
+    fn add_neighbour(&self, neighbour: &Neighbour) -> Result<(), NetOpsError> {
+        let neighbour = *neighbour;
+        self.call(move |handle| async move {
+            handle
+                .neighbours()
+                .add(neighbour.link, IpAddr::V4(neighbour.ip))
+                .link_layer_address(&neighbour.mac.octets())
+                .replace()
+                .execute()
+                .await
+                .map_err(failed("RTM_NEWNEIGH"))
+        })
+    }
+
+    fn del_neighbour(&self, neighbour: &Neighbour) -> Result<(), NetOpsError> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.ifindex = neighbour.link;
+        message.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            neighbour.ip,
+        ))];
+        self.call(move |handle| async move {
+            gone_is_ok(
+                handle.neighbours().del(message).execute().await,
+                "RTM_DELNEIGH",
+            )
+        })
+    }
+
+    fn enable_ip_forward(&self) -> Result<(), NetOpsError> {
+        // /proc/sys/net resolves against the opening thread's namespace: ours.
+        self.thread
+            .run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
+            .map_err(|source: io::Error| {
+                SyscallError {
+                    call: "write(/proc/sys/net/ipv4/ip_forward)",
+                    source,
+                }
+                .into()
+            })
+    }
+}
+
+impl NetlinkOps {
+    fn set_link(&self, message: LinkMessage) -> Result<(), NetOpsError> {
+        self.call(move |handle| async move {
+            handle
+                .link()
+                .set(message)
+                .execute()
+                .await
+                .map_err(failed("RTM_SETLINK"))
+        })
+    }
+
+    fn neighbour_dump(&self, family: AddressFamily) -> Result<Vec<NeighbourMessage>, NetOpsError> {
+        self.call(move |handle| async move {
+            handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(failed("RTM_GETNEIGH"))
+        })
+    }
+}
+
+fn route_message(route: &Route) -> RouteMessage {
+    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(route.dst.network(), route.dst.prefix_len())
+        .gateway(route.gateway)
+        .output_interface(route.oif)
+        .protocol(RouteProtocol::Other(SKIFF_ROUTE_PROTOCOL));
+    if route.onlink {
+        builder = builder.onlink();
+    }
+    builder.build()
+}
+
+/// Our routes only: main table, IPv4, skiff's protocol, with a gateway and an output link.
+fn parse_route(message: &RouteMessage) -> Option<Route> {
+    let header = &message.header;
+    if header.address_family != AddressFamily::Inet
+        || header.table != RouteHeader::RT_TABLE_MAIN
+        || u8::from(header.protocol) != SKIFF_ROUTE_PROTOCOL
+    {
+        return None;
+    }
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let (mut gateway, mut oif) = (None, None);
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    Some(Route {
+        dst: Ipv4Net::new(dst, header.destination_prefix_length).ok()?,
+        gateway: gateway?,
+        oif: oif?,
+        onlink: header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+fn neighbour_parts(message: &NeighbourMessage) -> Option<(Ipv4Addr, MacAddr)> {
+    let (mut ip, mut mac) = (None, None);
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => ip = Some(*addr),
+            // Bridge-family (FDB) messages carry the VTEP's address as raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                ip = <[u8; 4]>::try_from(bytes.as_slice())
+                    .ok()
+                    .map(Ipv4Addr::from);
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) => mac = MacAddr::from_slice(bytes),
+            _ => {}
+        }
+    }
+    Some((ip?, mac?))
+}
+
+fn parse_link(message: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: message.header.index,
+        name: String::new(),
+        mtu: 0,
+        mac: None,
+        up: message.header.flags.contains(LinkFlags::Up),
+        vxlan: None,
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name.clone_from(name),
+            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Address(bytes) => link.mac = MacAddr::from_slice(bytes),
+            LinkAttribute::LinkInfo(infos) => link.vxlan = parse_vxlan(infos),
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_vxlan(infos: &[LinkInfo]) -> Option<VxlanAttrs> {
+    if !infos
+        .iter()
+        .any(|info| matches!(info, LinkInfo::Kind(InfoKind::Vxlan)))
+    {
+        return None;
+    }
+    let mut attrs = VxlanAttrs::default();
+    for info in infos {
+        if let LinkInfo::Data(InfoData::Vxlan(data)) = info {
+            for item in data {
+                match item {
+                    InfoVxlan::Id(vni) => attrs.vni = Some(*vni),
+                    InfoVxlan::Port(port) => attrs.port = Some(*port),
+                    InfoVxlan::Local(ip) => attrs.local = Some(*ip),
+                    InfoVxlan::Link(index) => attrs.underlay = Some(*index),
+                    InfoVxlan::Learning(on) => attrs.learning = *on,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(attrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> Route {
+        Route {
+            dst: "10.244.2.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 244, 2, 0),
+            oif: 9,
+            onlink: true,
+        }
+    }
+
+    #[test]
+    fn a_route_survives_the_trip_through_a_netlink_message() {
+        assert_eq!(parse_route(&route_message(&route())), Some(route()));
+        let plain = Route {
+            onlink: false,
+            ..route()
+        };
+        assert_eq!(parse_route(&route_message(&plain)), Some(plain));
+    }
+
+    #[test]
+    fn routes_of_other_protocols_or_tables_are_not_ours() {
+        let mut foreign = route_message(&route());
+        foreign.header.protocol = RouteProtocol::Static;
+        assert_eq!(parse_route(&foreign), None);
+        let mut other_table = route_message(&route());
+        other_table.header.table = 255; // local
+        assert_eq!(parse_route(&other_table), None);
+    }
+
+    #[test]
+    fn fdb_entries_read_back_with_their_raw_destination() {
+        // What a bridge-family dump decodes to: NDA_DST as bytes, not as an IPv4 address.
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Bridge;
+        message.attributes = vec![
+            NeighbourAttribute::LinkLayerAddress(vec![0x0e, 0x5f, 172, 31, 1, 12]),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(vec![172, 31, 1, 12])),
+        ];
+        assert_eq!(
+            neighbour_parts(&message),
+            Some((
+                Ipv4Addr::new(172, 31, 1, 12),
+                MacAddr([0x0e, 0x5f, 172, 31, 1, 12])
+            ))
+        );
+        message.attributes.pop();
+        assert_eq!(neighbour_parts(&message), None);
+    }
+
+    #[test]
+    fn vxlan_links_parse_their_attributes_and_other_links_have_none() {
+        let message = LinkVxlan::new("skiff.vxlan", 7)
+            .dev(3)
+            .port(8472)
+            .local(Ipv4Addr::new(172, 31, 1, 11))
+            .learning(false)
+            .mtu(1450)
+            .address(vec![0x0e, 0x5f, 172, 31, 1, 11])
+            .build();
+        let link = parse_link(&message);
+        assert_eq!(link.name, "skiff.vxlan");
+        assert_eq!(link.mtu, 1450);
+        assert_eq!(link.mac, Some(MacAddr([0x0e, 0x5f, 172, 31, 1, 11])));
+        assert_eq!(
+            link.vxlan,
+            Some(VxlanAttrs {
+                vni: Some(7),
+                port: Some(8472),
+                local: Some(Ipv4Addr::new(172, 31, 1, 11)),
+                underlay: Some(3),
+                learning: false,
+            })
+        );
+        let plain = LinkUnspec::new_with_index(4).build();
+        assert_eq!(parse_link(&plain).vxlan, None);
+    }
+}

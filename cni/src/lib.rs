@@ -9,6 +9,7 @@
 //! - [`plugin`]: the commands, tying the three together.
 
 pub mod ipam;
+pub mod link;
 pub mod spec;
 
 /// An error and its causes, joined with `: ` (for an error object's `details`).

@@ -10,6 +10,8 @@
 
 pub mod ipam;
 pub mod link;
+pub mod plugin;
+pub mod pod;
 pub mod spec;
 
 /// An error and its causes, joined with `: ` (for an error object's `details`).

@@ -2,18 +2,21 @@
 //!
 //! ```text
 //!  Pod netns                              node netns
-//!  eth0 10.244.1.7/32  ═══ veth ═══  skf3f2a9c01b7d (no address)
+//!  eth0 10.244.1.7/32  ═══ veth ═══  skf3f2a9c01b7d 10.244.1.1/32  ← the gateway
 //!   route 10.244.1.1/32 scope link        route 10.244.1.7/32 dev skf3f2a9c01b7d scope link
-//!   default via 10.244.1.1                skiff0 (dummy) 10.244.1.1/32  ← the gateway
+//!   default via 10.244.1.1
 //!   neigh 10.244.1.1 → skf…'s MAC (permanent)
 //! ```
 //!
 //! Why routed and not a bridge (the Calico/Cilium choice): every Pod packet crosses the node's
 //! IP layer, so iptables sees same-node Pod-to-Pod replies without `br_netfilter`, and a Pod
 //! reaching itself through a Service (hairpin) is plain routing — no hairpin mode on bridge
-//! ports. The Pod's gateway is the podCIDR's first address, held on a dummy device (`skiff0`)
-//! so the Pod can ping it; the Pod learns its MAC from a permanent neighbour entry, so the node
-//! needs neither proxy ARP nor any per-veth sysctl. Forwarding (`ip_forward`) and rp_filter are
+//! ports. The Pod's gateway is the podCIDR's first address. Every host veth holds it as a /32
+//! (the reference `ptp` plugin's way): the Pod can ping it, the node's replies and its own
+//! packets to Pods leave with it as source, and it needs no `dummy` device — a module minimal
+//! kernels (this project's CI VMs among them) do not build. The kernel keeps the local address
+//! while any veth still holds it. The Pod learns the gateway's MAC from a permanent neighbour
+//! entry, so the node needs neither proxy ARP nor any per-veth sysctl. Forwarding (`ip_forward`) and rp_filter are
 //! node-wide settings left to the node agent: the plugin touches only what it creates.
 //!
 //! The host end's name is derived from (container ID, ifname) — `skf` + 11 hex digits of a
@@ -34,8 +37,6 @@ use crate::link::{LinkError, LinkInfo, LinkOps, Namespaces, RouteSpec};
 use crate::spec::PodCidr;
 use crate::spec::error::{CniError, ErrorCode};
 
-/// The node's dummy device holding every gateway address.
-pub const GATEWAY_DEVICE: &str = "skiff0";
 const HOST_VETH_PREFIX: &str = "skf";
 const HASH_DIGITS: usize = 11;
 
@@ -165,32 +166,6 @@ fn missing(call: &'static str) -> LinkError {
     LinkError::syscall(call, std::io::Error::from_raw_os_error(nix::libc::ENODEV))
 }
 
-/// Ignores "already exists": several ADDs race to create the shared gateway device.
-fn tolerate_exists(result: Result<(), LinkError>) -> Result<(), LinkError> {
-    match result {
-        Err(err) if err.is_exists() => Ok(()),
-        other => other,
-    }
-}
-
-/// Makes `skiff0` exist, be up, and hold `gateway/32`.
-fn ensure_gateway_device(ops: &mut impl LinkOps, gateway: Ipv4Addr) -> Result<(), LinkError> {
-    if ops.link(GATEWAY_DEVICE)?.is_none() {
-        tolerate_exists(ops.add_dummy(GATEWAY_DEVICE))?;
-    }
-    let device = ops
-        .link(GATEWAY_DEVICE)?
-        .ok_or_else(|| missing("RTM_GETLINK skiff0"))?;
-    let address = Ipv4Net::from(gateway);
-    if !ops.addresses(device.index)?.contains(&address) {
-        tolerate_exists(ops.add_address(device.index, address))?;
-    }
-    if !device.up {
-        ops.set_up(device.index)?;
-    }
-    Ok(())
-}
-
 /// Removes the veth pair unless disarmed: an ADD that fails after creating it leaves nothing.
 struct VethGuard<'a, N: Namespaces> {
     namespaces: &'a N,
@@ -249,7 +224,6 @@ pub fn attach<N: Namespaces>(
     let host_name = host_veth_name(who);
     namespaces
         .node(|ops| {
-            ensure_gateway_device(ops, gateway)?;
             // Same attachment, Pod end not in this netns: a leftover of an earlier attempt.
             if let Some(stale) = ops.link(&host_name)? {
                 ops.delete_link(stale.index)?;
@@ -269,11 +243,14 @@ pub fn attach<N: Namespaces>(
                 .link(&host_name)?
                 .ok_or_else(|| missing("RTM_GETLINK host veth"))?;
             ops.set_up(host.index)?;
+            ops.add_address(host.index, Ipv4Net::from(gateway))?;
             ops.add_route(&host_route(ip, host.index))?;
             ops.link(&host_name)?
                 .ok_or_else(|| missing("RTM_GETLINK host veth"))
         })
-        .map_err(step(format!("set up {host_name} and the route to {ip}")))?;
+        .map_err(step(format!(
+            "set up {host_name}, the gateway and the route to {ip}"
+        )))?;
 
     let host_mac = host.mac;
     let pod = namespaces
@@ -341,6 +318,9 @@ pub fn check<N: Namespaces>(
             let mut problems = Vec::new();
             if !host.up {
                 problems.push(format!("{host_name} is down"));
+            }
+            if !ops.addresses(host.index)?.contains(&Ipv4Net::from(gateway)) {
+                problems.push(format!("{host_name} lacks the gateway {gateway}/32"));
             }
             if !ops
                 .routes(host.index)?

@@ -24,7 +24,8 @@ pub const NODE: &str = "node";
 pub struct FakeKernel {
     namespaces: BTreeMap<String, FakeNs>,
     next_index: u32,
-    failures: Vec<&'static str>,
+    /// (operation, calls to let succeed before failing one).
+    failures: Vec<(&'static str, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -174,7 +175,12 @@ impl FakeNamespaces {
 
     /// Makes the next call of operation `op` (a [`LinkOps`] method name) fail with `EIO`.
     pub fn fail_next(&self, op: &'static str) {
-        self.with(|k| k.failures.push(op));
+        self.fail_after(op, 0);
+    }
+
+    /// Lets `skip` calls of `op` succeed, then fails the next one with `EIO`.
+    pub fn fail_after(&self, op: &'static str, skip: usize) {
+        self.with(|k| k.failures.push((op, skip)));
     }
 
     /// Runs `f` on the fake kernel (to look or to meddle).
@@ -232,9 +238,12 @@ impl FakeLinkOps {
         f: impl FnOnce(&mut FakeKernel, &str) -> Result<R, LinkError>,
     ) -> Result<R, LinkError> {
         let mut kernel = self.kernel.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(at) = kernel.failures.iter().position(|f| *f == op) {
-            kernel.failures.remove(at);
-            return Err(errno(op, libc::EIO));
+        if let Some(at) = kernel.failures.iter().position(|(f, _)| *f == op) {
+            if kernel.failures[at].1 == 0 {
+                kernel.failures.remove(at);
+                return Err(errno(op, libc::EIO));
+            }
+            kernel.failures[at].1 -= 1;
         }
         f(&mut kernel, &self.ns)
     }
@@ -285,16 +294,6 @@ impl LinkOps for FakeLinkOps {
             let there = k.new_link(&peer_ns, peer, mtu);
             link_mut(k, ns, here, "add_veth")?.peer = Some((peer_ns.clone(), there));
             link_mut(k, &peer_ns, there, "add_veth")?.peer = Some((ns.to_owned(), here));
-            Ok(())
-        })
-    }
-
-    fn add_dummy(&mut self, name: &str) -> Result<(), LinkError> {
-        self.op("add_dummy", |k, ns| {
-            if k.find(ns, name).is_some() {
-                return Err(errno("add_dummy", libc::EEXIST));
-            }
-            k.new_link(ns, name, 1500);
             Ok(())
         })
     }

@@ -140,8 +140,6 @@ pub trait LinkOps {
         peer_netns: &Path,
         mtu: u32,
     ) -> Result<(), LinkError>;
-    /// A dummy link.
-    fn add_dummy(&mut self, name: &str) -> Result<(), LinkError>;
     /// Sets a link up.
     fn set_up(&mut self, index: u32) -> Result<(), LinkError>;
     /// Adds an address to a link.

@@ -23,7 +23,7 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteScope, RouteType,
 };
 use nix::sched::{CloneFlags, setns};
-use rtnetlink::{Handle, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::runtime::Runtime;
 
 use super::{LinkError, LinkInfo, LinkOps, Mac, Namespaces, RouteSpec};
@@ -213,17 +213,6 @@ impl LinkOps for RealLinkOps {
             .map_err(nl("RTM_NEWLINK veth"));
         drop(netns);
         result
-    }
-
-    fn add_dummy(&mut self, name: &str) -> Result<(), LinkError> {
-        let request = self
-            .handle
-            .link()
-            .add(LinkDummy::new(name).build())
-            .execute();
-        self.runtime
-            .block_on(request)
-            .map_err(nl("RTM_NEWLINK dummy"))
     }
 
     fn set_up(&mut self, index: u32) -> Result<(), LinkError> {

@@ -233,7 +233,7 @@ fn del_is_idempotent_with_or_without_netns_and_frees_the_address() {
     ok(h.cmd("DEL", "c1", &conf("1.1.0")));
     ok(h.cmd("DEL", "c1", &conf("1.1.0")));
     assert_eq!(h.reservations(), 0);
-    assert_eq!(h.node_links(), ["lo", "skiff0"]);
+    assert_eq!(h.node_links(), ["lo"]);
     let no_netns = [
         ("CNI_COMMAND", "DEL"),
         ("CNI_CONTAINERID", "c1"),
@@ -303,11 +303,11 @@ fn gc_releases_all_but_the_valid_attachments_and_their_veths() {
     ok(gc(json!([{"containerID": "keep", "ifname": "eth0"}])));
     assert_eq!(h.reservations(), 1);
     let keep = host_veth_name(&Attachment::new("keep", "eth0"));
-    assert_eq!(h.node_links(), ["lo", "skiff0", keep.as_str()]);
+    assert_eq!(h.node_links(), ["lo", keep.as_str()]);
     ok(gc(json!([])));
     assert_eq!(
         (h.reservations(), h.node_links()),
-        (0, vec!["lo".to_owned(), "skiff0".to_owned()])
+        (0, vec!["lo".to_owned()])
     );
 
     assert_eq!(

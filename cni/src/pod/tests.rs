@@ -73,15 +73,13 @@ fn attach_wires_both_ends_as_designed() {
         assert!(routes.contains(&gateway_route(gw(), pod.index)));
         assert!(routes.contains(&default_route(gw(), pod.index)));
         assert_eq!(k.neighbours(NETNS), [(pod.index, gw(), wired.host.mac)]);
-        let gateway_dev = k.link(NODE, GATEWAY_DEVICE).unwrap();
-        assert!(gateway_dev.up);
-        assert_eq!(k.addresses(NODE, GATEWAY_DEVICE), [Ipv4Net::from(gw())]);
+        assert_eq!(k.addresses(NODE, &wired.host.name), [Ipv4Net::from(gw())]);
         assert!(k.routes(NODE).contains(&host_route(ip(), wired.host.index)));
     });
 }
 
 #[test]
-fn a_second_pod_shares_the_gateway_device() {
+fn every_host_veth_holds_the_gateway() {
     let fake = fake_with_pod();
     fake.add_netns("/run/netns/pod2");
     attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
@@ -94,47 +92,44 @@ fn a_second_pod_shares_the_gateway_device() {
         Ipv4Addr::new(10, 244, 1, 8),
     )
     .unwrap();
-    let names = fake.with(|k| k.link_names(NODE));
-    assert_eq!(
-        names.iter().filter(|n| *n == GATEWAY_DEVICE).count(),
-        1,
-        "{names:?}"
-    );
+    for pod in [who(), other] {
+        let addresses = fake.with(|k| k.addresses(NODE, &host_veth_name(&pod)));
+        assert_eq!(addresses, [Ipv4Net::from(gw())]);
+    }
 }
 
 #[test]
 fn a_failure_half_way_leaves_no_veth_behind() {
-    for op in ["set_up", "add_address", "add_route", "add_neighbour"] {
+    // (operation, how many of its calls succeed first): every step after the veth exists.
+    let steps = [
+        ("set_up", 1),
+        ("set_up", 2),
+        ("add_address", 0),
+        ("add_address", 1),
+        ("add_route", 0),
+        ("add_route", 1),
+        ("add_route", 2),
+        ("add_neighbour", 0),
+        ("link", 5),
+    ];
+    for (op, skip) in steps {
         let fake = fake_with_pod();
-        // Let the gateway device exist first, so the failure lands on the veth's steps.
-        attach(
-            &fake,
-            net(),
-            &Attachment::new("warmup", "eth0"),
-            Path::new(NETNS),
-            ip(),
-        )
-        .unwrap();
-        fake.with(|k| k.delete_by_name(NETNS, "eth0"));
-        fake.fail_next(op);
-        let err = attach(
-            &fake,
-            net(),
-            &who(),
-            Path::new(NETNS),
-            Ipv4Addr::new(10, 244, 1, 9),
-        )
-        .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::Netlink, "{op}: {err}");
+        fake.fail_after(op, skip);
+        let err = attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Netlink, "{op}#{skip}: {err}");
         let host_name = host_veth_name(&who());
         fake.with(|k| {
             assert!(
                 k.link(NODE, &host_name).is_none(),
-                "{op}: host veth left behind"
+                "{op}#{skip}: host veth left behind"
             );
             assert!(
                 k.link(NETNS, "eth0").is_none(),
-                "{op}: pod veth left behind"
+                "{op}#{skip}: pod veth left behind"
+            );
+            assert!(
+                k.routes(NODE).is_empty(),
+                "{op}#{skip}: node route left behind"
             );
         });
     }
@@ -228,5 +223,5 @@ fn sweep_removes_only_our_unlisted_host_veths() {
     let removed = sweep(&fake, std::slice::from_ref(&keep)).unwrap();
     assert_eq!(removed, [host_veth_name(&who())]);
     let names = fake.with(|k| k.link_names(NODE));
-    assert!(names.contains(&host_veth_name(&keep)) && names.contains(&GATEWAY_DEVICE.to_owned()));
+    assert_eq!(names, ["lo".to_owned(), host_veth_name(&keep)]);
 }

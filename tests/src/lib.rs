@@ -10,6 +10,7 @@
 
 pub mod binaries;
 pub mod cmd;
+pub mod cni;
 pub mod kernelfs;
 pub mod netns;
 pub mod process;

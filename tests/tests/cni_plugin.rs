@@ -246,6 +246,43 @@ fn version_and_bad_input_answer_with_codes_and_change_nothing() -> Result<()> {
 }
 
 #[test]
+fn an_add_failing_half_way_undoes_its_veth_and_address() -> Result<()> {
+    let cni = Cni::new("cni-undo", 1)?;
+    let pod = cni.pod("p1")?;
+    // A route already claiming the first Pod address makes ADD fail after the veth exists.
+    cni.node()
+        .ip(&["route", "add", "10.244.1.2/32", "dev", "eth0"])?;
+    let links_before = cni.node_links()?;
+    let failed = cni.call(&CniArgs::new("ADD", "c1", Some(&pod)), &cni.config("1.1.0"))?;
+    assert_eq!(failed.error_code()?, 101, "{}", failed.stdout);
+    assert_eq!(
+        cni.node_links()?,
+        links_before,
+        "the host veth outlived the failed ADD"
+    );
+    assert_eq!(
+        links(&pod)?,
+        ["lo"],
+        "the Pod's veth outlived the failed ADD"
+    );
+    assert_eq!(
+        cni.reservations()?,
+        0,
+        "the address outlived the failed ADD"
+    );
+
+    let gone = cni.topology.run().id().object("gone");
+    let missing = CniArgs {
+        netns: Some(PathBuf::from("/run/netns").join(gone)),
+        ..CniArgs::new("ADD", "c1", None)
+    };
+    let failed = cni.call(&missing, &cni.config("1.1.0"))?;
+    assert_eq!(failed.error_code()?, 104, "{}", failed.stdout);
+    assert_eq!(cni.reservations()?, 0);
+    Ok(())
+}
+
+#[test]
 fn gc_with_an_empty_list_frees_every_reservation_and_veth() -> Result<()> {
     let cni = Cni::new("cni-gc", 1)?;
     let pods: Vec<Netns> = (1..=3)

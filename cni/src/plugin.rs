@@ -11,9 +11,12 @@
 //!   unwind in reverse, the link before the address, so a released address never still has a
 //!   route pointing at a dying veth.
 //! - DEL and GC remove links before releasing addresses, for the same reason.
-//! - GC also removes host veths of ours that no reservation or valid attachment explains
-//!   (left by a process killed between creating them and being cleaned up). It assumes the
-//!   runtime does not run GC concurrently with an ADD it still counts as in flight.
+//! - GC removes every host veth of ours that belongs to no valid attachment — also those a
+//!   process killed mid-ADD left without a reservation record to find them by — then releases
+//!   the stale reservations. It assumes the runtime does not run GC concurrently with an ADD it
+//!   still counts as in flight (that ADD would lose its veth and fail, and be retried).
+//! - STATUS answers 50 when the state folder is unusable or the podCIDR is full; 51 (limited
+//!   connectivity) is the node agent's to judge, not the plugin's.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;

@@ -25,6 +25,11 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The CNI plugin, `target/debug/skiff-cni` (`cargo build -p skiff-cni` builds it).
+pub fn skiff_cni() -> Result<PathBuf> {
+    binary("skiff-cni")
+}
+
 /// The Python interpreter of the venv `cargo xtask setup` makes (with the `kubernetes` client).
 pub fn python() -> Result<PathBuf> {
     let path = target_dir().join("pyvenv/bin/python");

@@ -11,6 +11,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod cmd;
+pub mod cni;
 pub mod kernelfs;
 pub mod netns;
 pub mod pods;

@@ -1,0 +1,197 @@
+//! The kernel seam: links, addresses, routes and neighbours, in the node's or a Pod's namespace.
+//!
+//! [`LinkOps`] is everything the plugin asks of netlink inside *one* network namespace;
+//! [`Namespaces`] hands out a `LinkOps` for the node's namespace or for a Pod's. The real pair
+//! ([`RealNamespaces`], in `netlink.rs`) runs each batch on a dedicated short-lived thread:
+//! for a Pod, that thread `setns()`es into the Pod's namespace first, and its netlink socket
+//! (made after the switch) belongs to that namespace; for the node it simply stays where the
+//! process is. A thread in a foreign namespace is never reused, and no tokio worker that
+//! others share ever changes namespace — each batch drives its own current-thread runtime.
+//! The fake ([`FakeNamespaces`]) models namespaces, veth peers and what dies with what, so the
+//! plugin's logic and rollback are tested without root.
+//!
+//! Veths are created with the Pod end placed straight into the Pod's namespace under its final
+//! name (`IFLA_NET_NS_FD` on the peer), instead of create-in-host, move, rename: one netlink
+//! request, so a process killed mid-ADD never leaves a temporary name behind in the node's
+//! namespace and never collides with the node's own `eth0`.
+
+mod fake;
+mod netlink;
+
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+pub use fake::{FakeKernel, FakeLinkOps, FakeNamespaces};
+pub use netlink::{RealLinkOps, RealNamespaces};
+
+/// A failed kernel call.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} failed")]
+pub struct SyscallError {
+    /// What was asked of the kernel (e.g. `"RTM_NEWLINK veth"`).
+    pub call: &'static str,
+    /// The kernel's answer.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Failures of the kernel seam.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The kernel refused a request.
+    #[error(transparent)]
+    Syscall(#[from] SyscallError),
+    /// A network namespace could not be opened or entered.
+    #[error("cannot enter network namespace {path}")]
+    NetnsUnavailable {
+        /// Its path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The worker thread could not start or panicked.
+    #[error("namespace worker thread {0}")]
+    Thread(&'static str),
+}
+
+impl LinkError {
+    /// Wraps a kernel error for `call`.
+    pub fn syscall(call: &'static str, source: io::Error) -> Self {
+        LinkError::Syscall(SyscallError { call, source })
+    }
+
+    fn errno(&self) -> Option<i32> {
+        match self {
+            LinkError::Syscall(err) => err.source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The object already exists (`EEXIST`).
+    pub fn is_exists(&self) -> bool {
+        self.errno() == Some(nix::libc::EEXIST)
+    }
+
+    /// The object does not exist (`ENODEV`, `ENOENT`, `ESRCH`).
+    pub fn is_missing(&self) -> bool {
+        matches!(
+            self.errno(),
+            Some(nix::libc::ENODEV | nix::libc::ENOENT | nix::libc::ESRCH)
+        )
+    }
+}
+
+/// A hardware address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// A link as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Its index in its namespace.
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+    /// Its hardware address.
+    pub mac: Mac,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+}
+
+/// An IPv4 route in the main table out of one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Destination.
+    pub dst: Ipv4Net,
+    /// Next hop, if not on-link.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface index.
+    pub oif: u32,
+    /// `scope link` (directly reachable) rather than `scope global`.
+    pub scope_link: bool,
+}
+
+/// What the plugin asks of netlink inside one network namespace.
+pub trait LinkOps {
+    /// The link named `name`, if it exists.
+    fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, LinkError>;
+    /// Every link of the namespace.
+    fn links(&mut self) -> Result<Vec<LinkInfo>, LinkError>;
+    /// A veth pair: `name` here, `peer` created directly in the namespace at `peer_netns`;
+    /// both ends get `mtu`.
+    fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_netns: &Path,
+        mtu: u32,
+    ) -> Result<(), LinkError>;
+    /// Sets a link up.
+    fn set_up(&mut self, index: u32) -> Result<(), LinkError>;
+    /// Adds an address to a link.
+    fn add_address(&mut self, index: u32, address: Ipv4Net) -> Result<(), LinkError>;
+    /// The IPv4 addresses of a link.
+    fn addresses(&mut self, index: u32) -> Result<Vec<Ipv4Net>, LinkError>;
+    /// Adds a route to the main table.
+    fn add_route(&mut self, route: &RouteSpec) -> Result<(), LinkError>;
+    /// The main table's IPv4 routes out of link `oif`.
+    fn routes(&mut self, oif: u32) -> Result<Vec<RouteSpec>, LinkError>;
+    /// A permanent neighbour entry `ip` → `mac` on a link (replacing any existing one).
+    fn add_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), LinkError>;
+    /// Deletes a link (a veth takes its peer with it).
+    fn delete_link(&mut self, index: u32) -> Result<(), LinkError>;
+}
+
+/// Runs batches of [`LinkOps`] in the node's namespace or in a Pod's.
+pub trait Namespaces {
+    /// The ops handed to each batch.
+    type Ops: LinkOps;
+
+    /// Runs `batch` in the node's namespace (the one the plugin was started in).
+    fn node<R, F>(&self, batch: F) -> Result<R, LinkError>
+    where
+        R: Send,
+        F: FnOnce(&mut Self::Ops) -> Result<R, LinkError> + Send;
+
+    /// Runs `batch` inside the network namespace at `netns`.
+    fn pod<R, F>(&self, netns: &Path, batch: F) -> Result<R, LinkError>
+    where
+        R: Send,
+        F: FnOnce(&mut Self::Ops) -> Result<R, LinkError> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_print_as_lower_case_colon_pairs() {
+        assert_eq!(
+            Mac([0x02, 0xab, 0, 1, 0x10, 0xff]).to_string(),
+            "02:ab:00:01:10:ff"
+        );
+    }
+
+    #[test]
+    fn errno_classification_names_exists_and_missing() {
+        let exists = LinkError::syscall("x", io::Error::from_raw_os_error(nix::libc::EEXIST));
+        let missing = LinkError::syscall("x", io::Error::from_raw_os_error(nix::libc::ENODEV));
+        assert!(exists.is_exists() && !exists.is_missing());
+        assert!(missing.is_missing() && !missing.is_exists());
+        assert!(!LinkError::Thread("panicked").is_missing());
+    }
+}

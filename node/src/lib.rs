@@ -6,4 +6,7 @@
 
 pub mod facts;
 pub mod heartbeat;
+pub mod images;
 pub mod register;
+pub mod sandbox;
+pub mod shim;

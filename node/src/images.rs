@@ -228,10 +228,15 @@ mod tests {
         let (catalog, dir) = catalog();
         let err = resolve(&catalog, "nginx", &[], None, None).unwrap_err();
         assert_eq!(err.reason(), "ErrImagePull");
-        assert!(err.to_string().starts_with("image \"nginx\" is not in the image catalog"));
+        assert!(
+            err.to_string()
+                .starts_with("image \"nginx\" is not in the image catalog")
+        );
         let command = strings(&["/bin/true"]);
         assert_eq!(
-            resolve(&catalog, "nginx", &command, None, None).unwrap().argv,
+            resolve(&catalog, "nginx", &command, None, None)
+                .unwrap()
+                .argv,
             command
         );
         let broken = resolve(&catalog, "broken", &[], None, None).unwrap_err();

@@ -4,6 +4,7 @@
 //! node agent issue progresses — runs Pods with the process runtime, wires them through the
 //! CNI plugin chain and hosts the node network and the service proxy.
 
+pub mod cni;
 pub mod facts;
 pub mod heartbeat;
 pub mod images;

@@ -121,8 +121,12 @@ pub fn run(args: &ShimArgs) -> ! {
 }
 
 fn supervise(args: &ShimArgs) -> Result<(), String> {
-    let netns = File::open(&args.netns)
-        .map_err(|e| format!("cannot open network namespace {}: {e}", args.netns.display()))?;
+    let netns = File::open(&args.netns).map_err(|e| {
+        format!(
+            "cannot open network namespace {}: {e}",
+            args.netns.display()
+        )
+    })?;
     let procs_path = args.cgroup.join("cgroup.procs");
     let procs = OpenOptions::new()
         .write(true)

@@ -9,5 +9,6 @@ pub mod facts;
 pub mod heartbeat;
 pub mod images;
 pub mod register;
+pub mod runtime;
 pub mod sandbox;
 pub mod shim;

@@ -96,8 +96,55 @@ pub fn read_state<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Optio
     serde_json::from_slice(&std::fs::read(dir.join(name)).ok()?).ok()
 }
 
-/// Runs the shim: never returns.
+/// `shim.json`: the shim's own pid and start time (to tell it from a recycled pid).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShimProcess {
+    /// The supervising shim.
+    pub pid: i32,
+    /// Its start time in clock ticks since boot (/proc/<pid>/stat field 22).
+    pub start_ticks: u64,
+}
+
+/// The file name.
+pub const SHIM: &str = "shim.json";
+
+/// A process's start time in clock ticks since boot, if it exists.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its closing parenthesis.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl ShimProcess {
+    /// Whether this shim still runs (and is not another process with its old pid).
+    pub fn alive(&self) -> bool {
+        start_ticks(self.pid) == Some(self.start_ticks)
+    }
+}
+
+/// Runs the shim: forks the supervisor and returns at once in the parent (so the agent, which
+/// waits for this process, leaves no zombie); never returns in the supervisor.
 pub fn run(args: &ShimArgs) -> ! {
+    // SAFETY: the shim is single-threaded here (no runtime started), so fork is sound.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            // Recorded before the agent sees this process exit: the agent always finds it.
+            let pid = child.as_raw();
+            let record = ShimProcess {
+                pid,
+                start_ticks: start_ticks(pid).unwrap_or(0),
+            };
+            let written = write_state(&args.state_dir, SHIM, &record);
+            std::process::exit(i32::from(written.is_err()))
+        }
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            eprintln!("skiff-node shim: cannot fork: {e}");
+            std::process::exit(1)
+        }
+    }
     // Out of the agent's session and process group: the agent may die, the container lives on.
     let _ = nix::unistd::setsid();
     let code = match supervise(args) {

@@ -1,0 +1,383 @@
+//! The process runtime: a Pod is a network namespace plus a cgroup (its sandbox), and each
+//! container a process started in them by a shim (see [`crate::shim`]). Needs nothing
+//! installed beyond the CNI plugins.
+//!
+//! State lives under `<root>/pods/<uid>/`: `sandbox.json`, then per container and run
+//! `containers/<name>/<attempt>/` with the shim's state files and the run's `log`. Everything
+//! a restarted agent needs is there, so it adopts running Pods instead of restarting them.
+//! `sandbox.json` is written before the network is set up, so a crash mid-way leaves a
+//! record that removal (and CNI DEL, which is idempotent) can clean up.
+
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::{
+    ContainerConfig, ContainerInfo, ContainerState, ExecOutput, PodRuntime, RuntimeError,
+    SandboxConfig, SandboxInfo,
+};
+use crate::cni::{Attachment, Cni};
+use crate::sandbox;
+use crate::shim::{self, Exited, ShimProcess, Started};
+
+/// The interface name Pods get.
+pub const POD_IFNAME: &str = "eth0";
+
+/// The process runtime.
+#[derive(Clone, Debug)]
+pub struct ProcessRuntime {
+    /// State folder (`<root-dir>/pods`).
+    pub state_dir: PathBuf,
+    /// The node's cgroup; Pods get `pod-<uid>` below it.
+    pub cgroup_root: PathBuf,
+    /// Pod namespaces are `/run/netns/<prefix><uid>`.
+    pub netns_prefix: String,
+    /// The CNI plugins.
+    pub cni: Cni,
+    /// This binary, run as `<exe> shim ...`.
+    pub shim_exe: PathBuf,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+impl ProcessRuntime {
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.state_dir.join(uid)
+    }
+
+    fn container_dir(&self, uid: &str, name: &str) -> PathBuf {
+        self.pod_dir(uid).join("containers").join(name)
+    }
+
+    fn read_sandbox(&self, uid: &str) -> Option<SandboxInfo> {
+        shim::read_state(&self.pod_dir(uid), "sandbox.json")
+    }
+
+    fn attachment(&self, info: &SandboxInfo, config: Option<&SandboxConfig>) -> Attachment {
+        Attachment {
+            container_id: info.uid.clone(),
+            netns: info.netns.clone(),
+            ifname: POD_IFNAME.to_owned(),
+            args: vec![
+                ("K8S_POD_NAMESPACE".into(), info.namespace.clone()),
+                ("K8S_POD_NAME".into(), info.name.clone()),
+                ("K8S_POD_INFRA_CONTAINER_ID".into(), info.uid.clone()),
+                ("K8S_POD_UID".into(), info.uid.clone()),
+            ],
+            runtime_config: match config {
+                Some(c) if !c.port_mappings.is_empty() => {
+                    serde_json::json!({"portMappings": c.port_mappings})
+                }
+                _ => serde_json::Value::Null,
+            },
+        }
+    }
+
+    /// The attempts of a container, newest last.
+    fn attempts(&self, uid: &str, name: &str) -> Vec<u32> {
+        let mut list: Vec<u32> = fs::read_dir(self.container_dir(uid, name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        list.sort_unstable();
+        list
+    }
+
+    /// The log of a container's run.
+    pub fn log_path(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
+        self.container_dir(uid, name)
+            .join(attempt.to_string())
+            .join("log")
+    }
+}
+
+/// The first IPv4 address of a CNI result.
+pub fn result_ipv4(result: &serde_json::Value) -> Option<std::net::Ipv4Addr> {
+    result["ips"].as_array()?.iter().find_map(|ip| {
+        let address = ip["address"].as_str()?;
+        address.split('/').next()?.parse().ok()
+    })
+}
+
+impl PodRuntime for ProcessRuntime {
+    fn run_sandbox(&self, config: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
+        if let Some(info) = self.read_sandbox(&config.uid)
+            && info.ip.is_some()
+            && sandbox::netns_exists(&info.netns)
+        {
+            return Ok(info);
+        }
+        let dir = self.pod_dir(&config.uid);
+        fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let mut info = SandboxInfo {
+            uid: config.uid.clone(),
+            namespace: config.namespace.clone(),
+            name: config.name.clone(),
+            netns: sandbox::netns_path(&format!("{}{}", self.netns_prefix, config.uid)),
+            cgroup: self.cgroup_root.join(format!("pod-{}", config.uid)),
+            ip: None,
+        };
+        shim::write_state(&dir, "sandbox.json", &info).map_err(io("cannot record the sandbox"))?;
+        let made = (|| {
+            sandbox::create_netns(&info.netns)?;
+            sandbox::create_cgroup(&info.cgroup)?;
+            let result = self.cni.add(&self.attachment(&info, Some(config)))?;
+            result_ipv4(&result).ok_or_else(|| RuntimeError::NoAddress(result.to_string()))
+        })();
+        match made {
+            Ok(ip) => {
+                info.ip = Some(ip);
+                shim::write_state(&dir, "sandbox.json", &info)
+                    .map_err(io("cannot record the sandbox"))?;
+                Ok(info)
+            }
+            Err(err) => {
+                // Leave nothing half-made: the next sync starts from scratch.
+                if let Err(cleanup) = self.remove_sandbox(&config.uid) {
+                    tracing::warn!(error = %cleanup, pod = %config.name, "sandbox cleanup failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn sandboxes(&self) -> Vec<SandboxInfo> {
+        fs::read_dir(&self.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| self.read_sandbox(e.file_name().to_str()?))
+            .collect()
+    }
+
+    fn remove_sandbox(&self, uid: &str) -> Result<(), RuntimeError> {
+        let Some(info) = self.read_sandbox(uid) else {
+            let dir = self.pod_dir(uid);
+            return match fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(io(format!("cannot remove {}", dir.display()))(e))
+                }
+                _ => Ok(()),
+            };
+        };
+        // Processes first (they may hold the address), then the network, then the rest.
+        sandbox::remove_cgroup(&info.cgroup)?;
+        if sandbox::netns_exists(&info.netns) || info.ip.is_some() {
+            self.cni.del(&self.attachment(&info, None))?;
+        }
+        sandbox::remove_netns(&info.netns)?;
+        let dir = self.pod_dir(uid);
+        fs::remove_dir_all(&dir).map_err(io(format!("cannot remove {}", dir.display())))
+    }
+
+    fn start_container(
+        &self,
+        uid: &str,
+        config: &ContainerConfig,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let info = self
+            .read_sandbox(uid)
+            .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
+        let attempt = self
+            .attempts(uid, &config.name)
+            .last()
+            .map_or(0, |last| last + 1);
+        let dir = self
+            .container_dir(uid, &config.name)
+            .join(attempt.to_string());
+        fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let mut command = Command::new(&self.shim_exe);
+        command
+            .arg("shim")
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("--netns")
+            .arg(&info.netns)
+            .arg("--cgroup")
+            .arg(&info.cgroup)
+            .arg("--log")
+            .arg(dir.join("log"));
+        if let Some(workdir) = &config.working_dir {
+            command.arg("--workdir").arg(workdir);
+        }
+        command
+            .arg("--")
+            .args(&config.argv)
+            .env_clear()
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let status = command
+            .status()
+            .map_err(io(format!("cannot run {}", self.shim_exe.display())))?;
+        if !status.success() {
+            return Err(RuntimeError::Io {
+                what: format!("the shim for {} failed to start", config.name),
+                source: std::io::Error::other(status.to_string()),
+            });
+        }
+        Ok(self
+            .container(uid, &config.name)
+            .expect("the run just recorded"))
+    }
+
+    fn container(&self, uid: &str, name: &str) -> Option<ContainerInfo> {
+        let attempt = *self.attempts(uid, name).last()?;
+        let dir = self.container_dir(uid, name).join(attempt.to_string());
+        let started: Option<Started> = shim::read_state(&dir, shim::STARTED);
+        let state = match shim::read_state::<Exited>(&dir, shim::EXITED) {
+            Some(exited) => ContainerState::Exited {
+                exit_code: exited.exit_code,
+                reason: exited.reason,
+                message: exited.message,
+                started_at: started.map(|s| s.started_at),
+                finished_at: exited.finished_at,
+            },
+            None => {
+                let shim_alive = shim::read_state::<ShimProcess>(&dir, shim::SHIM)
+                    .is_some_and(|s| s.alive());
+                match (started, shim_alive) {
+                    (Some(s), true) => ContainerState::Running {
+                        started_at: s.started_at,
+                    },
+                    (None, true) => ContainerState::Creating,
+                    (started, false) => ContainerState::Exited {
+                        exit_code: 137,
+                        reason: "ContainerStatusUnknown".to_owned(),
+                        message: Some("the container's shim is gone".to_owned()),
+                        started_at: started.map(|s| s.started_at),
+                        finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+                    },
+                }
+            }
+        };
+        Some(ContainerInfo {
+            attempt,
+            id: format!("skiff://{uid}/{name}/{attempt}"),
+            state,
+        })
+    }
+
+    fn stop_container(&self, uid: &str, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let Some(attempt) = self.attempts(uid, name).last().copied() else {
+            return Ok(());
+        };
+        let dir = self.container_dir(uid, name).join(attempt.to_string());
+        let ended = || {
+            dir.join(shim::EXITED).exists()
+                || !shim::read_state::<ShimProcess>(&dir, shim::SHIM).is_some_and(|s| s.alive())
+        };
+        let Some(started) = shim::read_state::<Started>(&dir, shim::STARTED) else {
+            return Ok(());
+        };
+        let group = Pid::from_raw(started.pid);
+        let wait = |limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while !ended() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ended()
+        };
+        if ended() {
+            return Ok(());
+        }
+        let _ = killpg(group, Signal::SIGTERM);
+        if wait(grace) {
+            return Ok(());
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        if wait(Duration::from_secs(5)) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Io {
+                what: format!("container {name} of pod {uid} did not stop"),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            })
+        }
+    }
+
+    fn exec(
+        &self,
+        uid: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let info = self
+            .read_sandbox(uid)
+            .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
+        exec_in(&info.netns, &info.cgroup, argv, timeout)
+    }
+}
+
+/// Runs `argv` inside `netns` and `cgroup`, killing it after `timeout`.
+fn exec_in(
+    netns: &Path,
+    cgroup: &Path,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<ExecOutput, RuntimeError> {
+    let (program, rest) = argv.split_first().ok_or_else(|| RuntimeError::Io {
+        what: "exec with an empty command".into(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    let ns = fs::File::open(netns).map_err(io(format!("cannot open {}", netns.display())))?;
+    let procs_path = cgroup.join("cgroup.procs");
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(&procs_path)
+        .map_err(io(format!("cannot open {}", procs_path.display())))?;
+    let mut command = Command::new(program);
+    command
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: only setns(2) and write(2) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+            nix::unistd::write(procs.as_fd(), b"0")?;
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(io(format!("cannot run {program}")))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(out)) => {
+            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+            output.push_str(&String::from_utf8_lossy(&out.stderr));
+            Ok(ExecOutput {
+                code: out.status.code(),
+                output,
+            })
+        }
+        Ok(Err(e)) => Err(io(format!("waiting for {program}"))(e)),
+        Err(_) => {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = rx.recv();
+            Ok(ExecOutput {
+                code: None,
+                output: format!("timed out after {timeout:?}"),
+            })
+        }
+    }
+}

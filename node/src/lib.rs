@@ -8,6 +8,8 @@ pub mod cni;
 pub mod facts;
 pub mod heartbeat;
 pub mod images;
+pub mod network;
+pub mod pods;
 pub mod register;
 pub mod runtime;
 pub mod sandbox;

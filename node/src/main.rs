@@ -1,16 +1,25 @@
-//! skiff-node: registers this machine as a Node and keeps it alive.
+//! skiff-node: registers this machine as a Node, keeps it alive, runs its Pods and hosts its
+//! share of the cluster network.
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
+use skiff_cni::network::{Backend, VxlanConfig};
+use skiff_node::cni::Cni;
 use skiff_node::facts::MachineFacts;
-use skiff_node::heartbeat;
+use skiff_node::images::Catalog;
+use skiff_node::pods::events::Recorder;
+use skiff_node::pods::worker::Context as PodContext;
 use skiff_node::register::{self, NodeIdentity};
+use skiff_node::runtime::process::ProcessRuntime;
+use skiff_node::{heartbeat, network, pods, sandbox, shim};
 
 /// The per-node agent.
 #[derive(Parser, Debug)]
@@ -28,13 +37,56 @@ struct Cli {
     /// How long the node's Lease lasts unrenewed; it is renewed every quarter of this.
     #[arg(long, default_value_t = 40)]
     node_lease_duration_seconds: u64,
+    /// State: Pod sandboxes, container logs, IPAM, CNI results.
+    #[arg(long, default_value = "/var/lib/skiff-node")]
+    root_dir: PathBuf,
+    /// Where CNI plugins are (comma-separated, searched in order).
+    #[arg(long, default_value = "/opt/cni/bin", value_delimiter = ',')]
+    cni_bin_dir: Vec<PathBuf>,
+    /// Where the CNI configuration is; the agent writes `10-skiff.conflist` here.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The node's cgroup (v2); each Pod gets `pod-<uid>` below it. Default:
+    /// `<cgroup2 mount>/skiff-pods`.
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
+    /// Pod network namespaces are `/run/netns/<prefix><pod uid>`.
+    #[arg(long, default_value = "skiff-")]
+    netns_prefix: String,
+    /// The image catalog (see `images`): `<dir>/<repository>.json` per image.
+    #[arg(long, default_value = "/var/lib/skiff/images")]
+    image_catalog: PathBuf,
+    /// Every Pod address in the cluster (egress to elsewhere is masqueraded).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Net,
+    /// How Pod traffic crosses between nodes.
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw"])]
+    overlay: String,
+    /// The VXLAN network identifier (every node must agree).
+    #[arg(long, default_value_t = 1)]
+    vxlan_vni: u32,
+    /// The VXLAN UDP port (every node must agree).
+    #[arg(long, default_value_t = 8472)]
+    vxlan_port: u16,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Supervise one container (started by the agent itself; not for people).
+    #[command(hide = true)]
+    Shim(shim::ShimArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Shim(args)) = &cli.command {
+        shim::run(args);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if cli.log_json {
@@ -81,9 +133,61 @@ async fn run(cli: Cli) -> Result<()> {
         lease,
     ));
     let cidr = register::wait_for_pod_cidr(&nodes, &identity.name, Duration::from_secs(10)).await?;
-    tracing::info!(node = %identity.name, ip = %identity.ip, pod_cidr = %cidr, "node ready for pods");
+    tracing::info!(node = %identity.name, ip = %identity.ip, pod_cidr = %cidr, "got a podCIDR");
+
+    let backend = match cli.overlay.as_str() {
+        "host-gw" => Backend::HostGw,
+        _ => Backend::Vxlan(VxlanConfig {
+            vni: cli.vxlan_vni,
+            port: cli.vxlan_port,
+            ..VxlanConfig::default()
+        }),
+    };
+    let (node_network, pod_mtu) =
+        network::open(identity.ip, cli.cluster_cidr, cidr, backend).context("node network")?;
+    let conflist = network::write_conflist(
+        &cli.cni_conf_dir,
+        &cli.cni_bin_dir,
+        cidr,
+        pod_mtu,
+        &cli.root_dir.join("ipam"),
+    )?;
+    tracing::info!(conflist = %conflist.display(), mtu = pod_mtu, "CNI configuration written");
+    let net_task = tokio::spawn(network::follow_nodes(client.clone(), node_network));
+
+    let cgroup_root = match cli.cgroup_root {
+        Some(dir) => dir,
+        None => sandbox::cgroup2_mount()
+            .context("no cgroup2 hierarchy is mounted: mount one or give --cgroup-root")?
+            .join("skiff-pods"),
+    };
+    sandbox::create_cgroup(&cgroup_root)?;
+    let cni = Cni {
+        conf_dir: cli.cni_conf_dir.clone(),
+        bin_dirs: cli.cni_bin_dir.clone(),
+        cache_dir: cli.root_dir.join("cni-results"),
+    };
+    let runtime = ProcessRuntime {
+        state_dir: cli.root_dir.join("pods"),
+        cgroup_root,
+        netns_prefix: cli.netns_prefix.clone(),
+        cni: cni.clone(),
+        shim_exe: std::env::current_exe().context("cannot find this binary for the shim")?,
+    };
+    let ctx = Arc::new(PodContext {
+        client: client.clone(),
+        runtime: Arc::new(runtime),
+        catalog: Catalog::new(&cli.image_catalog),
+        node: identity.name.clone(),
+        node_ip: identity.ip,
+        recorder: Recorder::new(client.clone(), &identity.name),
+    });
+    let pod_task = tokio::spawn(pods::run(ctx, cni));
+    tracing::info!(node = %identity.name, "running pods");
     tokio::select! {
         _ = heartbeat => bail!("the heartbeat stopped"),
+        _ = net_task => bail!("the node network task stopped"),
+        _ = pod_task => bail!("the pod manager stopped"),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

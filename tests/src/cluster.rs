@@ -23,7 +23,24 @@ pub struct ClusterOptions {
     pub control_args: Vec<String>,
     /// Extra flags for every skiff-node (e.g. a short `--node-lease-duration-seconds`).
     pub agent_args: Vec<String>,
+    /// `vxlan` or `host-gw`.
+    pub overlay: String,
 }
+
+impl ClusterOptions {
+    /// `nodes` nodes over VXLAN, default flags.
+    pub fn nodes(nodes: usize, label: &str) -> Self {
+        ClusterOptions {
+            topology: TopologyOptions::nodes(nodes, label),
+            control_args: Vec::new(),
+            agent_args: Vec::new(),
+            overlay: "vxlan".to_owned(),
+        }
+    }
+}
+
+/// The image the harness installs in every node's catalog: the test server.
+pub const TEST_SERVER_IMAGE: &str = "skiff/test-server";
 
 /// A running cluster; dropping it stops the processes and removes the topology.
 #[derive(Debug)]
@@ -32,6 +49,7 @@ pub struct Cluster {
     agents: Vec<Option<Process>>,
     control: Process,
     agent_args: Vec<String>,
+    overlay: String,
     data_dir: PathBuf,
     topology: Topology,
 }
@@ -66,6 +84,7 @@ impl Cluster {
             control,
             agents: Vec::new(),
             agent_args: options.agent_args.clone(),
+            overlay: options.overlay.clone(),
             data_dir,
             topology,
         };
@@ -116,21 +135,70 @@ impl Cluster {
             )?;
         }
         let agent_bin = binaries::binary("skiff-node")?;
+        let root = self.node_root(n);
+        let cgroup = self.topology.run().cgroup_dir()?.join(&node.name);
+        let bin_dirs = format!(
+            "{},{}",
+            binaries::target_dir().join("debug").display(),
+            crate::pods::REFERENCE_PLUGINS
+        );
+        let prefix = self.topology.run().id().object(&format!("{}-", node.name));
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut argv = vec![
-            agent_bin.to_string_lossy().into_owned(),
+            path(agent_bin),
             "--kubeconfig".into(),
-            kubeconfig.to_string_lossy().into_owned(),
+            path(kubeconfig),
             "--hostname-override".into(),
             node.name.clone(),
             "--node-ip".into(),
             node.ip.to_string(),
+            "--root-dir".into(),
+            path(root.clone()),
+            "--cni-conf-dir".into(),
+            path(root.join("net.d")),
+            "--cni-bin-dir".into(),
+            bin_dirs,
+            "--cgroup-root".into(),
+            path(cgroup),
+            "--netns-prefix".into(),
+            prefix,
+            "--image-catalog".into(),
+            path(self.image_catalog()?),
+            "--overlay".into(),
+            self.overlay.clone(),
         ];
         argv.extend(self.agent_args.iter().cloned());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let name = format!("skiff-node-{}", node.name);
-        let agent = self.topology.spawn(&node.netns, &name, &argv, &[])?;
+        let command = node.netns.command_keeping_mounts(&argv);
+        let agent = Process::spawn_command(self.topology.run(), &name, command)?;
         self.agents[n - 1] = Some(agent);
         Ok(())
+    }
+
+    /// Node `n`'s agent state folder (Pods, container logs, IPAM), kept with the run's logs.
+    pub fn node_root(&self, n: usize) -> PathBuf {
+        self.data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .join(&self.topology.node(n).name)
+    }
+
+    /// The image catalog every agent uses, with the test server as [`TEST_SERVER_IMAGE`].
+    fn image_catalog(&self) -> Result<PathBuf> {
+        let dir = self
+            .data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .join("images");
+        let entry = dir.join(format!("{TEST_SERVER_IMAGE}.json"));
+        if !entry.exists() {
+            std::fs::create_dir_all(entry.parent().expect("an entry has a folder"))?;
+            let server = binaries::binary("skiff-test-server")?;
+            let config = serde_json::json!({"entrypoint": [server]});
+            std::fs::write(&entry, serde_json::to_vec_pretty(&config)?)?;
+        }
+        Ok(dir)
     }
 
     /// Kills node `n`'s agent with SIGKILL, as a crash would.

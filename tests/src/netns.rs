@@ -59,6 +59,18 @@ impl Netns {
         command
     }
 
+    /// A `Command` that runs `argv` inside the namespace but, unlike `ip netns exec`, in the
+    /// host's mount namespace: what it mounts (a Pod's named netns under /run/netns) is seen by
+    /// everyone, as on a real node.
+    pub fn command_keeping_mounts(&self, argv: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .args(argv);
+        command
+    }
+
     /// Runs `argv` inside the namespace within `timeout`; fails unless it exits 0.
     pub fn exec(&self, argv: &[&str], timeout: Duration) -> Result<String> {
         cmd::run(&mut self.command(argv), timeout)

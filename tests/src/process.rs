@@ -35,11 +35,20 @@ impl Process {
         argv: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        let mut command = ns.command(argv);
+        command.envs(env.iter().copied());
+        Self::spawn_command(run, name, command)
+    }
+
+    /// Starts a prepared `command` (e.g. [`Netns::command_keeping_mounts`]) the same way.
+    pub fn spawn_command(
+        run: &Run,
+        name: &str,
+        mut command: std::process::Command,
+    ) -> Result<Self> {
         let log = run.log_dir().join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let mut command = ns.command(argv);
         command
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

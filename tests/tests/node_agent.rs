@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use skiff_tests::{Cluster, ClusterOptions, TopologyOptions};
+use skiff_tests::{Cluster, ClusterOptions};
 
 const GRACE_SECONDS: u64 = 5;
 
@@ -45,13 +45,13 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> Result<boo
 #[test]
 fn nodes_register_heartbeat_and_recover_after_their_agent_is_killed() -> Result<()> {
     let mut cluster = Cluster::start(&ClusterOptions {
-        topology: TopologyOptions::nodes(2, "node-agent"),
         control_args: vec![
             "--node-monitor-grace-period".into(),
             GRACE_SECONDS.to_string(),
         ],
         // Renewed every second, well inside the grace period.
         agent_args: vec!["--node-lease-duration-seconds".into(), "4".into()],
+        ..ClusterOptions::nodes(2, "node-agent")
     })?;
     wait_until(
         "2 Ready nodes with podCIDRs",

@@ -153,13 +153,24 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// it is already gone.
     fn remove_sandbox(&self, uid: &str) -> Result<(), RuntimeError>;
     /// Starts a new run of a container.
-    fn start_container(&self, uid: &str, config: &ContainerConfig)
-    -> Result<ContainerInfo, RuntimeError>;
+    fn start_container(
+        &self,
+        uid: &str,
+        config: &ContainerConfig,
+    ) -> Result<ContainerInfo, RuntimeError>;
     /// The latest run of a container, if any.
     fn container(&self, uid: &str, name: &str) -> Option<ContainerInfo>;
+    /// The state of an earlier run of a container (for `lastState`).
+    fn previous(&self, uid: &str, name: &str, attempt: u32) -> Option<ContainerState>;
+    /// The containers that ever ran in the Pod.
+    fn container_names(&self, uid: &str) -> Vec<String>;
     /// SIGTERM, up to `grace`, then SIGKILL; returns once it has ended.
     fn stop_container(&self, uid: &str, name: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Runs `argv` in the Pod's namespace and cgroup (exec probes).
-    fn exec(&self, uid: &str, argv: &[String], timeout: Duration)
-    -> Result<ExecOutput, RuntimeError>;
+    fn exec(
+        &self,
+        uid: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
 }

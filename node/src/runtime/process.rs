@@ -94,6 +94,43 @@ impl ProcessRuntime {
         list
     }
 
+    /// One run of a container, read from the shim's files.
+    fn run_of(&self, uid: &str, name: &str, attempt: u32) -> ContainerInfo {
+        let dir = self.container_dir(uid, name).join(attempt.to_string());
+        let started: Option<Started> = shim::read_state(&dir, shim::STARTED);
+        let state = match shim::read_state::<Exited>(&dir, shim::EXITED) {
+            Some(exited) => ContainerState::Exited {
+                exit_code: exited.exit_code,
+                reason: exited.reason,
+                message: exited.message,
+                started_at: started.map(|s| s.started_at),
+                finished_at: exited.finished_at,
+            },
+            None => {
+                let shim_alive =
+                    shim::read_state::<ShimProcess>(&dir, shim::SHIM).is_some_and(|s| s.alive());
+                match (started, shim_alive) {
+                    (Some(s), true) => ContainerState::Running {
+                        started_at: s.started_at,
+                    },
+                    (None, true) => ContainerState::Creating,
+                    (started, false) => ContainerState::Exited {
+                        exit_code: 137,
+                        reason: "ContainerStatusUnknown".to_owned(),
+                        message: Some("the container's shim is gone".to_owned()),
+                        started_at: started.map(|s| s.started_at),
+                        finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+                    },
+                }
+            }
+        };
+        ContainerInfo {
+            attempt,
+            id: format!("skiff://{uid}/{name}/{attempt}"),
+            state,
+        }
+    }
+
     /// The log of a container's run.
     pub fn log_path(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
         self.container_dir(uid, name)
@@ -235,39 +272,22 @@ impl PodRuntime for ProcessRuntime {
 
     fn container(&self, uid: &str, name: &str) -> Option<ContainerInfo> {
         let attempt = *self.attempts(uid, name).last()?;
-        let dir = self.container_dir(uid, name).join(attempt.to_string());
-        let started: Option<Started> = shim::read_state(&dir, shim::STARTED);
-        let state = match shim::read_state::<Exited>(&dir, shim::EXITED) {
-            Some(exited) => ContainerState::Exited {
-                exit_code: exited.exit_code,
-                reason: exited.reason,
-                message: exited.message,
-                started_at: started.map(|s| s.started_at),
-                finished_at: exited.finished_at,
-            },
-            None => {
-                let shim_alive = shim::read_state::<ShimProcess>(&dir, shim::SHIM)
-                    .is_some_and(|s| s.alive());
-                match (started, shim_alive) {
-                    (Some(s), true) => ContainerState::Running {
-                        started_at: s.started_at,
-                    },
-                    (None, true) => ContainerState::Creating,
-                    (started, false) => ContainerState::Exited {
-                        exit_code: 137,
-                        reason: "ContainerStatusUnknown".to_owned(),
-                        message: Some("the container's shim is gone".to_owned()),
-                        started_at: started.map(|s| s.started_at),
-                        finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
-                    },
-                }
-            }
-        };
-        Some(ContainerInfo {
-            attempt,
-            id: format!("skiff://{uid}/{name}/{attempt}"),
-            state,
-        })
+        Some(self.run_of(uid, name, attempt))
+    }
+
+    fn previous(&self, uid: &str, name: &str, attempt: u32) -> Option<ContainerState> {
+        self.attempts(uid, name)
+            .contains(&attempt)
+            .then(|| self.run_of(uid, name, attempt).state)
+    }
+
+    fn container_names(&self, uid: &str) -> Vec<String> {
+        fs::read_dir(self.pod_dir(uid).join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect()
     }
 
     fn stop_container(&self, uid: &str, name: &str, grace: Duration) -> Result<(), RuntimeError> {

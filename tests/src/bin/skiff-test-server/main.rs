@@ -8,7 +8,8 @@
 //! ```text
 //! skiff-test-server [--name NAME] [--http-port 8080] [--udp-port 8081] [--bind 0.0.0.0]
 //! ```
-//! NAME defaults to `$POD_NAME`, then the host name.
+//! NAME defaults to `$POD_NAME`, then `$HOSTNAME` (a container's hostname is its Pod's name;
+//! skiff's process runtime sets the variable), then the host name.
 
 mod http;
 mod udp;
@@ -73,7 +74,11 @@ fn host_name() -> String {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match parse_args(&args, std::env::var("POD_NAME").ok(), host_name()) {
+    let default_name = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|n| !n.is_empty());
+    let config = match parse_args(&args, default_name, host_name()) {
         Ok(config) => Arc::new(config),
         Err(msg) => {
             eprintln!("{msg}");

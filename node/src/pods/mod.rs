@@ -1,0 +1,147 @@
+//! The Pods bound to this node: one worker per Pod (see [`worker`]), fed by a watch.
+//!
+//! On start the agent first lists its Pods, then compares them with the sandboxes the runtime
+//! still holds: sandboxes of Pods that are gone are removed, the others are adopted by their
+//! workers as they are (running containers keep running), and CNI GC frees any address whose
+//! sandbox vanished while the agent was away. Only then do workers start, so GC never races
+//! an ADD.
+
+pub mod env;
+pub mod events;
+pub mod probe;
+pub mod status;
+pub mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::{mpsc, watch};
+
+use self::worker::Context;
+
+/// The running workers.
+struct Workers {
+    ctx: Arc<Context>,
+    senders: HashMap<String, watch::Sender<Option<Pod>>>,
+    done: mpsc::UnboundedSender<String>,
+}
+
+impl Workers {
+    fn apply(&mut self, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        if let Some(sender) = self.senders.get(&uid) {
+            sender.send_replace(Some(pod));
+            return;
+        }
+        let (sender, receiver) = watch::channel(Some(pod));
+        self.senders.insert(uid.clone(), sender);
+        let (ctx, done) = (Arc::clone(&self.ctx), self.done.clone());
+        tokio::spawn(async move {
+            worker::run(ctx, uid.clone(), receiver).await;
+            let _ = done.send(uid);
+        });
+    }
+
+    fn delete(&mut self, pod: &Pod) {
+        if let Some(sender) = pod
+            .metadata
+            .uid
+            .as_ref()
+            .and_then(|uid| self.senders.get(uid))
+        {
+            sender.send_replace(None);
+        }
+    }
+}
+
+/// Runs the Pods of this node until the watch ends (it does not, short of a panic).
+pub async fn run(ctx: Arc<Context>, cni: crate::cni::Cni) {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
+    let mut events = std::pin::pin!(watcher::watcher(pods, config));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut workers = Workers {
+        ctx: Arc::clone(&ctx),
+        senders: HashMap::new(),
+        done: done_tx,
+    };
+    let mut listing: Vec<Pod> = Vec::new();
+    let mut adopted = false;
+    loop {
+        tokio::select! {
+            Some(uid) = done_rx.recv() => { workers.senders.remove(&uid); }
+            event = events.next() => match event {
+                None => return,
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "pod watch failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Some(Ok(Event::Init)) => listing.clear(),
+                Some(Ok(Event::InitApply(pod))) => listing.push(pod),
+                Some(Ok(Event::InitDone)) => {
+                    let listed = std::mem::take(&mut listing);
+                    if !adopted {
+                        adopt(&ctx, &cni, &listed).await;
+                        adopted = true;
+                    }
+                    // A relist: Pods that vanished meanwhile are deleted, the rest applied.
+                    let alive: HashSet<String> =
+                        listed.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                    let gone: Vec<String> = workers.senders.keys().filter(|u| !alive.contains(*u)).cloned().collect();
+                    for uid in gone {
+                        if let Some(sender) = workers.senders.get(&uid) {
+                            sender.send_replace(None);
+                        }
+                    }
+                    for pod in listed {
+                        workers.apply(pod);
+                    }
+                }
+                Some(Ok(Event::Apply(pod))) if adopted => workers.apply(pod),
+                Some(Ok(Event::Delete(pod))) if adopted => workers.delete(&pod),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Removes the sandboxes of Pods no longer bound here and lets the plugins free what no
+/// sandbox holds.
+async fn adopt(ctx: &Arc<Context>, cni: &crate::cni::Cni, listed: &[Pod]) {
+    let keep: HashSet<String> = listed
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    let runtime = Arc::clone(&ctx.runtime);
+    let cni = cni.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut adopted = Vec::new();
+        for sandbox in runtime.sandboxes() {
+            if keep.contains(&sandbox.uid) {
+                adopted.push(sandbox.uid);
+            } else if let Err(err) = runtime.remove_sandbox(&sandbox.uid) {
+                tracing::warn!(pod = %sandbox.name, error = %err, "orphaned sandbox not removed");
+            } else {
+                tracing::info!(pod = %sandbox.name, "removed the sandbox of a pod that is gone");
+            }
+        }
+        let valid: Vec<(String, String)> = runtime
+            .sandboxes()
+            .into_iter()
+            .map(|s| (s.uid, crate::runtime::process::POD_IFNAME.to_owned()))
+            .collect();
+        if let Err(err) = cni.gc(&valid) {
+            tracing::warn!(error = %err, "CNI GC failed");
+        }
+        adopted
+    })
+    .await
+    .unwrap_or_default();
+    tracing::info!(adopted = report.len(), "pods adopted from an earlier run");
+}

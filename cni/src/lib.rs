@@ -10,9 +10,15 @@
 //!
 //! The node-network half, [`network`], is what the node agent runs for cross-node reachability:
 //! host-gw routes or a flannel-style VXLAN overlay, and egress masquerade.
+//!
+//! Both halves reach the kernel the same way, through [`netns`] (work on a thread inside a
+//! network namespace) and [`netlink`] (the socket, errors and message parsing they share),
+//! each behind its own narrow trait.
 
 pub mod ipam;
 pub mod link;
+pub mod netlink;
+pub mod netns;
 pub mod network;
 pub mod plugin;
 pub mod pod;

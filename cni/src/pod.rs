@@ -34,6 +34,7 @@ use ipnet::Ipv4Net;
 
 use crate::ipam::Attachment;
 use crate::link::{LinkError, LinkInfo, LinkOps, Namespaces, RouteSpec};
+use crate::netns::NetnsError;
 use crate::spec::PodCidr;
 use crate::spec::error::{CniError, ErrorCode};
 
@@ -70,11 +71,11 @@ impl PodError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PodError::Link {
-                source: LinkError::NetnsUnavailable { .. },
+                source: LinkError::Netns(NetnsError::Open { .. } | NetnsError::Enter { .. }),
                 ..
             } => ErrorCode::NetnsUnavailable,
             PodError::Link {
-                source: LinkError::Thread(_),
+                source: LinkError::Netns(NetnsError::Start(_) | NetnsError::Gone),
                 ..
             } => ErrorCode::Internal,
             PodError::Link { .. } => ErrorCode::Netlink,

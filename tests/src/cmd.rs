@@ -3,7 +3,7 @@
 //! A test that hangs is worse than one that fails, so every external command runs with a
 //! deadline and is killed when it passes; failures carry the command line and its stderr.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,36 +15,21 @@ pub const CONFIG_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `cmd` to completion within `timeout`, capturing stdout and stderr.
 pub fn output(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    output_inner(cmd, None, timeout)
-}
-
-/// Like [`output`], with `input` on the command's stdin (a CNI plugin reads its config there).
-pub fn output_with_input(cmd: &mut Command, input: &[u8], timeout: Duration) -> Result<Output> {
-    output_inner(cmd, Some(input.to_vec()), timeout)
-}
-
-fn output_inner(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> Result<Output> {
     let line = describe(cmd);
-    let stdin = if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    };
-    let mut child = cmd
-        .stdin(stdin)
+    let child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start `{line}`"))?;
-    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
-        // On a thread: a child that writes before it reads must not deadlock us.
-        thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
+    collect(child, timeout).with_context(|| format!("`{line}`"))
+}
+
+/// Waits for `child` (started with piped stdout and stderr) within `timeout`, collecting both.
+pub fn collect(mut child: Child, timeout: Duration) -> Result<Output> {
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait_bounded(&mut child, timeout).with_context(|| format!("`{line}`"))?;
+    let status = wait_bounded(&mut child, timeout)?;
     Ok(Output {
         status,
         stdout: stdout.join().unwrap_or_default(),
@@ -117,12 +102,6 @@ mod tests {
         let err = output(Command::new("sleep").arg("5"), Duration::from_millis(200)).unwrap_err();
         assert!(format!("{err:#}").contains("timed out"), "{err:#}");
         assert!(started.elapsed() < Duration::from_secs(3));
-    }
-
-    #[test]
-    fn input_reaches_the_commands_stdin() {
-        let out = output_with_input(&mut Command::new("cat"), b"hello", CONFIG_TIMEOUT).unwrap();
-        assert_eq!(out.stdout, b"hello");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod cmd;
 pub mod cni;
 pub mod kernelfs;
 pub mod netns;
-pub mod pods;
+pub mod podnet;
 pub mod process;
 pub mod run;
 pub mod throughput;
@@ -22,8 +22,8 @@ pub mod topology;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterOptions};
+pub use cni::{Chain, Pod};
 pub use netns::Netns;
-pub use pods::{CniChain, Pod};
 pub use process::Process;
 pub use run::{Run, RunId};
 pub use topology::{Node, Topology, TopologyOptions};

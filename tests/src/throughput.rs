@@ -1,20 +1,18 @@
 //! Pod-to-Pod TCP throughput across two nodes, for `cargo xtask bench cni`.
 //!
-//! Each measurement builds its own two-node topology, wires one Pod per node with Debian's
-//! reference `bridge` + `host-local`, programs the node network in the asked backend, and runs
-//! iperf3 from the Pod on node1 to the Pod on node2. The bare underlay (node1 to node2, no Pods,
-//! no node network) is the baseline the other two are divided by. A number, not a verdict: the
-//! bench prints ratios, no test asserts on speed.
+//! Each measurement builds its own two-node [`PodNetwork`]: one Pod per node wired by the given
+//! plugin (skiff-cni in the benchmark), the node network in the asked backend, and iperf3 from
+//! the Pod on node1 to the Pod on node2. The bare underlay (node1 to node2, no Pods, no node
+//! network) is the baseline the other two are divided by. A number, not a verdict: the bench
+//! prints ratios, no test asserts on speed.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ipnet::Ipv4Net;
-use skiff_cni::network::{Backend, NodeNetwork, NodeNetworkConfig, RemoteNode, VxlanConfig};
+use skiff_cni::network::{Backend, VxlanConfig};
 
-use crate::pods::{self, CniChain};
+use crate::podnet::{PodNetwork, PodPlugin};
 use crate::{Netns, Topology, TopologyOptions, cmd, wait};
 
 /// What carries the traffic.
@@ -30,62 +28,29 @@ pub enum ThroughputPath {
 
 const IPERF_PORT: u16 = 5201;
 
-/// Measures TCP throughput over `path` for `duration`, in Gbit/s (received side).
-pub fn pod_to_pod_gbits(path: ThroughputPath, duration: Duration) -> Result<f64> {
-    let topology = Topology::build(&TopologyOptions::nodes(2, "throughput"))?;
-    let (node1, node2) = (topology.node(1), topology.node(2));
+/// Measures TCP throughput over `path` for `duration`, in Gbit/s (received side), with Pods
+/// wired by `plugin`.
+pub fn pod_to_pod_gbits(
+    path: ThroughputPath,
+    plugin: &PodPlugin,
+    duration: Duration,
+) -> Result<f64> {
     let backend = match path {
-        ThroughputPath::Underlay => None,
-        ThroughputPath::HostGw => Some(Backend::HostGw),
-        ThroughputPath::Vxlan => Some(Backend::Vxlan(VxlanConfig::default())),
+        ThroughputPath::Underlay => {
+            let topology = Topology::build(&TopologyOptions::nodes(2, "throughput-underlay"))?;
+            let (node1, node2) = (topology.node(1), topology.node(2));
+            return iperf(&topology, &node1.netns, &node2.netns, node2.ip, duration);
+        }
+        ThroughputPath::HostGw => Backend::HostGw,
+        ThroughputPath::Vxlan => Backend::Vxlan(VxlanConfig::default()),
     };
-    let Some(backend) = backend else {
-        return iperf(&topology, &node1.netns, &node2.netns, node2.ip, duration);
-    };
-    let mtu = match backend {
-        Backend::HostGw => 1500,
-        Backend::Vxlan(_) => 1500 - skiff_cni::network::VXLAN_OVERHEAD,
-    };
-    let cidr = |k: usize| -> Ipv4Net { format!("10.244.{k}.0/24").parse().unwrap() };
-    let mut pods = Vec::new();
-    let mut nets = Vec::new();
-    let remotes: Vec<RemoteNode> = topology
-        .nodes()
-        .iter()
-        .enumerate()
-        .map(|(i, n)| RemoteNode {
-            name: n.name.clone(),
-            node_ip: n.ip,
-            pod_cidr: cidr(i + 1),
-        })
-        .collect();
-    for (i, node) in topology.nodes().iter().enumerate() {
-        let k = i + 1;
-        let ipam = topology.run().scratch_dir(&format!("ipam{k}"))?;
-        let chain = CniChain::reference_bridge(cidr(k), mtu, &ipam);
-        pods.push(pods::add_pod(
-            topology.run(),
-            node,
-            &format!("p{k}"),
-            &chain,
-        )?);
-        let config = NodeNetworkConfig {
-            node_ip: node.ip,
-            underlay: "eth0".into(),
-            cluster_cidr: "10.244.0.0/16".parse()?,
-            pod_cidr: cidr(k),
-            backend: backend.clone(),
-        };
-        let netns = PathBuf::from(format!("/run/netns/{}", node.netns.name()));
-        let mut net = NodeNetwork::open(config, Some(&netns))?;
-        net.sync(&remotes)?;
-        nets.push(net);
-    }
+    let network = PodNetwork::build(backend, 2, plugin, "throughput")?;
+    let (client, server) = (network.pod(1), network.pod(2));
     iperf(
-        &topology,
-        &pods[0].netns,
-        &pods[1].netns,
-        pods[1].ip,
+        &network.topology,
+        &client.netns,
+        &server.netns,
+        server.ip,
         duration,
     )
 }

@@ -1,123 +1,60 @@
-//! The node network in real namespaces, in both backends: Pods on different nodes reach each
-//! other over TCP and UDP and see each other's real addresses; a Pod reaching outside the cluster
-//! CIDR shows up as its node; a node dropped from the sync loses exactly its entries and becomes
-//! unreachable while the others keep talking; a restarted agent changes nothing; teardown leaves
-//! nothing of ours. Pods are wired by Debian's reference `bridge` + `host-local` plugins, so only
-//! the node network is under test. Needs root.
+//! The node network in real namespaces, in both backends, with Pods wired by skiff-cni (routed
+//! /32 veths, no bridge) — the plugin and the node network together, as a node runs them. Pods
+//! on different nodes reach each other over TCP and UDP and see each other's real addresses; a
+//! Pod reaching outside the cluster CIDR shows up as its node; a node dropped from the sync
+//! loses exactly its entries and becomes unreachable while the others keep talking; a restarted
+//! agent changes nothing; teardown leaves nothing of ours. One more test wires the Pods with
+//! Debian's reference `bridge` + `host-local` instead, so the node network is shown not to
+//! depend on our plugin. Needs root and `cargo build -p skiff-cni`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use ipnet::Ipv4Net;
-use skiff_cni::network::{
-    Backend, Entry, NetlinkOps, NodeNetwork, NodeNetworkConfig, RealIptables, RemoteNode,
-    SyncReport, VxlanConfig, vtep_mac,
-};
-use skiff_tests::pods::{self, CniChain, Pod};
-use skiff_tests::{Node, Process, Topology, TopologyOptions, wait};
+use skiff_cni::network::{Backend, Entry, RemoteNode, SyncReport, VxlanConfig, vtep_mac};
+use skiff_tests::podnet::{PodNetwork, PodPlugin, open_net, pod_cidr, pod_mtu};
+use skiff_tests::{Node, Pod, Process, Topology, binaries, wait};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_skiff-test-server");
 const WAIT: Duration = Duration::from_secs(10);
 /// One attempt at something that must fail.
 const REFUSED: Duration = Duration::from_secs(2);
 
-type Net = NodeNetwork<NetlinkOps, RealIptables>;
-
-/// A cluster with one Pod (running skiff-test-server) per node and a server outside the cluster.
-/// Fields drop in order: node networks, servers, Pods, then the topology and everything of its run.
+/// A [`PodNetwork`] whose Pods run skiff-test-server, and a server outside the cluster.
+/// Fields drop in order: servers, then the Pod network and everything of its run.
 struct Cluster {
-    nets: Vec<Net>,
     servers: Vec<Process>,
-    pods: Vec<Pod>,
     outside: Ipv4Addr,
-    backend: Backend,
-    topology: Topology,
-}
-
-fn cluster_cidr() -> Ipv4Net {
-    "10.244.0.0/16".parse().unwrap()
-}
-
-fn pod_cidr(k: usize) -> Ipv4Net {
-    format!("10.244.{k}.0/24").parse().unwrap()
+    net: PodNetwork,
 }
 
 fn vxlan() -> Backend {
     Backend::Vxlan(VxlanConfig::default())
 }
 
-fn netns_path(node: &Node) -> PathBuf {
-    PathBuf::from(format!("/run/netns/{}", node.netns.name()))
-}
-
-fn open_net(node: &Node, k: usize, backend: &Backend) -> Result<Net> {
-    let config = NodeNetworkConfig {
-        node_ip: node.ip,
-        underlay: "eth0".into(),
-        cluster_cidr: cluster_cidr(),
-        pod_cidr: pod_cidr(k),
-        backend: backend.clone(),
-    };
-    Ok(NodeNetwork::open(config, Some(&netns_path(node)))?)
-}
-
-fn remote(node: &Node, k: usize) -> RemoteNode {
-    RemoteNode {
-        name: node.name.clone(),
-        node_ip: node.ip,
-        pod_cidr: pod_cidr(k),
-    }
+fn skiff() -> Result<PodPlugin> {
+    Ok(PodPlugin::Skiff(binaries::skiff_cni()?))
 }
 
 impl Cluster {
-    fn build(backend: Backend, nodes: usize, label: &str) -> Result<Self> {
-        let topology = Topology::build(&TopologyOptions::nodes(nodes, label))?;
-        let mtu = match backend {
-            Backend::HostGw => 1500,
-            Backend::Vxlan(_) => 1450,
-        };
+    fn build(backend: Backend, nodes: usize, plugin: &PodPlugin, label: &str) -> Result<Self> {
+        let net = PodNetwork::build(backend, nodes, plugin, label)?;
         let mut cluster = Cluster {
-            nets: Vec::new(),
             servers: Vec::new(),
-            pods: Vec::new(),
-            outside: outside_ip(&topology),
-            backend,
-            topology,
+            outside: outside_ip(&net.topology),
+            net,
         };
-        let run = cluster.topology.run();
-        for (i, node) in cluster.topology.nodes().iter().enumerate() {
-            let k = i + 1;
-            let chain = CniChain::reference_bridge(
-                pod_cidr(k),
-                mtu,
-                &run.scratch_dir(&format!("ipam{k}"))?,
-            );
-            let pod = pods::add_pod(run, node, &format!("p{k}"), &chain)?;
-            ensure!(pod_cidr(k).contains(&pod.ip), "{} got {}", pod.name, pod.ip);
-            let name = format!("pod{k}");
-            cluster.servers.push(cluster.topology.spawn(
+        for (i, pod) in cluster.net.pods.iter().enumerate() {
+            let name = format!("pod{}", i + 1);
+            cluster.servers.push(cluster.net.topology.spawn(
                 &pod.netns,
                 &name,
                 &[SERVER],
                 &[("POD_NAME", &name)],
             )?);
-            cluster.pods.push(pod);
-        }
-        let all = cluster.all_remotes();
-        for (i, node) in cluster.topology.nodes().iter().enumerate() {
-            let mut net = open_net(node, i + 1, &cluster.backend)?;
-            let report = net.sync(&all)?;
-            ensure!(
-                !report.added.is_empty(),
-                "{}: nothing programmed",
-                node.name
-            );
-            cluster.nets.push(net);
         }
         cluster.start_outside_server()?;
-        for pod in &cluster.pods {
+        for pod in &cluster.net.pods {
             let addr = SocketAddr::from((pod.ip, 8080));
             wait::wait_for_http(Some(&pod.netns), addr, "/healthz", WAIT)?;
         }
@@ -125,33 +62,33 @@ impl Cluster {
     }
 
     fn all_remotes(&self) -> Vec<RemoteNode> {
-        let nodes = self.topology.nodes().iter().enumerate();
-        nodes.map(|(i, n)| remote(n, i + 1)).collect()
+        self.net.remotes()
     }
 
     /// A server on an extra underlay address: outside the cluster CIDR, with no route back to it.
     fn start_outside_server(&mut self) -> Result<()> {
-        let underlay = self.topology.control_plane_netns();
+        let topology = &self.net.topology;
+        let underlay = topology.control_plane_netns();
         let ip = self.outside.to_string();
         underlay.ip(&["addr", "add", &format!("{ip}/24"), "dev", "br0"])?;
-        let server = self.topology.spawn(
+        let server = topology.spawn(
             underlay,
             "outside",
             &[SERVER, "--bind", &ip],
             &[("POD_NAME", "outside")],
         )?;
         let addr = SocketAddr::from((self.outside, 8080));
-        wait::wait_for_http(Some(&self.topology.node(1).netns), addr, "/healthz", WAIT)?;
+        wait::wait_for_http(Some(&topology.node(1).netns), addr, "/healthz", WAIT)?;
         self.servers.push(server);
         Ok(())
     }
 
     fn node(&self, k: usize) -> &Node {
-        self.topology.node(k)
+        self.net.node(k)
     }
 
     fn pod(&self, k: usize) -> &Pod {
-        &self.pods[k - 1]
+        self.net.pod(k)
     }
 }
 
@@ -198,7 +135,7 @@ fn assert_pods_talk_without_nat(cluster: &Cluster, pods: &[usize]) -> Result<()>
 
 /// Each Pod reaches the outside server, which sees the Pod's node.
 fn assert_egress_is_masqueraded(cluster: &Cluster) -> Result<()> {
-    for (i, pod) in cluster.pods.iter().enumerate() {
+    for (i, pod) in cluster.net.pods.iter().enumerate() {
         let node_ip = IpAddr::V4(cluster.node(i + 1).ip);
         assert_eq!(
             seen_over_tcp(pod, cluster.outside)?,
@@ -263,7 +200,7 @@ fn entries_per_node(backend: &Backend) -> usize {
 fn check_kernel_state(cluster: &Cluster) -> Result<()> {
     let (node1, node2) = (cluster.node(1), cluster.node(2));
     let routes = skiff_routes(node1)?;
-    match cluster.backend {
+    match cluster.net.backend {
         Backend::HostGw => {
             assert_eq!(
                 routes,
@@ -300,6 +237,18 @@ fn check_kernel_state(cluster: &Cluster) -> Result<()> {
             assert!(addr.contains("inet 10.244.1.0/32"), "{addr}");
         }
     }
+    // Both veth ends carry the MTU skiff-cni's config gave: 1450 under VXLAN.
+    let pod = cluster.pod(1);
+    let host_veth = pod.result["interfaces"][0]["name"]
+        .as_str()
+        .context("no host veth in the result")?;
+    let mtu = format!("mtu {} ", pod_mtu(&cluster.net.backend));
+    for link in [
+        pod.netns.ip(&["-o", "link", "show", "eth0"])?,
+        node1.netns.ip(&["-o", "link", "show", host_veth])?,
+    ] {
+        assert!(link.contains(&mtu), "no {mtu:?} in {link}");
+    }
     let nat = node1.netns.exec(&["iptables", "-t", "nat", "-S"], WAIT)?;
     let jumps = nat
         .lines()
@@ -315,14 +264,14 @@ fn check_kernel_state(cluster: &Cluster) -> Result<()> {
 
 /// Two nodes: traffic, kernel state, restart adoption, teardown.
 fn two_nodes(backend: &Backend, label: &str) -> Result<()> {
-    let mut cluster = Cluster::build(backend.clone(), 2, label)?;
+    let mut cluster = Cluster::build(backend.clone(), 2, &skiff()?, label)?;
     assert_pods_talk_without_nat(&cluster, &[1, 2])?;
     assert_egress_is_masqueraded(&cluster)?;
     check_kernel_state(&cluster)?;
 
     // A restarted agent on node1 finds everything in place and changes nothing.
     let all = cluster.all_remotes();
-    drop(cluster.nets.remove(0));
+    drop(cluster.net.nets.remove(0));
     let mut restarted = open_net(cluster.node(1), 1, backend)?;
     assert_eq!(restarted.sync(&all)?, SyncReport::default());
     check_kernel_state(&cluster)?;
@@ -348,14 +297,14 @@ fn two_nodes(backend: &Backend, label: &str) -> Result<()> {
 
 /// Three nodes: all pairs talk; node3 leaves the others' syncs and only its entries go.
 fn three_nodes(backend: Backend, label: &str) -> Result<()> {
-    let mut cluster = Cluster::build(backend, 3, label)?;
+    let mut cluster = Cluster::build(backend, 3, &skiff()?, label)?;
     assert_pods_talk_without_nat(&cluster, &[1, 2, 3])?;
     assert_egress_is_masqueraded(&cluster)?;
 
     let without_node3: Vec<RemoteNode> = cluster.all_remotes().into_iter().take(2).collect();
-    let per_node = entries_per_node(&cluster.backend);
+    let per_node = entries_per_node(&cluster.net.backend);
     for k in [1, 2] {
-        let report = cluster.nets[k - 1].sync(&without_node3)?;
+        let report = cluster.net.nets[k - 1].sync(&without_node3)?;
         assert!(report.added.is_empty(), "node{k}: {report:?}");
         assert_eq!(report.removed.len(), per_node, "node{k}: {report:?}");
         assert!(
@@ -378,7 +327,7 @@ fn three_nodes(backend: Backend, label: &str) -> Result<()> {
     // node3 comes back: reachable again.
     let all = cluster.all_remotes();
     for k in [1, 2] {
-        let report = cluster.nets[k - 1].sync(&all)?;
+        let report = cluster.net.nets[k - 1].sync(&all)?;
         assert_eq!(report.added.len(), per_node, "node{k}: {report:?}");
     }
     assert_pods_talk_without_nat(&cluster, &[1, 3])?;
@@ -406,6 +355,14 @@ fn vxlan_three_nodes_and_one_leaves() -> Result<()> {
 }
 
 #[test]
+fn vxlan_two_nodes_under_the_reference_bridge() -> Result<()> {
+    let plugin = PodPlugin::ReferenceBridge;
+    let cluster = Cluster::build(vxlan(), 2, &plugin, "nodenet-refbridge")?;
+    assert_pods_talk_without_nat(&cluster, &[1, 2])?;
+    assert_egress_is_masqueraded(&cluster)
+}
+
+#[test]
 #[ignore = "a measurement, not a test: cargo xtask bench cni reports it; try it with --ignored"]
 fn throughput_helper_measures_every_path() -> Result<()> {
     use skiff_tests::throughput::{ThroughputPath, iperf3_available, pod_to_pod_gbits};
@@ -413,9 +370,10 @@ fn throughput_helper_measures_every_path() -> Result<()> {
         iperf3_available(),
         "iperf3 is missing: run `cargo xtask setup`"
     );
-    let base = pod_to_pod_gbits(ThroughputPath::Underlay, Duration::from_secs(2))?;
+    let plugin = skiff()?;
+    let base = pod_to_pod_gbits(ThroughputPath::Underlay, &plugin, Duration::from_secs(2))?;
     for path in [ThroughputPath::HostGw, ThroughputPath::Vxlan] {
-        let gbits = pod_to_pod_gbits(path, Duration::from_secs(2))?;
+        let gbits = pod_to_pod_gbits(path, &plugin, Duration::from_secs(2))?;
         eprintln!(
             "{path:?}: {gbits:.2} Gbit/s, {:.2} of the underlay's {base:.2}",
             gbits / base

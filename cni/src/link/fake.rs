@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ipnet::Ipv4Net;
 use nix::libc;
 
-use super::{LinkError, LinkInfo, LinkOps, Mac, Namespaces, RouteSpec};
+use super::{LinkError, LinkInfo, LinkOps, MacAddr, Namespaces, RouteSpec};
+use crate::netns::NetnsError;
 
 /// The name of the node's namespace inside the fake.
 pub const NODE: &str = "node";
@@ -33,7 +34,7 @@ struct FakeNs {
     links: BTreeMap<u32, FakeLink>,
     addresses: Vec<(u32, Ipv4Net)>,
     routes: Vec<RouteSpec>,
-    neighbours: Vec<(u32, Ipv4Addr, Mac)>,
+    neighbours: Vec<(u32, Ipv4Addr, MacAddr)>,
 }
 
 #[derive(Debug)]
@@ -59,7 +60,7 @@ impl FakeKernel {
         let info = LinkInfo {
             index,
             name: name.to_owned(),
-            mac: Mac([0x02, 0, 0, 0, a, b]),
+            mac: MacAddr([0x02, 0, 0, 0, a, b]),
             mtu,
             up: false,
         };
@@ -109,7 +110,7 @@ impl FakeKernel {
     }
 
     /// Neighbour entries in `ns`: (link index, ip, mac).
-    pub fn neighbours(&self, ns: &str) -> Vec<(u32, Ipv4Addr, Mac)> {
+    pub fn neighbours(&self, ns: &str) -> Vec<(u32, Ipv4Addr, MacAddr)> {
         self.namespaces
             .get(ns)
             .map(|n| n.neighbours.clone())
@@ -214,10 +215,10 @@ impl Namespaces for FakeNamespaces {
     {
         let key = netns.to_string_lossy();
         if !self.with(|k| k.namespaces.contains_key(key.as_ref())) {
-            return Err(LinkError::NetnsUnavailable {
+            return Err(LinkError::Netns(NetnsError::Open {
                 path: netns.to_owned(),
                 source: io::Error::from_raw_os_error(libc::ENOENT),
-            });
+            }));
         }
         batch(&mut self.ops(&key))
     }
@@ -282,10 +283,10 @@ impl LinkOps for FakeLinkOps {
         self.op("add_veth", |k, ns| {
             let peer_ns = peer_netns.to_string_lossy().into_owned();
             if !k.namespaces.contains_key(&peer_ns) {
-                return Err(LinkError::NetnsUnavailable {
+                return Err(LinkError::Netns(NetnsError::Open {
                     path: peer_netns.to_owned(),
                     source: io::Error::from_raw_os_error(libc::ENOENT),
-                });
+                }));
             }
             if k.find(ns, name).is_some() || k.find(&peer_ns, peer).is_some() {
                 return Err(errno("add_veth", libc::EEXIST));
@@ -363,7 +364,7 @@ impl LinkOps for FakeLinkOps {
         })
     }
 
-    fn add_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), LinkError> {
+    fn add_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<(), LinkError> {
         self.op("add_neighbour", |k, ns| {
             link_mut(k, ns, index, "add_neighbour")?;
             let state = k.ns(ns);

@@ -18,26 +18,17 @@
 mod fake;
 mod netlink;
 
-use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::Ipv4Net;
 
 pub use fake::{FakeKernel, FakeLinkOps, FakeNamespaces};
 pub use netlink::{RealLinkOps, RealNamespaces};
 
-/// A failed kernel call.
-#[derive(Debug, thiserror::Error)]
-#[error("{call} failed")]
-pub struct SyscallError {
-    /// What was asked of the kernel (e.g. `"RTM_NEWLINK veth"`).
-    pub call: &'static str,
-    /// The kernel's answer.
-    #[source]
-    pub source: io::Error,
-}
+pub use crate::netlink::{MacAddr, SyscallError};
+use crate::netns::NetnsError;
 
 /// Failures of the kernel seam.
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +36,9 @@ pub enum LinkError {
     /// The kernel refused a request.
     #[error(transparent)]
     Syscall(#[from] SyscallError),
-    /// A network namespace could not be opened or entered.
-    #[error("cannot enter network namespace {path}")]
-    NetnsUnavailable {
-        /// Its path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The worker thread could not start or panicked.
-    #[error("namespace worker thread {0}")]
-    Thread(&'static str),
+    /// A network namespace could not be opened or entered, or its thread failed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
 }
 
 impl LinkError {
@@ -86,17 +68,6 @@ impl LinkError {
     }
 }
 
-/// A hardware address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
 /// A link as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -105,7 +76,7 @@ pub struct LinkInfo {
     /// Its name.
     pub name: String,
     /// Its hardware address.
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// Its MTU.
     pub mtu: u32,
     /// Administratively up.
@@ -151,7 +122,7 @@ pub trait LinkOps {
     /// The main table's IPv4 routes out of link `oif`.
     fn routes(&mut self, oif: u32) -> Result<Vec<RouteSpec>, LinkError>;
     /// A permanent neighbour entry `ip` → `mac` on a link (replacing any existing one).
-    fn add_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), LinkError>;
+    fn add_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<(), LinkError>;
     /// Deletes a link (a veth takes its peer with it).
     fn delete_link(&mut self, index: u32) -> Result<(), LinkError>;
 }
@@ -179,19 +150,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn macs_print_as_lower_case_colon_pairs() {
-        assert_eq!(
-            Mac([0x02, 0xab, 0, 1, 0x10, 0xff]).to_string(),
-            "02:ab:00:01:10:ff"
-        );
-    }
-
-    #[test]
     fn errno_classification_names_exists_and_missing() {
         let exists = LinkError::syscall("x", io::Error::from_raw_os_error(nix::libc::EEXIST));
         let missing = LinkError::syscall("x", io::Error::from_raw_os_error(nix::libc::ENODEV));
         assert!(exists.is_exists() && !exists.is_missing());
         assert!(missing.is_missing() && !missing.is_exists());
-        assert!(!LinkError::Thread("panicked").is_missing());
+        assert!(!LinkError::Netns(NetnsError::Gone).is_missing());
     }
 }

@@ -1,9 +1,10 @@
 //! The real [`LinkOps`]: rtnetlink requests on a socket of the namespace the thread is in.
 //!
-//! Each batch gets a fresh thread, a current-thread tokio runtime and a netlink connection made
-//! *after* the thread entered its namespace (a netlink socket belongs to the namespace of its
-//! creator). The thread is scoped and ends with the batch, so it never carries a foreign
-//! namespace into other work, and the library is safe to call from inside another runtime.
+//! Each batch runs on [`netns::scoped`]: a fresh thread that entered the batch's namespace, a
+//! current-thread runtime made there, and a netlink connection opened after the switch (a
+//! netlink socket belongs to the namespace of its creator). The thread ends with the batch, so
+//! it never carries a foreign namespace into other work, and the library is safe to call from
+//! inside another runtime.
 
 use std::fs::File;
 use std::io;
@@ -13,20 +14,15 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
-};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
 use netlink_packet_route::neighbour::NeighbourState;
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteScope, RouteType,
-};
-use nix::sched::{CloneFlags, setns};
+use netlink_packet_route::route::{RouteHeader, RouteMessage, RouteScope, RouteType};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::runtime::Runtime;
 
-use super::{LinkError, LinkInfo, LinkOps, Mac, Namespaces, RouteSpec};
+use super::{LinkError, LinkInfo, LinkOps, Namespaces, RouteSpec};
+use crate::netlink::{self as shared, MacAddr};
+use crate::netns::{self, NetnsError};
 
 /// Namespaces entered with `setns()` on a dedicated thread per batch.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,38 +44,17 @@ impl Namespaces for RealNamespaces {
         R: Send,
         F: FnOnce(&mut RealLinkOps) -> Result<R, LinkError> + Send,
     {
-        let unavailable = |source| LinkError::NetnsUnavailable {
-            path: netns.to_owned(),
-            source,
-        };
-        let file = File::open(netns).map_err(unavailable)?;
-        on_thread(Some((file, netns)), batch)
+        on_thread(Some(netns), batch)
     }
 }
 
-/// Runs `batch` on a scoped thread, in the namespace of `netns` when given.
-fn on_thread<R, F>(netns: Option<(File, &Path)>, batch: F) -> Result<R, LinkError>
+/// Runs `batch` on a scoped thread, in the namespace at `netns` when given.
+fn on_thread<R, F>(netns: Option<&Path>, batch: F) -> Result<R, LinkError>
 where
     R: Send,
     F: FnOnce(&mut RealLinkOps) -> Result<R, LinkError> + Send,
 {
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("skiff-netns".into())
-            .spawn_scoped(scope, move || {
-                if let Some((file, path)) = &netns {
-                    setns(file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                        LinkError::NetnsUnavailable {
-                            path: path.to_path_buf(),
-                            source: io::Error::from(errno),
-                        }
-                    })?;
-                }
-                batch(&mut RealLinkOps::connect()?)
-            })
-            .map_err(|_| LinkError::Thread("could not start"))?;
-        worker.join().map_err(|_| LinkError::Thread("panicked"))?
-    })
+    netns::scoped(netns, |runtime| batch(&mut RealLinkOps::connect(runtime)?))?
 }
 
 /// rtnetlink on a socket of the calling thread's namespace, driven by its own runtime.
@@ -90,17 +65,13 @@ pub struct RealLinkOps {
 }
 
 impl RealLinkOps {
-    /// Opens a netlink connection in the calling thread's current namespace.
-    pub fn connect() -> Result<Self, LinkError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| LinkError::syscall("tokio runtime", e))?;
-        let (connection, handle, _) = {
+    /// Opens a netlink connection in the calling thread's current namespace, driven by
+    /// `runtime` (a current-thread runtime made on this thread).
+    pub fn connect(runtime: Runtime) -> Result<Self, LinkError> {
+        let handle = {
             let _context = runtime.enter();
-            rtnetlink::new_connection().map_err(|e| LinkError::syscall("netlink socket", e))?
+            shared::connect()?
         };
-        runtime.spawn(connection);
         Ok(RealLinkOps { runtime, handle })
     }
 }
@@ -108,72 +79,37 @@ impl RealLinkOps {
 /// Turns an rtnetlink error into a [`LinkError`] carrying the kernel's errno.
 fn nl(call: &'static str) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     move |err| {
-        let source = match &err {
-            rtnetlink::Error::NetlinkError(msg) => msg.to_io(),
-            other => io::Error::other(other.to_string()),
-        };
+        let source = shared::os_error(&err).unwrap_or_else(|| io::Error::other(err.to_string()));
         LinkError::syscall(call, source)
     }
 }
 
 fn link_info(msg: &LinkMessage) -> LinkInfo {
-    let mut info = LinkInfo {
-        index: msg.header.index,
-        name: String::new(),
-        mac: Mac::default(),
-        mtu: 0,
-        up: msg.header.flags.contains(LinkFlags::Up),
-    };
-    for attr in &msg.attributes {
-        match attr {
-            LinkAttribute::IfName(name) => info.name.clone_from(name),
-            LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
-            LinkAttribute::Address(bytes) => {
-                if let Ok(mac) = <[u8; 6]>::try_from(bytes.as_slice()) {
-                    info.mac = Mac(mac);
-                }
-            }
-            _ => {}
-        }
+    let basics = shared::link_basics(msg);
+    LinkInfo {
+        index: basics.index,
+        name: basics.name,
+        mac: basics.mac.unwrap_or_default(),
+        mtu: basics.mtu,
+        up: basics.up,
     }
-    info
 }
 
-fn route_spec(msg: &netlink_packet_route::route::RouteMessage) -> Option<RouteSpec> {
-    let mut dst = Ipv4Addr::UNSPECIFIED;
-    let (mut gateway, mut oif) = (None, None);
-    for attr in &msg.attributes {
-        match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
-            RouteAttribute::Oif(index) => oif = Some(*index),
-            _ => {}
-        }
-    }
+fn route_spec(msg: &RouteMessage) -> Option<RouteSpec> {
+    let basics = shared::route_basics(msg)?;
     Some(RouteSpec {
-        dst: Ipv4Net::new(dst, msg.header.destination_prefix_length).ok()?,
-        gateway,
-        oif: oif?,
+        dst: basics.dst,
+        gateway: basics.gateway,
+        oif: basics.oif?,
         scope_link: msg.header.scope == RouteScope::Link,
     })
 }
 
 impl LinkOps for RealLinkOps {
     fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, LinkError> {
-        let mut request = Box::pin(
-            self.handle
-                .link()
-                .get()
-                .match_name(name.to_owned())
-                .execute(),
-        );
-        match self.runtime.block_on(request.try_next()) {
-            Ok(found) => Ok(found.as_ref().map(link_info)),
-            Err(err) => {
-                let err = nl("RTM_GETLINK")(err);
-                if err.is_missing() { Ok(None) } else { Err(err) }
-            }
-        }
+        let request = shared::link_by_name(&self.handle, name.to_owned());
+        let found = self.runtime.block_on(request).map_err(nl("RTM_GETLINK"))?;
+        Ok(found.as_ref().map(link_info))
     }
 
     fn links(&mut self) -> Result<Vec<LinkInfo>, LinkError> {
@@ -192,7 +128,7 @@ impl LinkOps for RealLinkOps {
         peer_netns: &Path,
         mtu: u32,
     ) -> Result<(), LinkError> {
-        let netns = File::open(peer_netns).map_err(|source| LinkError::NetnsUnavailable {
+        let netns = File::open(peer_netns).map_err(|source| NetnsError::Open {
             path: peer_netns.to_owned(),
             source,
         })?;
@@ -231,27 +167,10 @@ impl LinkOps for RealLinkOps {
     }
 
     fn addresses(&mut self, index: u32) -> Result<Vec<Ipv4Net>, LinkError> {
-        let request = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        let all: Vec<_> = self
-            .runtime
-            .block_on(request.try_collect())
-            .map_err(nl("RTM_GETADDR dump"))?;
-        Ok(all
-            .iter()
-            .filter(|msg| msg.header.family == AddressFamily::Inet && msg.header.index == index)
-            .filter_map(|msg| {
-                let local = msg.attributes.iter().find_map(|attr| match attr {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                    _ => None,
-                })?;
-                Ipv4Net::new(local, msg.header.prefix_len).ok()
-            })
-            .collect())
+        let request = shared::ipv4_addresses(&self.handle, index);
+        self.runtime
+            .block_on(request)
+            .map_err(nl("RTM_GETADDR dump"))
     }
 
     fn add_route(&mut self, route: &RouteSpec) -> Result<(), LinkError> {
@@ -287,12 +206,12 @@ impl LinkOps for RealLinkOps {
             .collect())
     }
 
-    fn add_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), LinkError> {
+    fn add_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<(), LinkError> {
         let request = self
             .handle
             .neighbours()
             .add(index, IpAddr::V4(ip))
-            .link_layer_address(&mac.0)
+            .link_layer_address(&mac.octets())
             .state(NeighbourState::Permanent)
             .replace()
             .execute();

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::netns::{NetnsError, NetnsThread};
+use crate::netns::{NetnsError, NetnsThread};
 
 /// Why an iptables call failed.
 #[derive(Debug, thiserror::Error)]

@@ -32,8 +32,8 @@
 //! After any failure the next sync re-reads the kernel instead of trusting memory.
 //!
 //! Kernel work goes through two small doors, [`NodeNetOps`] (netlink) and [`Iptables`], each
-//! with a real implementation and a fake; the real ones run on a [`NetnsThread`] that has
-//! entered the node's network namespace.
+//! with a real implementation and a fake; the real ones run on a
+//! [`NetnsThread`](crate::netns::NetnsThread) that has entered the node's network namespace.
 
 mod config;
 mod desired;
@@ -41,7 +41,6 @@ mod fake;
 pub mod iptables;
 pub mod masquerade;
 mod netlink;
-pub mod netns;
 mod node;
 mod ops;
 #[cfg(test)]
@@ -54,7 +53,6 @@ pub use desired::Entry;
 pub use fake::FakeNetOps;
 pub use iptables::{FakeIptables, Iptables, IptablesError, RealIptables};
 pub use netlink::NetlinkOps;
-pub use netns::{NetnsError, NetnsThread};
 pub use node::{NodeNetwork, SyncReport};
 pub use ops::{
     FdbEntry, IfIndex, Link, MacAddr, Neighbour, NetOpsError, NodeNetOps, Route,
@@ -103,5 +101,5 @@ pub enum NodeNetworkError {
     Masquerade(#[from] IptablesError),
     /// The namespace thread could not start.
     #[error(transparent)]
-    Netns(#[from] NetnsError),
+    Netns(#[from] crate::netns::NetnsError),
 }

@@ -13,24 +13,22 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
-};
+use netlink_packet_route::route::{RouteFlags, RouteHeader, RouteMessage, RouteProtocol};
 use nix::errno::Errno;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
-use super::netns::NetnsThread;
 use super::ops::{
     FdbEntry, IfIndex, Link, MacAddr, Neighbour, NetOpsError, NodeNetOps, Route,
     SKIFF_ROUTE_PROTOCOL, SyscallError, VxlanAttrs, VxlanSpec,
 };
+use crate::netlink as shared;
+use crate::netns::NetnsThread;
 
 /// The real kernel door: rtnetlink requests made from inside the node's network namespace.
 #[derive(Debug)]
@@ -42,15 +40,7 @@ pub struct NetlinkOps {
 impl NetlinkOps {
     /// Opens a netlink socket on `thread` (so, in its namespace).
     pub fn open(thread: Arc<NetnsThread>) -> Result<Self, NetOpsError> {
-        let handle = thread.block_on(|| async {
-            let (connection, handle, _) =
-                rtnetlink::new_connection().map_err(|source| SyscallError {
-                    call: "socket(NETLINK_ROUTE)",
-                    source,
-                })?;
-            tokio::spawn(connection);
-            Ok::<_, NetOpsError>(handle)
-        })??;
+        let handle = thread.block_on(|| async { shared::connect() })??;
         Ok(NetlinkOps { thread, handle })
     }
 
@@ -88,11 +78,8 @@ fn failed(call: &'static str) -> impl Fn(rtnetlink::Error) -> NetOpsError {
 /// Treats "already gone" answers to a delete as success.
 fn gone_is_ok(result: Result<(), rtnetlink::Error>, call: &'static str) -> Result<(), NetOpsError> {
     match result {
-        Err(rtnetlink::Error::NetlinkError(message))
-            if matches!(
-                errno(&message),
-                Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL
-            ) =>
+        Err(err)
+            if shared::is_errno(&err, &[Errno::ENOENT, Errno::ESRCH, Errno::EADDRNOTAVAIL]) =>
         {
             Ok(())
         }
@@ -100,25 +87,15 @@ fn gone_is_ok(result: Result<(), rtnetlink::Error>, call: &'static str) -> Resul
     }
 }
 
-fn errno(message: &rtnetlink::packet_core::ErrorMessage) -> Errno {
-    Errno::from_raw(message.raw_code().abs())
-}
-
 impl NodeNetOps for NetlinkOps {
     fn link(&self, name: &str) -> Result<Option<Link>, NetOpsError> {
         let name = name.to_owned();
         self.call(move |handle| async move {
-            let mut links = handle.link().get().match_name(name).execute();
-            match links.try_next().await {
-                Ok(Some(message)) => Ok(Some(parse_link(&message))),
-                Ok(None) => Ok(None),
-                Err(rtnetlink::Error::NetlinkError(message))
-                    if errno(&message) == Errno::ENODEV =>
-                {
-                    Ok(None)
-                }
-                Err(err) => Err(failed("RTM_GETLINK")(err)),
-            }
+            let found = shared::link_by_name(&handle, name).await;
+            Ok(found
+                .map_err(failed("RTM_GETLINK"))?
+                .as_ref()
+                .map(parse_link))
         })
     }
 
@@ -164,26 +141,8 @@ impl NodeNetOps for NetlinkOps {
 
     fn addresses(&self, index: IfIndex) -> Result<Vec<Ipv4Net>, NetOpsError> {
         self.call(move |handle| async move {
-            let messages: Vec<AddressMessage> = handle
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(failed("RTM_GETADDR"))?;
-            Ok(messages
-                .iter()
-                .filter(|m| m.header.index == index && m.header.family == AddressFamily::Inet)
-                .filter_map(|m| {
-                    m.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Local(IpAddr::V4(ip)) => {
-                            Ipv4Net::new(*ip, m.header.prefix_len).ok()
-                        }
-                        _ => None,
-                    })
-                })
-                .collect())
+            let found = shared::ipv4_addresses(&handle, index).await;
+            found.map_err(failed("RTM_GETADDR"))
         })
     }
 
@@ -387,20 +346,11 @@ fn parse_route(message: &RouteMessage) -> Option<Route> {
     {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
-    let (mut gateway, mut oif) = (None, None);
-    for attribute in &message.attributes {
-        match attribute {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
-            RouteAttribute::Oif(index) => oif = Some(*index),
-            _ => {}
-        }
-    }
+    let basics = shared::route_basics(message)?;
     Some(Route {
-        dst: Ipv4Net::new(dst, header.destination_prefix_length).ok()?,
-        gateway: gateway?,
-        oif: oif?,
+        dst: basics.dst,
+        gateway: basics.gateway?,
+        oif: basics.oif?,
         onlink: header.flags.contains(RouteFlags::Onlink),
     })
 }
@@ -424,24 +374,22 @@ fn neighbour_parts(message: &NeighbourMessage) -> Option<(Ipv4Addr, MacAddr)> {
 }
 
 fn parse_link(message: &LinkMessage) -> Link {
-    let mut link = Link {
-        index: message.header.index,
-        name: String::new(),
-        mtu: 0,
-        mac: None,
-        up: message.header.flags.contains(LinkFlags::Up),
-        vxlan: None,
-    };
-    for attribute in &message.attributes {
-        match attribute {
-            LinkAttribute::IfName(name) => link.name.clone_from(name),
-            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
-            LinkAttribute::Address(bytes) => link.mac = MacAddr::from_slice(bytes),
-            LinkAttribute::LinkInfo(infos) => link.vxlan = parse_vxlan(infos),
-            _ => {}
-        }
+    let basics = shared::link_basics(message);
+    let vxlan = message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            LinkAttribute::LinkInfo(infos) => parse_vxlan(infos),
+            _ => None,
+        });
+    Link {
+        index: basics.index,
+        name: basics.name,
+        mtu: basics.mtu,
+        mac: basics.mac,
+        up: basics.up,
+        vxlan,
     }
-    link
 }
 
 fn parse_vxlan(infos: &[LinkInfo]) -> Option<VxlanAttrs> {

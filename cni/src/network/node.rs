@@ -12,8 +12,8 @@ use super::desired::{Entries, Entry, Links, desired, remote_nodes};
 use super::iptables::{Iptables, RealIptables};
 use super::masquerade;
 use super::netlink::NetlinkOps;
-use super::netns::NetnsThread;
 use super::ops::{IfIndex, Link, NetOpsError, NodeNetOps, VxlanSpec};
+use crate::netns::NetnsThread;
 
 /// What one sync changed, in the order it changed it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,33 +9,17 @@
 //! that is already gone succeeds: the caller's goal, "not there", is met.
 
 use std::fmt;
-use std::io;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+
+pub use crate::netlink::{MacAddr, SyscallError};
+use crate::netns::NetnsError;
 
 /// The route protocol number (`ip route ... proto 83`) that marks routes as skiff's.
 ///
 /// Unassigned in iproute2's `rt_protos`; it lets a restarted agent find exactly its own routes.
 pub const SKIFF_ROUTE_PROTOCOL: u8 = 83;
-
-/// A failed kernel call: which call, and the errno it returned.
-#[derive(Debug, thiserror::Error)]
-#[error("{call} failed: {source}")]
-pub struct SyscallError {
-    /// The call or netlink request, e.g. `RTM_NEWROUTE`.
-    pub call: &'static str,
-    /// The kernel's answer.
-    #[source]
-    pub source: io::Error,
-}
-
-impl SyscallError {
-    /// The errno, when the kernel gave one.
-    pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
-    }
-}
 
 /// Why a [`NodeNetOps`] call failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,36 +37,7 @@ pub enum NetOpsError {
     },
     /// The thread inside the node's network namespace is gone.
     #[error(transparent)]
-    Netns(#[from] super::netns::NetnsError),
-}
-
-/// An Ethernet address.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// The bytes, as netlink wants them.
-    pub fn octets(&self) -> [u8; 6] {
-        self.0
-    }
-
-    /// Parses six bytes, e.g. from a netlink attribute.
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        Some(MacAddr(bytes.try_into().ok()?))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
+    Netns(#[from] NetnsError),
 }
 
 /// A link's kernel index.
@@ -253,14 +208,6 @@ pub trait NodeNetOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_print_like_iproute2_and_parse_only_six_bytes() {
-        let mac = MacAddr([0x0e, 0x5f, 172, 31, 4, 11]);
-        assert_eq!(mac.to_string(), "0e:5f:ac:1f:04:0b");
-        assert_eq!(MacAddr::from_slice(&mac.octets()), Some(mac));
-        assert_eq!(MacAddr::from_slice(&[1, 2, 3]), None);
-    }
 
     #[test]
     fn a_vxlan_link_matches_a_spec_only_when_every_fixed_attribute_agrees() {

@@ -4,6 +4,7 @@
 //! reports both with their ratio; absolute numbers from a 2-core sandbox mean little alone.
 //! Figures are printed as a table and written to `target/bench/<name>.json`.
 
+mod cni;
 mod example;
 mod underlay_http;
 
@@ -17,9 +18,9 @@ use crate::shell;
 pub struct BenchArgs {
     /// Which benchmark.
     name: BenchName,
-    /// How many requests (or iterations) to measure, where the benchmark takes a count.
-    #[arg(long, default_value_t = 2000)]
-    iterations: usize,
+    /// How many requests (underlay-http, default 2000) or Pods (cni, default 200) to measure.
+    #[arg(long)]
+    iterations: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -30,6 +31,9 @@ enum BenchName {
     Apiserver,
     /// Pods scheduled/s with 100 and 1000 Nodes against binding them directly.
     Scheduler,
+    /// CNI ADD/DEL p50/p99, skiff-cni against Debian's bridge + host-local; Pod-to-Pod TCP
+    /// throughput over host-gw and VXLAN against the bare underlay.
+    Cni,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -52,6 +56,12 @@ impl Figure {
     }
 }
 
+/// The `p`-th percentile (nearest rank) of `sorted`, which must not be empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx]
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
     name: &'a str,
@@ -64,7 +74,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchName::UnderlayHttp => (
             "underlay-http",
             "loopback inside the server's own namespace",
-            underlay_http::run(args.iterations)?,
+            underlay_http::run(args.iterations.unwrap_or(2000))?,
         ),
         BenchName::Apiserver => (
             "apiserver",
@@ -75,6 +85,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "scheduler",
             "the same Pods created and bound directly through the binding API",
             example::run("scheduler-bench")?,
+        ),
+        BenchName::Cni => (
+            "cni",
+            "ADD/DEL: Debian's reference bridge + host-local on the same Pods; TCP: the bare \
+             underlay between the same two nodes",
+            cni::run(args.iterations.unwrap_or(200))?,
         ),
     };
     print_table(name, baseline, &figures);

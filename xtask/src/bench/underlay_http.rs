@@ -78,8 +78,7 @@ struct Stats {
 
 impl Stats {
     fn percentile(&self, p: f64) -> f64 {
-        let idx = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
-        self.latencies_us[idx]
+        super::percentile(&self.latencies_us, p)
     }
 }
 

@@ -1,11 +1,18 @@
-//! A dedicated thread inside the node's network namespace, with a runtime of its own.
+//! Work inside a network namespace: on a dedicated thread, with a runtime of its own.
 //!
 //! `setns()` changes the namespace of the calling *thread*. Done on a tokio worker, it would
-//! silently move every other task scheduled there into the node's namespace (or strand ours in
+//! silently move every other task scheduled there into the other namespace (or strand ours in
 //! the wrong one), so all namespace work — netlink sockets, `/proc/sys/net` writes, `iptables`
-//! children, which inherit the forking thread's namespace — happens on one thread that enters
-//! the namespace once and lives as long as its owner. A current-thread tokio runtime on that
-//! thread drives rtnetlink; nothing else ever runs on it.
+//! children, which inherit the forking thread's namespace — happens on a thread that enters the
+//! namespace first and never does anything else. A current-thread tokio runtime made on that
+//! thread drives rtnetlink, and a netlink socket opened there belongs to that namespace.
+//!
+//! Both halves of the crate use it, in the two shapes their lifetimes call for:
+//! - [`NetnsThread`]: one long-lived thread taking jobs, for the node agent's node network,
+//!   which keeps its socket open across syncs;
+//! - [`scoped`]: one short-lived thread per batch, for the plugin, whose batches borrow from
+//!   the caller and whose process ends after one command. A thread that entered a Pod's
+//!   namespace ends with its batch, so it never carries that namespace into other work.
 
 use std::fs::File;
 use std::future::Future;
@@ -15,12 +22,13 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 
 use nix::sched::{CloneFlags, setns};
+use tokio::runtime::Runtime;
 
 /// Why the namespace thread could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// The namespace file could not be opened.
-    #[error("cannot open network namespace {path}: {source}")]
+    #[error("cannot open network namespace {}", path.display())]
     Open {
         /// The namespace file, e.g. `/run/netns/node1`.
         path: PathBuf,
@@ -29,7 +37,7 @@ pub enum NetnsError {
         source: std::io::Error,
     },
     /// `setns()` refused.
-    #[error("cannot enter network namespace {path}: {source}")]
+    #[error("cannot enter network namespace {}", path.display())]
     Enter {
         /// The namespace file.
         path: PathBuf,
@@ -38,14 +46,33 @@ pub enum NetnsError {
         source: nix::Error,
     },
     /// The thread or its runtime could not be started.
-    #[error("cannot start the namespace thread: {0}")]
+    #[error("cannot start the namespace thread")]
     Start(#[source] std::io::Error),
-    /// The thread ended (it panicked, or its owner is being dropped).
+    /// The thread ended (its work panicked, or its owner is being dropped).
     #[error("the namespace thread is gone")]
     Gone,
 }
 
-type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+type Job = Box<dyn FnOnce(&Runtime) + Send>;
+
+const THREAD_NAME: &str = "skiff-netns";
+
+/// Runs `work` on a fresh thread inside the namespace at `netns` (`None`: this process's own),
+/// handing it a current-thread runtime made there; returns what `work` returns. The thread ends
+/// with `work`, so `work` may borrow from the caller.
+pub fn scoped<R, F>(netns: Option<&Path>, work: F) -> Result<R, NetnsError>
+where
+    R: Send,
+    F: FnOnce(Runtime) -> R + Send,
+{
+    thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name(THREAD_NAME.to_owned())
+            .spawn_scoped(scope, move || enter(netns).map(work))
+            .map_err(NetnsError::Start)?;
+        worker.join().map_err(|_| NetnsError::Gone)?
+    })
+}
 
 /// A thread that has entered one network namespace and runs jobs there, one at a time.
 #[derive(Debug)]
@@ -64,7 +91,7 @@ impl NetnsThread {
         let path = netns.map(Path::to_path_buf);
         let target = path.clone();
         let thread = thread::Builder::new()
-            .name("skiff-netns".to_owned())
+            .name(THREAD_NAME.to_owned())
             .spawn(move || {
                 let runtime = match enter(target.as_deref()) {
                     Ok(runtime) => runtime,
@@ -118,7 +145,7 @@ impl NetnsThread {
     fn submit<T, F>(&self, job: F) -> Result<T, NetnsError>
     where
         T: Send + 'static,
-        F: FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+        F: FnOnce(&Runtime) -> T + Send + 'static,
     {
         let (reply_tx, reply) = mpsc::sync_channel(1);
         let jobs = self.jobs.as_ref().ok_or(NetnsError::Gone)?;
@@ -140,7 +167,8 @@ impl Drop for NetnsThread {
     }
 }
 
-fn enter(netns: Option<&Path>) -> Result<tokio::runtime::Runtime, NetnsError> {
+/// Enters `netns` (if given) on the calling thread and makes that thread's runtime.
+fn enter(netns: Option<&Path>) -> Result<Runtime, NetnsError> {
     if let Some(path) = netns {
         let file = File::open(path).map_err(|source| NetnsError::Open {
             path: path.to_path_buf(),
@@ -181,11 +209,29 @@ mod tests {
 
     #[test]
     fn a_missing_namespace_is_reported_with_its_path() {
-        let err = NetnsThread::spawn(Some(Path::new("/run/netns/skiff-no-such-ns"))).unwrap_err();
+        let missing = Path::new("/run/netns/skiff-no-such-ns");
+        let err = NetnsThread::spawn(Some(missing)).unwrap_err();
         assert!(
             err.to_string().contains("/run/netns/skiff-no-such-ns"),
             "{err}"
         );
+        let err = scoped(Some(missing), |_| ()).unwrap_err();
+        assert!(matches!(err, NetnsError::Open { .. }), "{err}");
+    }
+
+    #[test]
+    fn scoped_work_runs_on_its_own_thread_with_a_runtime_and_may_borrow() {
+        let here = thread::current().id();
+        let borrowed = [1, 2, 3];
+        let (there, sum) = scoped(None, |runtime| {
+            let sum = runtime.block_on(async { borrowed.iter().sum::<i32>() });
+            (thread::current().id(), sum)
+        })
+        .unwrap();
+        assert_ne!(there, here);
+        assert_eq!(sum, 6);
+        let panicked = scoped(None, |_| -> () { panic!("boom") });
+        assert!(matches!(panicked, Err(NetnsError::Gone)));
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Cluster {
         let bin_dirs = format!(
             "{},{}",
             binaries::target_dir().join("debug").display(),
-            crate::pods::REFERENCE_PLUGINS
+            crate::cni::REFERENCE_PLUGINS
         );
         let prefix = self.topology.run().id().object(&format!("{}-", node.name));
         let path = |p: PathBuf| p.to_string_lossy().into_owned();

@@ -4,6 +4,7 @@
 //! is known (flannel writes `subnet.env` for the same reason: the plugin then needs no API
 //! access and works under any runtime).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use skiff_cni::network::{
     Backend, NetlinkOps, NodeNetOps, NodeNetwork, NodeNetworkConfig, RealIptables, RemoteNode,
@@ -93,32 +95,42 @@ pub fn remote_nodes<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<Remote
     list
 }
 
-/// Keeps the node network in step with the Nodes, forever.
+/// Keeps the node network in step with the Nodes, forever. A failed sync is retried every
+/// 10 s, and a periodic one repairs what someone else changed.
 pub async fn follow_nodes(client: kube::Client, network: Network) {
     let network = Arc::new(Mutex::new(network));
-    let (store, writer) = reflector::store::<Node>();
-    let events = reflector(
-        writer,
-        watcher(Api::<Node>::all(client), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let events = watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     let mut events = std::pin::pin!(events);
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut listing: Option<BTreeMap<String, Node>> = None;
     let mut last: Option<Vec<RemoteNode>> = None;
-    let mut retry = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         tokio::select! {
             event = events.next() => match event {
                 None => return,
-                Some(Err(err)) => { tracing::warn!(error = %err, "node watch failed"); continue }
-                Some(Ok(_)) => {}
+                Some(Err(err)) => tracing::warn!(error = %err, "node watch failed"),
+                Some(Ok(watcher::Event::Init)) => listing = Some(BTreeMap::new()),
+                Some(Ok(watcher::Event::InitApply(node))) => {
+                    if let Some(list) = listing.as_mut() {
+                        list.insert(node.name_any(), node);
+                    }
+                }
+                Some(Ok(watcher::Event::InitDone)) => nodes = listing.take().unwrap_or_default(),
+                Some(Ok(watcher::Event::Apply(node))) => { nodes.insert(node.name_any(), node); }
+                Some(Ok(watcher::Event::Delete(node))) => { nodes.remove(&node.name_any()); }
             },
-            _ = retry.tick() => {}
+            _ = tick.tick() => {
+                let shared = Arc::clone(&network);
+                // Re-read the kernel now and then: repairs entries someone else removed.
+                let _ = tokio::task::spawn_blocking(move || shared.lock().expect("not poisoned").invalidate()).await;
+                last = None;
+            }
         }
-        if store.wait_until_ready().await.is_err() {
+        if listing.is_some() {
             continue;
         }
-        let remotes = remote_nodes(store.state().iter().map(AsRef::as_ref));
+        let remotes = remote_nodes(nodes.values());
         if last.as_ref() == Some(&remotes) {
             continue;
         }

@@ -233,6 +233,36 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// `kubectl apply` of one object (written to a file in the run's log folder).
+    pub fn apply(&self, object: &serde_json::Value) -> Result<String> {
+        let name = object["metadata"]["name"].as_str().unwrap_or("object");
+        let file = self
+            .topology
+            .run()
+            .log_dir()
+            .join(format!("apply-{name}-{}.json", std::process::id()));
+        std::fs::write(&file, serde_json::to_vec_pretty(object)?)?;
+        self.kubectl(&["apply", "-f", &file.to_string_lossy()])
+    }
+
+    /// `kubectl get <what> -o json`, parsed.
+    pub fn get_json(&self, what: &[&str]) -> Result<serde_json::Value> {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl(&args)?)?)
+    }
+
+    /// The network namespace of the Pod with `uid` on node `node_name`.
+    pub fn pod_netns(&self, node_name: &str, uid: &str) -> crate::Netns {
+        let name = self
+            .topology
+            .run()
+            .id()
+            .object(&format!("{node_name}-{uid}"));
+        crate::Netns::existing(&name)
+    }
+
     /// The control plane's log so far.
     pub fn control_log(&self) -> String {
         self.control.log()

@@ -31,6 +31,14 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A handle on a namespace someone else made (e.g. a Pod's, made by the node agent); this
+    /// handle does not own it.
+    pub fn existing(name: &str) -> Self {
+        Netns {
+            name: name.to_owned(),
+        }
+    }
+
     /// The namespace's name, as `ip netns` knows it.
     pub fn name(&self) -> &str {
         &self.name

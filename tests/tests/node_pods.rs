@@ -1,0 +1,296 @@
+//! skiff-node running real Pods in a netns cluster, as a user drives it with kubectl: a
+//! Deployment of the test server spreads over the nodes with addresses from each node's
+//! podCIDR and the Pods reach each other across nodes; containers of one Pod share localhost;
+//! readiness decides EndpointSlice membership; deletion removes processes, namespace and
+//! address; a killed container restarts; a killed agent leaves its Pods running.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+use skiff_tests::{Cluster, ClusterOptions, wait};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn pods(cluster: &Cluster, selector: &str) -> Result<Vec<Value>> {
+    let list = cluster.get_json(&["pods", "-l", selector])?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn text<'a>(value: &'a Value, what: &str) -> Result<&'a str> {
+    value
+        .as_str()
+        .with_context(|| format!("no {what} in {value}"))
+}
+
+/// Waits for `count` Running, Ready Pods matching `selector`.
+fn ready_pods(cluster: &Cluster, selector: &str, count: usize) -> Result<Vec<Value>> {
+    wait::retry(WAIT, || {
+        let list = pods(cluster, selector)?;
+        let ready: Vec<Value> = list
+            .into_iter()
+            .filter(|p| p["status"]["phase"] == "Running" && is_ready(p))
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        ensure!(ready.len() == count, "{} of {count} ready", ready.len());
+        Ok(ready)
+    })
+}
+
+fn pod_netns(cluster: &Cluster, pod: &Value) -> Result<skiff_tests::Netns> {
+    let node = text(&pod["spec"]["nodeName"], "nodeName")?;
+    let uid = text(&pod["metadata"]["uid"], "uid")?;
+    Ok(cluster.pod_netns(node, uid))
+}
+
+/// `curl` from inside a Pod; the answer of the test server is "NAME CLIENT_IP".
+fn curl_from(cluster: &Cluster, from: &Value, url: &str) -> Result<String> {
+    let ns = pod_netns(cluster, from)?;
+    ns.exec(
+        &["curl", "-sS", "--max-time", "5", url],
+        Duration::from_secs(10),
+    )
+}
+
+fn node_cidr(cluster: &Cluster, node: &str) -> Result<Ipv4Net> {
+    let node = cluster.get_json(&["node", node])?;
+    Ok(text(&node["spec"]["podCIDR"], "podCIDR")?.parse()?)
+}
+
+fn start(label: &str, nodes: usize) -> Result<Cluster> {
+    let cluster = Cluster::start(&ClusterOptions::nodes(nodes, label))?;
+    wait::retry(WAIT, || {
+        let list = cluster.get_json(&["nodes"])?;
+        let ready = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["spec"]["podCIDR"].is_string())
+            .count();
+        ensure!(ready == nodes, "{ready} of {nodes} nodes have a podCIDR");
+        Ok(())
+    })?;
+    Ok(cluster)
+}
+
+#[test]
+fn a_deployment_runs_one_ready_pod_per_node_and_pods_reach_each_other() -> Result<()> {
+    let cluster = start("pods-deploy", 3)?;
+    cluster.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=skiff/test-server",
+        "--replicas=3",
+    ])?;
+    let list = ready_pods(&cluster, "app=web", 3)?;
+    let mut nodes: Vec<&str> = Vec::new();
+    for pod in &list {
+        let node = text(&pod["spec"]["nodeName"], "nodeName")?;
+        let ip: Ipv4Addr = text(&pod["status"]["podIP"], "podIP")?.parse()?;
+        let cidr = node_cidr(&cluster, node)?;
+        ensure!(cidr.contains(&ip), "{ip} is not in {node}'s {cidr}");
+        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+        nodes.push(node);
+    }
+    nodes.sort();
+    assert_eq!(nodes, ["node1", "node2", "node3"], "one per node");
+    let wide = cluster.kubectl(&["get", "pods", "-o", "wide"])?;
+    for pod in &list {
+        let ip = text(&pod["status"]["podIP"], "podIP")?;
+        ensure!(
+            wide.contains(ip),
+            "kubectl get pods -o wide lacks {ip}:\n{wide}"
+        );
+    }
+    // Every Pod reaches every other, across nodes, and is seen with its own address (no NAT).
+    for from in &list {
+        for to in &list {
+            let url = format!("http://{}:8080/", text(&to["status"]["podIP"], "podIP")?);
+            let reply = curl_from(&cluster, from, &url)?;
+            let (name, client) = reply.trim().split_once(' ').context("not NAME CLIENT")?;
+            let client_ip = client.rsplit_once(':').map_or(client, |(ip, _)| ip);
+            assert_eq!(
+                (name, client_ip),
+                (
+                    text(&to["metadata"]["name"], "name")?,
+                    text(&from["status"]["podIP"], "podIP")?
+                ),
+                "{url} from {}",
+                from["metadata"]["name"]
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn containers_share_localhost_and_readiness_decides_endpoints() -> Result<()> {
+    let cluster = start("pods-ready", 1)?;
+    let flag: PathBuf = cluster.node_root(1).join("ready-flag");
+    let flag_text = flag.to_string_lossy().into_owned();
+    cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "duo", "namespace": "default", "labels": {"app": "duo"}},
+        "spec": {"containers": [
+            {"name": "server", "image": "skiff/test-server", "ports": [{"containerPort": 8080}],
+             "readinessProbe": {"exec": {"command": ["test", "-f", flag_text]},
+                                "periodSeconds": 1}},
+            {"name": "sidecar", "image": "skiff/test-server",
+             "args": ["--http-port", "9090", "--udp-port", "9091"],
+             "readinessProbe": {"exec": {"command": ["curl", "-sf", "http://localhost:8080/healthz"]},
+                                "periodSeconds": 1}}
+        ]}
+    }))?;
+    cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "duo", "namespace": "default"},
+        "spec": {"selector": {"app": "duo"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))?;
+    let endpoint_ready = || -> Result<Option<bool>> {
+        let slices =
+            cluster.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=duo"])?;
+        let endpoints: Vec<Value> = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .collect();
+        Ok(endpoints.first().map(|e| e["conditions"]["ready"] == true))
+    };
+    // Running, the sidecar ready (it reached the server on localhost), the server not.
+    let pod = wait::retry(WAIT, || {
+        let pod = cluster.get_json(&["pod", "duo"])?;
+        let statuses = pod["status"]["containerStatuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ready: Vec<bool> = statuses.iter().map(|s| s["ready"] == true).collect();
+        ensure!(ready == [false, true], "container readiness {ready:?}");
+        ensure!(
+            endpoint_ready()? == Some(false),
+            "endpoint not listed as not ready yet"
+        );
+        Ok(pod)
+    })?;
+    assert!(!is_ready(&pod));
+    std::fs::write(&flag, "")?;
+    wait::retry(WAIT, || {
+        ensure!(endpoint_ready()? == Some(true), "endpoint not ready yet");
+        Ok(())
+    })?;
+    assert!(is_ready(&cluster.get_json(&["pod", "duo"])?));
+    Ok(())
+}
+
+/// The processes in a Pod's cgroup, from the agent's state.
+fn started_pid(cluster: &Cluster, uid: &str, container: &str, attempt: u32) -> Result<i32> {
+    let file = cluster.node_root(1).join(format!(
+        "pods/{uid}/containers/{container}/{attempt}/started.json"
+    ));
+    let started: Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    started["pid"].as_i64().map(|p| p as i32).context("no pid")
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn killed_containers_restart_deleted_pods_leave_nothing_and_a_killed_agent_leaves_pods_running()
+-> Result<()> {
+    let mut cluster = start("pods-life", 1)?;
+    cluster.kubectl(&["run", "solo", "--image=skiff/test-server", "--port=8080"])?;
+    let pod = ready_pods(&cluster, "run=solo", 1)?.remove(0);
+    let uid = text(&pod["metadata"]["uid"], "uid")?.to_owned();
+    let ip = text(&pod["status"]["podIP"], "podIP")?.to_owned();
+    let node = cluster.topology().node(1).netns.clone();
+    let url = format!("http://{ip}:8080/hostname");
+
+    // A killed container comes back with a higher restart count.
+    let first = started_pid(&cluster, &uid, "solo", 0)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait::retry(WAIT, || {
+        let pod = cluster.get_json(&["pod", "solo"])?;
+        let status = &pod["status"]["containerStatuses"][0];
+        ensure!(
+            status["restartCount"] == 1 && status["ready"] == true,
+            "{status}"
+        );
+        ensure!(
+            status["lastState"]["terminated"]["exitCode"] == 137,
+            "{status}"
+        );
+        Ok(())
+    })?;
+    let second = started_pid(&cluster, &uid, "solo", 1)?;
+    assert_ne!(first, second);
+
+    // The agent is killed: the Pod keeps running and answering; a new agent adopts it.
+    cluster.kill_agent(1)?;
+    let reply = node.exec(
+        &["curl", "-sS", "--max-time", "5", &url],
+        Duration::from_secs(10),
+    )?;
+    assert_eq!(reply.trim(), "solo");
+    cluster.start_agent(1)?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(alive(second), "the container survived the agent's restart");
+    assert_eq!(
+        started_pid(&cluster, &uid, "solo", 1)?,
+        second,
+        "not restarted"
+    );
+    let pod = ready_pods(&cluster, "run=solo", 1)?.remove(0);
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1);
+    let reply = node.exec(
+        &["curl", "-sS", "--max-time", "5", &url],
+        Duration::from_secs(10),
+    )?;
+    assert_eq!(reply.trim(), "solo");
+    let nodes = cluster.get_json(&["nodes"])?;
+    assert!(
+        nodes["items"][0]["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    );
+
+    // Deleted: processes, namespace and address reservation are gone, then the Pod object.
+    let netns = pod_netns(&cluster, &pod)?;
+    cluster.kubectl(&["delete", "pod", "solo", "--wait=false"])?;
+    wait::retry(WAIT, || {
+        let left = cluster.kubectl(&["get", "pods", "-o", "name"])?;
+        ensure!(left.trim().is_empty(), "still listed: {left}");
+        Ok(())
+    })?;
+    assert!(!alive(second), "the container process is gone");
+    let namespaces = skiff_tests::cmd::ip(&["netns", "list"])?;
+    assert!(
+        !namespaces.contains(netns.name()),
+        "{} still exists",
+        netns.name()
+    );
+    let ipam: Value = serde_json::from_slice(&std::fs::read(
+        cluster.node_root(1).join("ipam/skiff/state.json"),
+    )?)?;
+    if ipam["reservations"].to_string().contains(&ip) {
+        bail!("{ip} still reserved: {ipam}");
+    }
+    Ok(())
+}

@@ -294,3 +294,86 @@ fn killed_containers_restart_deleted_pods_leave_nothing_and_a_killed_agent_leave
     }
     Ok(())
 }
+
+#[test]
+fn ended_containers_follow_their_restart_policy_and_unknown_images_wait() -> Result<()> {
+    let cluster = start("pods-policy", 1)?;
+    let pod = |name: &str, policy: &str, container: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "default"},
+               "spec": {"restartPolicy": policy, "containers": [container]}})
+    };
+    let shell =
+        |script: &str| json!({"name": "c", "image": "busybox", "command": ["sh", "-c", script]});
+    cluster.apply(&pod("fails", "Never", shell("exit 3")))?;
+    cluster.apply(&pod("succeeds", "OnFailure", shell("exit 0")))?;
+    cluster.apply(&pod(
+        "missing",
+        "Always",
+        json!({"name": "c", "image": "nginx:1.27"}),
+    ))?;
+    cluster.apply(&pod(
+        "unhealthy",
+        "Always",
+        json!({"name": "c", "image": "skiff/test-server",
+        "livenessProbe": {"tcpSocket": {"port": 7777}, "periodSeconds": 1, "failureThreshold": 2}}),
+    ))?;
+    wait::retry(WAIT, || {
+        let fails = cluster.get_json(&["pod", "fails"])?;
+        let status = &fails["status"]["containerStatuses"][0];
+        ensure!(
+            fails["status"]["phase"] == "Failed",
+            "fails: {}",
+            fails["status"]
+        );
+        assert_eq!(status["state"]["terminated"]["exitCode"], 3);
+        assert_eq!(status["restartCount"], 0);
+        let succeeds = cluster.get_json(&["pod", "succeeds"])?;
+        ensure!(
+            succeeds["status"]["phase"] == "Succeeded",
+            "succeeds: {}",
+            succeeds["status"]
+        );
+        let missing = cluster.get_json(&["pod", "missing"])?;
+        let waiting = &missing["status"]["containerStatuses"][0]["state"]["waiting"];
+        ensure!(
+            waiting["reason"] == "ErrImagePull",
+            "missing: {}",
+            missing["status"]
+        );
+        assert_eq!(missing["status"]["phase"], "Pending");
+        let unhealthy = cluster.get_json(&["pod", "unhealthy"])?;
+        let restarts = unhealthy["status"]["containerStatuses"][0]["restartCount"].as_u64();
+        ensure!(restarts >= Some(1), "unhealthy: {}", unhealthy["status"]);
+        Ok(())
+    })?;
+    let events =
+        cluster.get_json(&["events", "--field-selector", "involvedObject.name=missing"])?;
+    let messages: Vec<&str> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == "Failed")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    ensure!(
+        messages
+            .iter()
+            .any(|m| m.contains("image \"nginx:1.27\" is not in the image catalog")),
+        "events: {messages:?}"
+    );
+    let unhealthy = cluster.get_json(&[
+        "events",
+        "--field-selector",
+        "involvedObject.name=unhealthy",
+    ])?;
+    ensure!(
+        unhealthy["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "Unhealthy"),
+        "no Unhealthy event"
+    );
+    Ok(())
+}

@@ -263,6 +263,22 @@ impl Cluster {
         crate::Netns::existing(&name)
     }
 
+    /// Leaves everything running after this process exits (`cargo xtask up`);
+    /// `run::destroy(id)` removes it later.
+    pub fn detach(self) -> Result<crate::RunId> {
+        let Cluster {
+            agents,
+            control,
+            topology,
+            ..
+        } = self;
+        for agent in agents.into_iter().flatten() {
+            agent.release();
+        }
+        control.release();
+        topology.detach()
+    }
+
     /// The control plane's log so far.
     pub fn control_log(&self) -> String {
         self.control.log()

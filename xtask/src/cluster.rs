@@ -1,16 +1,16 @@
 //! `cargo xtask up` / `down`: a local cluster made of network namespaces, left running for a user.
 //!
-//! For now the cluster is the harness topology, skiff-control in the underlay's namespace (so
-//! `kubectl` works from the host over the host link and from every node), and the test server on
-//! every node, each reached from another node across the underlay. Node agents and Services join
-//! it as their issues land.
+//! skiff-control in the underlay's namespace (so `kubectl` works from the host over the host
+//! link and from every node) and skiff-node on every node, running real Pods wired by skiff-cni
+//! over a VXLAN or host-gw node network. A demo Deployment of the test server shows it working:
+//! every Pod answers the others across nodes. The Service proxy joins with its issue.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use skiff_tests::{Topology, TopologyOptions, run, wait};
+use serde_json::Value;
+use skiff_tests::{Cluster, ClusterOptions, TopologyOptions, run, wait};
 
 use crate::{setup, shell};
 
@@ -19,10 +19,13 @@ pub struct UpArgs {
     /// How many nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// How Pod traffic crosses between nodes.
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw"])]
+    overlay: String,
 }
 
-const HTTP_PORT: u16 = 8080;
-const API_PORT: u16 = 6443;
+/// The demo's size.
+const DEMO_REPLICAS: usize = 3;
 
 pub fn up(args: &UpArgs) -> Result<()> {
     if !shell::is_root() {
@@ -37,132 +40,150 @@ pub fn up(args: &UpArgs) -> Result<()> {
         "skiff-tests",
         "-p",
         "skiff-control",
+        "-p",
+        "skiff-node",
+        "-p",
+        "skiff-cni",
         "--bins",
     ]))?;
-    let server = shell::root().join("target/debug/skiff-test-server");
-    let control = shell::root().join("target/debug/skiff-control");
-
     for id in run::detached_runs() {
         println!("taking down the cluster already up (run {id})");
         run::destroy(&id)?;
     }
 
-    shell::step(&format!("up: {} nodes", args.nodes));
+    shell::step(&format!("up: {} nodes ({})", args.nodes, args.overlay));
     let started = Instant::now();
-    let options = TopologyOptions {
-        nodes: args.nodes,
-        host_link: true,
-        label: "up".to_owned(),
-        log_root: shell::root().join("target/skiff-up"),
+    let options = ClusterOptions {
+        topology: TopologyOptions {
+            host_link: true,
+            log_root: shell::root().join("target/skiff-up"),
+            ..TopologyOptions::nodes(args.nodes, "up")
+        },
+        overlay: args.overlay.clone(),
+        ..ClusterOptions::nodes(args.nodes, "up")
     };
-    let topology = Topology::build(&options)?;
+    let cluster = Cluster::start(&options)?;
+    let topology = cluster.topology();
     println!(
-        "underlay {} in namespace {}, control plane address {}",
-        topology.underlay_cidr(),
-        topology.control_plane_netns().name(),
-        topology.control_plane_ip()
+        "control plane  https://{}:6443 in namespace {}",
+        topology.control_plane_ip(),
+        topology.control_plane_netns().name()
     );
-    let data_dir = shell::root().join("target/skiff-up/control");
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let cp_ip = topology.control_plane_ip().to_string();
-    let apiserver = topology.spawn(
-        topology.control_plane_netns(),
-        "skiff-control",
-        &[
-            &control.to_string_lossy(),
-            "--data-dir",
-            &data_dir.to_string_lossy(),
-            "--bind-address",
-            &cp_ip,
-            "--advertise-address",
-            &cp_ip,
-        ],
-        &[],
-    )?;
-    let kubeconfig = data_dir.join("admin.kubeconfig");
-    wait::wait_for_tcp(
-        Some(&topology.node(1).netns),
-        SocketAddr::from((topology.control_plane_ip(), API_PORT)),
-        Duration::from_secs(20),
-    )
-    .context("skiff-control did not start listening")?;
-    println!("control  {cp_ip:<16} https://{cp_ip}:{API_PORT}");
-    let server_path = server.to_string_lossy().into_owned();
-    let mut servers = Vec::new();
-    for node in topology.nodes() {
-        let pod = format!("{}-echo", node.name);
-        servers.push(topology.spawn(
-            &node.netns,
-            &pod,
-            &[&server_path, "--http-port", &HTTP_PORT.to_string()],
-            &[("POD_NAME", &pod)],
-        )?);
+    let nodes = wait::retry(Duration::from_secs(60), || {
+        let list = cluster.get_json(&["nodes"])?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let ready = items
+            .iter()
+            .filter(|n| n["spec"]["podCIDR"].is_string() && condition(n, "Ready"))
+            .count();
+        ensure!(ready == args.nodes, "{ready} of {} nodes ready", args.nodes);
+        Ok(items)
+    })
+    .context("the nodes did not become ready")?;
+    for node in &nodes {
+        let name = node["metadata"]["name"].as_str().unwrap_or_default();
         println!(
-            "{:<8} {:<16} netns {}",
-            node.name,
-            node.ip,
-            node.netns.name()
+            "node {name:<6} {:<15} podCIDR {:<14} netns {}",
+            internal_ip(node),
+            node["spec"]["podCIDR"].as_str().unwrap_or_default(),
+            topology
+                .nodes()
+                .iter()
+                .find(|n| n.name == name)
+                .map_or("", |n| n.netns.name())
         );
     }
-    for node in topology.nodes() {
-        wait::wait_for_http(
-            Some(&node.netns),
-            SocketAddr::from((node.ip, HTTP_PORT)),
-            "/healthz",
-            Duration::from_secs(10),
-        )
-        .with_context(|| format!("the test server on {} did not come up", node.name))?;
-    }
-    let elapsed = started.elapsed();
 
-    shell::step("up: curl each node's server from the next node, across the underlay");
-    let nodes = topology.nodes();
-    for (i, target) in nodes.iter().enumerate() {
-        let client = &nodes[(i + 1) % nodes.len()];
-        let url = format!("http://{}:{HTTP_PORT}/", target.ip);
-        let reply = client.netns.exec(
+    shell::step("up: a demo Deployment of the test server");
+    let replicas = format!("--replicas={DEMO_REPLICAS}");
+    cluster.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=skiff/test-server",
+        &replicas,
+    ])?;
+    cluster.kubectl(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ])?;
+    let pods = wait::retry(Duration::from_secs(60), || {
+        let list = cluster.get_json(&["pods", "-l", "app=web"])?;
+        let ready: Vec<Value> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"]["phase"] == "Running" && condition(p, "Ready"))
+            .cloned()
+            .collect();
+        ensure!(
+            ready.len() == DEMO_REPLICAS,
+            "{} of {DEMO_REPLICAS} Pods ready",
+            ready.len()
+        );
+        Ok(ready)
+    })
+    .context("the demo Pods did not become ready")?;
+    let elapsed = started.elapsed();
+    print!("{}", cluster.kubectl(&["get", "pods", "-o", "wide"])?);
+
+    shell::step("up: every demo Pod curls the next one, across nodes");
+    for (i, from) in pods.iter().enumerate() {
+        let to = &pods[(i + 1) % pods.len()];
+        let url = format!(
+            "http://{}:8080/",
+            to["status"]["podIP"].as_str().unwrap_or_default()
+        );
+        let ns = cluster.pod_netns(
+            from["spec"]["nodeName"].as_str().unwrap_or_default(),
+            from["metadata"]["uid"].as_str().unwrap_or_default(),
+        );
+        let reply = ns.exec(
             &["curl", "-sS", "--max-time", "5", &url],
             Duration::from_secs(10),
         )?;
-        answered_by(&reply, &format!("{}-echo", target.name))?;
-        println!("{} $ curl {url}\n  {}", client.name, reply.trim());
+        let want = to["metadata"]["name"].as_str().unwrap_or_default();
+        ensure!(
+            reply.split_whitespace().next() == Some(want),
+            "expected an answer from {want}, got {:?}",
+            reply.trim()
+        );
+        println!(
+            "{} ({}) $ curl {url}\n  {}",
+            from["metadata"]["name"].as_str().unwrap_or_default(),
+            from["spec"]["nodeName"].as_str().unwrap_or_default(),
+            reply.trim()
+        );
     }
-    let host_ip = topology.host_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let url = format!("http://{}:{HTTP_PORT}/", nodes[0].ip);
-    let reply =
-        shell::probe(std::process::Command::new("curl").args(["-sS", "--max-time", "5", &url]))
-            .with_context(|| format!("the host ({host_ip}) could not reach {url}"))?;
-    answered_by(&reply, &format!("{}-echo", nodes[0].name))?;
-    println!("host $ curl {url}\n  {}", reply.trim());
 
-    shell::step("up: kubectl from the host, through the host link");
-    let kubectl = std::process::Command::new("kubectl")
-        .args(["get", "namespaces"])
-        .env("KUBECONFIG", &kubeconfig)
-        .output()
-        .context("cannot run kubectl")?;
-    anyhow::ensure!(
-        kubectl.status.success(),
-        "kubectl could not reach skiff-control: {}",
-        String::from_utf8_lossy(&kubectl.stderr)
-    );
-    println!(
-        "$ kubectl get namespaces\n{}",
-        String::from_utf8_lossy(&kubectl.stdout).trim_end()
-    );
-
+    let kubeconfig = shell::root().join("target/skiff-up/admin.kubeconfig");
+    std::fs::copy(cluster.admin_kubeconfig(), &kubeconfig)
+        .context("cannot copy the admin kubeconfig")?;
+    let service =
+        cluster.kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
+    let first_node = topology.node(1).netns.name().to_owned();
+    let first_pod = pods[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let pod_ns = cluster
+        .pod_netns(
+            pods[0]["spec"]["nodeName"].as_str().unwrap_or_default(),
+            pods[0]["metadata"]["uid"].as_str().unwrap_or_default(),
+        )
+        .name()
+        .to_owned();
     let logs = topology.run().log_dir().to_path_buf();
-    let first_ns = nodes[0].netns.name().to_owned();
-    for server in servers {
-        server.release();
-    }
-    apiserver.release();
-    let id = topology.detach()?;
+    let id = cluster.detach()?;
     println!(
-        "\ncluster {id} up in {:.2}s (building aside)\n\n\
+        "\ncluster {id} up in {:.1}s (building aside); Service web has ClusterIP {service}\n\n\
          use kubectl:      export KUBECONFIG={}\n\
-         enter a node:     ip netns exec {first_ns} bash\n\
-         process logs:     {}\n\
+         enter a node:     ip netns exec {first_node} bash\n\
+         enter a Pod:      ip netns exec {pod_ns} bash      # {first_pod}\n\
+         logs and state:   {}\n\
          take it down:     cargo xtask down",
         elapsed.as_secs_f64(),
         kubeconfig.display(),
@@ -171,12 +192,22 @@ pub fn up(args: &UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// A connect alone proves nothing here: the reply must name the server that should answer.
-fn answered_by(reply: &str, server: &str) -> Result<()> {
-    if reply.split_whitespace().next() != Some(server) {
-        bail!("expected an answer from {server}, got {:?}", reply.trim());
-    }
-    Ok(())
+fn condition(object: &Value, kind: &str) -> bool {
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == kind && c["status"] == "True")
+}
+
+fn internal_ip(node: &Value) -> &str {
+    node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or_default()
 }
 
 pub fn down() -> Result<()> {

@@ -564,14 +564,7 @@ fn subset_of(new: &Value, old: &Value) -> bool {
 }
 
 fn error_text(err: &RuntimeError) -> String {
-    let mut text = err.to_string();
-    let mut cause = std::error::Error::source(err);
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
+    skiff_cni::error_chain(err)
 }
 
 #[cfg(test)]

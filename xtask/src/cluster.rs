@@ -176,13 +176,19 @@ pub fn up(args: &UpArgs) -> Result<()> {
         )
         .name()
         .to_owned();
+    let other_pod_ip = pods[1 % pods.len()]["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let logs = topology.run().log_dir().to_path_buf();
     let id = cluster.detach()?;
     println!(
         "\ncluster {id} up in {:.1}s (building aside); Service web has ClusterIP {service}\n\n\
          use kubectl:      export KUBECONFIG={}\n\
+         in a Pod:         cargo xtask exec {first_pod} -- curl -s {other_pod_ip}:8080\n\
+         on a node:        cargo xtask exec --node node1 -- ip route\n\
          enter a node:     ip netns exec {first_node} bash\n\
-         enter a Pod:      ip netns exec {pod_ns} bash      # {first_pod}\n\
+         enter a Pod:      ip netns exec {pod_ns} bash\n\
          logs and state:   {}\n\
          take it down:     cargo xtask down",
         elapsed.as_secs_f64(),

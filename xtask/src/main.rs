@@ -1,12 +1,13 @@
 //! `cargo xtask`: the project's own commands, so a fresh machine needs only cargo to start.
 //!
 //! `setup` installs what the machine lacks, `up`/`down` bring a local cluster up and take it
-//! down, `test` runs every check CI runs, `build-ebpf` builds the kernel-side programs, and
+//! down, `exec` runs a command in one of its Pods or nodes, `test` runs every check CI runs, `build-ebpf` builds the kernel-side programs, and
 //! `bench` runs benchmarks against a baseline measured in the same run.
 
 mod bench;
 mod cluster;
 mod ebpf;
+mod exec;
 mod setup;
 mod shell;
 mod tally;
@@ -30,6 +31,8 @@ enum Command {
     Up(cluster::UpArgs),
     /// Remove everything `up` made.
     Down,
+    /// Run a command in a Pod's (or with --node, a node's) network namespace of the cluster up.
+    Exec(exec::ExecArgs),
     /// Run every check: fmt, clippy, unit tests, the eBPF build, the network-namespace suite.
     Test(test::TestArgs),
     /// Build the kernel-side eBPF programs to a BPF object and check the kernel accepts it.
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
         Command::Setup => setup::run_all(),
         Command::Up(args) => cluster::up(&args),
         Command::Down => cluster::down(),
+        Command::Exec(args) => exec::exec(&args),
         Command::Test(args) => test::run(&args),
         Command::BuildEbpf => ebpf::build_and_check().map(drop),
         Command::Bench(args) => bench::run(&args),

@@ -1,0 +1,74 @@
+//! `cargo xtask exec`: run a command inside a Pod's or a node's network namespace of the
+//! cluster `cargo xtask up` left running, the way `kubectl exec` would with containers:
+//!
+//! ```text
+//! cargo xtask exec web-648d95fdf6-2fxc9 -- curl -s 10.96.0.2
+//! cargo xtask exec --node node2 -- ip route
+//! ```
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use skiff_tests::run;
+
+use crate::shell;
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Run on this node (`node1`, ...) instead of in a Pod.
+    #[arg(long, conflicts_with = "pod")]
+    node: Option<String>,
+    /// The Pod's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The Pod.
+    #[arg(required_unless_present = "node")]
+    pod: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(args: &ExecArgs) -> Result<()> {
+    let id = match run::detached_runs().as_slice() {
+        [id] => id.clone(),
+        [] => bail!("no cluster is up: `cargo xtask up` first"),
+        _ => bail!("several clusters are up: `cargo xtask down` and up again"),
+    };
+    let netns = match (&args.node, &args.pod) {
+        (Some(node), _) => {
+            let n = node
+                .strip_prefix("node")
+                .filter(|n| n.parse::<usize>().is_ok())
+                .with_context(|| format!("nodes are named node1, node2, ...: not {node:?}"))?;
+            id.object(&format!("n{n}"))
+        }
+        (None, Some(pod)) => {
+            let kubeconfig = shell::root().join("target/skiff-up/admin.kubeconfig");
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["get", "pod", pod, "-n", &args.namespace])
+                .args(["-o", "jsonpath={.spec.nodeName} {.metadata.uid}"])
+                .output()
+                .context("cannot run kubectl")?;
+            if !out.status.success() {
+                bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (node, uid) = text
+                .split_once(' ')
+                .filter(|(node, _)| !node.is_empty())
+                .with_context(|| format!("pod {pod} is not on a node yet"))?;
+            id.object(&format!("{node}-{uid}"))
+        }
+        (None, None) => bail!("name a Pod or --node"),
+    };
+    let status = Command::new("ip")
+        .args(["netns", "exec", &netns])
+        .args(&args.command)
+        .status()
+        .context("cannot run ip netns exec")?;
+    std::process::exit(status.code().unwrap_or(1))
+}

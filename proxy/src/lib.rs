@@ -5,4 +5,9 @@
 //! model decides *what* each Service means on this node once, so the iptables data plane here
 //! and the eBPF one to come differ only in *how* they program it.
 
+pub mod conntrack;
+pub mod dataplane;
+pub mod iptables;
 pub mod model;
+
+pub use dataplane::{Dataplane, DataplaneError, SyncReport};

@@ -11,3 +11,11 @@ pub mod iptables;
 pub mod model;
 
 pub use dataplane::{Dataplane, DataplaneError, SyncReport};
+pub mod healthcheck;
+pub mod metrics;
+pub mod proxy;
+pub mod runner;
+pub mod server;
+
+pub use proxy::{Proxy, ProxyConfig, ProxyError};
+pub mod explain;

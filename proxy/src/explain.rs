@@ -119,4 +119,39 @@ mod tests {
         assert!(text.contains("endpoint: 10.244.2.2:8080 (50.0%)"), "{text}");
         assert!(text.contains("verdict: accepted"), "{text}");
     }
+
+    #[test]
+    fn marks_as_iptables_save_spells_them_are_understood() {
+        // `--or-mark` comes back from the kernel as `--set-xmark V/V`, `--xor-mark` as `V/0x0`.
+        let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:SKIFF-MARK-MASQ - [0:0]\n:SKIFF-POSTROUTING - [0:0]\n\
+            -A PREROUTING -d 10.96.0.10/32 -j SKIFF-MARK-MASQ\n\
+            -A PREROUTING -d 10.96.0.10/32 -p tcp -j DNAT --to-destination 10.244.2.2:8080\n\
+            -A POSTROUTING -j SKIFF-POSTROUTING\n\
+            -A SKIFF-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n\
+            -A SKIFF-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+            -A SKIFF-POSTROUTING -j MARK --set-xmark 0x4000/0x0\n\
+            -A SKIFF-POSTROUTING -j MASQUERADE --random-fully\nCOMMIT\n";
+        let target = "10.96.0.10:80".parse().unwrap();
+        let text = explain(
+            save,
+            &[],
+            Ipv4Addr::new(192, 0, 2, 1),
+            false,
+            target,
+            Protocol::Tcp,
+        )
+        .unwrap();
+        assert!(text.contains("masquerade: yes"), "{text}");
+        let other = "10.96.0.11:80".parse().unwrap();
+        let text = explain(
+            save,
+            &[],
+            Ipv4Addr::new(192, 0, 2, 1),
+            false,
+            other,
+            Protocol::Tcp,
+        )
+        .unwrap();
+        assert!(text.contains("masquerade: no"), "{text}");
+    }
 }

@@ -368,6 +368,70 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
         dropped.is_err(),
         "node1 answered for an eTP Local Service without a local endpoint: {dropped:?}"
     );
+
+    // What the node's own tools say: metrics, health, explain.
+    let node1_ns = world.node(1).netns.clone();
+    let (metrics, healthz) = node1_ns.run(|| {
+        let metrics = wait::http_get(
+            "127.0.0.1:10249".parse()?,
+            "/metrics",
+            Duration::from_secs(2),
+        )?;
+        let healthz = wait::http_get(
+            "127.0.0.1:10256".parse()?,
+            "/healthz",
+            Duration::from_secs(2),
+        )?;
+        Ok((metrics, healthz))
+    })?;
+    assert_eq!(metrics.status, 200);
+    for name in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"}",
+        "kubeproxy_network_programming_duration_seconds",
+    ] {
+        assert!(
+            metrics.body.contains(name),
+            "/metrics lacks {name}:\n{}",
+            metrics.body
+        );
+    }
+    assert_eq!(healthz.status, 200, "{}", healthz.body);
+    let bin = binaries::binary("skiff-proxy")?;
+    let bin = bin.to_string_lossy();
+    let source = world.pod(1).ip.to_string();
+    let explained = node1_ns.exec(
+        &[
+            &bin,
+            "explain",
+            &format!("{web_ip}:80/tcp"),
+            "--source",
+            &source,
+        ],
+        Duration::from_secs(10),
+    )?;
+    assert!(
+        explained.contains("default/web:p/tcp cluster IP"),
+        "{explained}"
+    );
+    assert_eq!(
+        explained.matches("endpoint: ").count(),
+        NODES,
+        "{explained}"
+    );
+    assert!(explained.contains("verdict: accepted"), "{explained}");
+    let explained = node1_ns.exec(
+        &[
+            &bin,
+            "explain",
+            &format!("{empty_ip}:80/tcp"),
+            "--source",
+            &source,
+        ],
+        Duration::from_secs(10),
+    )?;
+    assert!(explained.contains("verdict: rejected"), "{explained}");
     Ok(())
 }
 

@@ -294,8 +294,19 @@ impl Tables {
                         state.mark |= or;
                     } else if let Some(xor) = bits("--xor-mark") {
                         state.mark ^= xor;
+                    } else if let Some((value, mask)) =
+                        option_value(rule, "--set-xmark").and_then(|v| v.split_once('/'))
+                    {
+                        // iptables-save spells --or-mark V as V/V and --xor-mark V as V/0x0.
+                        let (value, mask) = (parse_hex(value), parse_hex(mask));
+                        let (Some(value), Some(mask)) = (value, mask) else {
+                            return Err(unsupported("bad --set-xmark"));
+                        };
+                        state.mark = (state.mark & !mask) ^ value;
                     } else {
-                        return Err(unsupported("MARK without --or-mark/--xor-mark"));
+                        return Err(unsupported(
+                            "MARK without --or-mark, --xor-mark or --set-xmark",
+                        ));
                     }
                 }
                 "MASQUERADE" => {

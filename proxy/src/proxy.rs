@@ -333,29 +333,3 @@ async fn watch_node(client: kube::Client, name: String, shared: Arc<Shared>) {
         }
     }
 }
-
-/// Reads Services and EndpointSlices once and returns the node's desired state (for `explain`
-/// and tools).
-pub async fn snapshot(
-    client: kube::Client,
-    node: NodeFacts,
-) -> Result<crate::model::DesiredState, kube::Error> {
-    let mut services = ServiceChangeTracker::new();
-    let list = Api::<Service>::all(client.clone())
-        .list(&Default::default())
-        .await?;
-    for s in &list.items {
-        services.update(s);
-    }
-    let mut slices = EndpointSliceTracker::new();
-    let params = kube::api::ListParams::default().labels(SLICE_SELECTOR);
-    let list = Api::<EndpointSlice>::all(client).list(&params).await?;
-    for s in &list.items {
-        slices.update(s);
-    }
-    let mut service_map = ServiceMap::new();
-    service_map.apply(&mut services);
-    let mut endpoints = EndpointsMap::new();
-    endpoints.apply(&mut slices);
-    Ok(desired_state(&service_map, &endpoints, &node))
-}

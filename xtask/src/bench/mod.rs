@@ -30,6 +30,8 @@ enum BenchName {
     Apiserver,
     /// Pods scheduled/s with 100 and 1000 Nodes against binding them directly.
     Scheduler,
+    /// skiff's iptables sync at 1k/5k/10k Services against a kube-proxy-shaped ruleset.
+    ProxyIptables,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -75,6 +77,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "scheduler",
             "the same Pods created and bound directly through the binding API",
             example::run("scheduler-bench")?,
+        ),
+        BenchName::ProxyIptables => (
+            "proxy-iptables",
+            "kube-proxy's iptables ruleset for the same Services, same iptables-restore, same netns",
+            example::run_in("skiff-proxy", "proxy-iptables-bench")?,
         ),
     };
     print_table(name, baseline, &figures);

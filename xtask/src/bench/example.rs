@@ -1,5 +1,6 @@
-//! Benchmarks whose measuring runs in a release build of an example of the control crate
-//! (control/examples), which prints its figures as one JSON array on its last line.
+//! Benchmarks whose measuring runs in a release build of an example of a workspace crate
+//! (control/examples, proxy/examples), which prints its figures as one JSON array on its last
+//! line.
 
 use anyhow::{Context, Result};
 
@@ -8,12 +9,17 @@ use crate::shell;
 
 /// Builds and runs `control/examples/<example>` in release; returns the figures it printed.
 pub fn run(example: &str) -> Result<Vec<Figure>> {
+    run_in("skiff-control", example)
+}
+
+/// Builds and runs example `example` of `package` in release; returns the figures it printed.
+pub fn run_in(package: &str, example: &str) -> Result<Vec<Figure>> {
     shell::run(shell::cargo().args([
         "build",
         "--locked",
         "--release",
         "-p",
-        "skiff-control",
+        package,
         "--example",
         example,
     ]))?;

@@ -34,6 +34,8 @@ enum BenchName {
     /// CNI ADD/DEL p50/p99, skiff-cni against Debian's bridge + host-local; Pod-to-Pod TCP
     /// throughput over host-gw and VXLAN against the bare underlay.
     Cni,
+    /// skiff's iptables sync at 1k/5k/10k Services against a kube-proxy-shaped ruleset.
+    ProxyIptables,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -91,6 +93,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "ADD/DEL: Debian's reference bridge + host-local on the same Pods; TCP: the bare \
              underlay between the same two nodes",
             cni::run(args.iterations.unwrap_or(200))?,
+        ),
+        BenchName::ProxyIptables => (
+            "proxy-iptables",
+            "kube-proxy's iptables ruleset for the same Services, same iptables-restore, same netns",
+            example::run_in("skiff-proxy", "proxy-iptables-bench")?,
         ),
     };
     print_table(name, baseline, &figures);

@@ -1,0 +1,222 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::conntrack::FakeConntrack;
+use crate::model::{
+    DesiredService, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
+};
+
+fn name(n: u8) -> ServicePortName {
+    ServicePortName::new("ns", &format!("svc{n}"), "", Protocol::Tcp)
+}
+
+fn service(n: u8, endpoints: &[u8]) -> DesiredService {
+    let eps: Vec<EndpointAddr> = endpoints
+        .iter()
+        .map(|last| EndpointAddr {
+            ip: Ipv4Addr::new(10, 244, n, *last),
+            port: 8080,
+            local: false,
+        })
+        .collect();
+    DesiredService {
+        port: ServicePort {
+            cluster_ips: vec![Ipv4Addr::new(10, 96, 0, n)],
+            port: 80,
+            ..ServicePort::default()
+        },
+        internal_endpoints: eps,
+        external_endpoints: Vec::new(),
+        has_endpoints: !endpoints.is_empty(),
+        local_ready: 0,
+    }
+}
+
+fn state(services: &[(u8, &[u8])]) -> DesiredState {
+    DesiredState {
+        node: NodeFacts {
+            name: "n1".into(),
+            ips: vec![Ipv4Addr::new(172, 31, 0, 11)],
+            zone: None,
+            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        },
+        services: services
+            .iter()
+            .map(|(n, eps)| (name(*n), service(*n, eps)))
+            .collect(),
+    }
+}
+
+type Plane = IptablesDataplane<FakeIptables, FakeConntrack>;
+
+fn plane() -> (Plane, FakeIptables) {
+    let fake = FakeIptables::new();
+    let plane = IptablesDataplane::new(
+        fake.clone(),
+        FakeConntrack::default(),
+        RenderOptions::default(),
+    );
+    (plane, fake)
+}
+
+fn nat_text(fake: &FakeIptables) -> String {
+    fake.restores()
+        .into_iter()
+        .filter(|(t, _)| *t == Table::Nat)
+        .map(|(_, text)| text)
+        .collect()
+}
+
+#[test]
+fn the_first_sync_is_full_and_hooks_are_inserted_once() {
+    let (mut plane, fake) = plane();
+    let report = plane.sync(&state(&[(1, &[1, 2])])).unwrap();
+    assert!(report.full);
+    assert!(report.rules["nat"] > 0);
+    let prerouting = &fake.chains(Table::Nat)["PREROUTING"];
+    assert_eq!(prerouting.len(), 1);
+    assert!(prerouting[0].ends_with("-j SKIFF-SERVICES"));
+    assert_eq!(fake.chains(Table::Filter)["INPUT"].len(), 2);
+    // Forced full syncs find the hooks in place and add none.
+    plane.force_full_sync();
+    assert!(plane.sync(&state(&[(1, &[1, 2])])).unwrap().full);
+    assert_eq!(fake.chains(Table::Nat)["PREROUTING"].len(), 1);
+    assert_eq!(fake.chains(Table::Filter)["OUTPUT"].len(), 2);
+}
+
+#[test]
+fn a_partial_sync_writes_only_the_changed_services_chain() {
+    let (mut plane, fake) = plane();
+    plane.sync(&state(&[(1, &[1, 2]), (2, &[1])])).unwrap();
+    fake.clear_history();
+    let report = plane.sync(&state(&[(1, &[1, 2]), (2, &[1, 2])])).unwrap();
+    assert!(!report.full);
+    let text = nat_text(&fake);
+    let declared: Vec<&str> = text.lines().filter(|l| l.starts_with(':')).collect();
+    assert_eq!(
+        declared,
+        [format!(":{} - [0:0]", render::svc_chain(&name(2)))]
+    );
+    assert!(
+        fake.restores().iter().all(|(t, _)| *t == Table::Nat),
+        "filter did not change"
+    );
+    // The kernel holds exactly what a full render says.
+    let expected = render::render(
+        &state(&[(1, &[1, 2]), (2, &[1, 2])]),
+        &RenderOptions::default(),
+    );
+    for (chain, rules) in expected.chains(Table::Nat) {
+        assert_eq!(&fake.chains(Table::Nat)[chain], rules, "{chain}");
+    }
+}
+
+#[test]
+fn nothing_changed_means_no_restore_at_all() {
+    let (mut plane, fake) = plane();
+    plane.sync(&state(&[(1, &[1])])).unwrap();
+    fake.clear_history();
+    let report = plane.sync(&state(&[(1, &[1])])).unwrap();
+    assert_eq!(report.written, 0);
+    assert!(fake.restores().is_empty());
+}
+
+#[test]
+fn a_removed_service_loses_its_chain_and_an_emptied_one_is_rejected() {
+    let (mut plane, fake) = plane();
+    plane.sync(&state(&[(1, &[1]), (2, &[1])])).unwrap();
+    plane.sync(&state(&[(2, &[])])).unwrap();
+    let nat = fake.chains(Table::Nat);
+    assert!(
+        nat.keys().all(|c| !c.starts_with("SKIFF-SVC-")),
+        "{:?}",
+        nat.keys()
+    );
+    let rejects = &fake.chains(Table::Filter)["SKIFF-SERVICES"];
+    assert_eq!(rejects.len(), 1);
+    assert!(rejects[0].starts_with("-d 10.96.0.2/32 -p tcp") && rejects[0].ends_with("-j REJECT"));
+}
+
+#[test]
+fn after_a_failed_sync_the_next_one_is_full() {
+    let (mut plane, fake) = plane();
+    plane.sync(&state(&[(1, &[1])])).unwrap();
+    fake.fail_next_restores(1);
+    assert!(plane.sync(&state(&[(1, &[1, 2])])).is_err());
+    let report = plane.sync(&state(&[(1, &[1, 2])])).unwrap();
+    assert!(report.full);
+    let svc = &fake.chains(Table::Nat)[&render::svc_chain(&name(1))];
+    assert_eq!(svc.iter().filter(|r| r.contains("DNAT")).count(), 2);
+}
+
+#[test]
+fn a_restarted_proxy_removes_chains_it_no_longer_wants() {
+    let fake = FakeIptables::new();
+    let mut first = IptablesDataplane::new(
+        fake.clone(),
+        FakeConntrack::default(),
+        RenderOptions::default(),
+    );
+    first.sync(&state(&[(1, &[1]), (2, &[1])])).unwrap();
+    let mut second = IptablesDataplane::new(
+        fake.clone(),
+        FakeConntrack::default(),
+        RenderOptions::default(),
+    );
+    second.sync(&state(&[(2, &[1])])).unwrap();
+    let nat = fake.chains(Table::Nat);
+    assert!(!nat.contains_key(&render::svc_chain(&name(1))));
+    assert!(nat.contains_key(&render::svc_chain(&name(2))));
+    assert_eq!(nat["PREROUTING"].len(), 1);
+}
+
+#[test]
+fn cleanup_leaves_no_chain_or_hook_of_ours() {
+    let (mut plane, fake) = plane();
+    plane.sync(&state(&[(1, &[1]), (2, &[])])).unwrap();
+    plane.cleanup().unwrap();
+    for table in Table::ALL {
+        let save = fake.save(table).unwrap();
+        assert!(!save.contains("SKIFF-"), "{save}");
+    }
+    // A second cleanup has nothing to do.
+    fake.clear_history();
+    plane.cleanup().unwrap();
+    assert!(fake.restores().is_empty());
+}
+
+#[test]
+fn many_services_are_dispatched_through_a_prefix_tree() {
+    let services: Vec<(u8, &[u8])> = (1..=200).map(|n| (n, &[1u8][..])).collect();
+    let ruleset = render::render(&state(&services), &RenderOptions::default());
+    let nat = ruleset.chains(Table::Nat);
+    let top = &nat["SKIFF-SERVICES"];
+    assert!(top.len() <= 17, "{} rules at the top", top.len());
+    assert!(nat.keys().any(|c| c.starts_with("SKIFF-DST-")));
+    // Every one of them is still reached.
+    let tables = trace::Tables::from_ruleset(&ruleset);
+    for n in [1u8, 77, 200] {
+        let t = tables
+            .trace(&trace::Packet {
+                src: Ipv4Addr::new(10, 244, 9, 9),
+                dst: Ipv4Addr::new(10, 96, 0, n),
+                protocol: Protocol::Tcp,
+                dport: 80,
+                from_node: false,
+            })
+            .unwrap();
+        assert_eq!(
+            t.endpoints(),
+            [std::net::SocketAddrV4::new(
+                Ipv4Addr::new(10, 244, n, 1),
+                8080
+            )]
+        );
+        let hops = t
+            .path
+            .iter()
+            .filter(|c| c.starts_with("nat/SKIFF-DST-"))
+            .count();
+        assert!((1..=2).contains(&hops), "{:?}", t.path);
+    }
+}

@@ -1,0 +1,211 @@
+//! `skiff-proxy`: the service proxy on its own, a drop-in for kube-proxy against any apiserver.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::Ipv4Net;
+use skiff_proxy::conntrack::RealConntrack;
+use skiff_proxy::iptables::{Iptables, IptablesDataplane, RealIptables, RenderOptions, Table};
+use skiff_proxy::runner::Intervals;
+use skiff_proxy::{Dataplane, Proxy, ProxyConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skiff-proxy",
+    about = "skiff's service proxy (kube-proxy replacement)"
+)]
+struct Args {
+    /// kubeconfig to reach the apiserver (default: in-cluster or ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    hostname_override: Option<String>,
+    /// The cluster's Pod CIDR: traffic to Services from outside it is masqueraded.
+    #[arg(long)]
+    cluster_cidr: Option<Ipv4Net>,
+    /// Which data plane.
+    #[arg(long, value_enum, default_value = "iptables")]
+    proxy_mode: Mode,
+    /// Where to serve /metrics (empty: nowhere).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: String,
+    /// Where to serve /healthz (empty: nowhere).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: String,
+    /// Least time between syncs (batches bursts).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    min_sync_period: Duration,
+    /// Most time between syncs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    sync_period: Duration,
+    /// Do not answer NodePorts on 127.0.0.1 (and leave route_localnet alone).
+    #[arg(long)]
+    no_localhost_nodeports: bool,
+    /// Remove every rule and chain skiff-proxy made, then exit.
+    #[arg(long)]
+    cleanup: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Explain what this node does with a connection to ip:port/proto (from its live rules).
+    Explain {
+        /// e.g. 10.96.0.10:53/udp.
+        target: String,
+        /// The client's address (default: an off-cluster client).
+        #[arg(long, default_value = "192.0.2.1")]
+        source: Ipv4Addr,
+        /// The connection starts on the node itself (nat OUTPUT) instead of arriving.
+        #[arg(long)]
+        from_node: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Iptables,
+    Ebpf,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn bind(text: &str) -> Result<Option<SocketAddr>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        text.parse()
+            .with_context(|| format!("bad address {text:?}"))?,
+    ))
+}
+
+fn local_addresses() -> Vec<Ipv4Addr> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace().skip_while(|w| *w != "inet");
+            words.next()?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Some(Command::Explain {
+        target,
+        source,
+        from_node,
+    }) = &args.command
+    {
+        let (target, protocol) = skiff_proxy::explain::parse_target(target)?;
+        let iptables = RealIptables::new();
+        let mut save = String::new();
+        for table in Table::ALL {
+            save.push_str(&iptables.save(table)?);
+        }
+        let text = skiff_proxy::explain::explain(
+            &save,
+            &local_addresses(),
+            *source,
+            *from_node,
+            target,
+            protocol,
+        )?;
+        print!("{text}");
+        return Ok(());
+    }
+    if args.proxy_mode == Mode::Ebpf {
+        bail!(
+            "--proxy-mode ebpf is not available yet (it arrives with the eBPF data plane); use iptables"
+        );
+    }
+    let render = RenderOptions {
+        localhost_nodeports: !args.no_localhost_nodeports,
+    };
+    let mut dataplane = IptablesDataplane::new(RealIptables::new(), RealConntrack, render.clone());
+    if args.cleanup {
+        dataplane.cleanup().context("cleanup failed")?;
+        println!("removed skiff-proxy's chains and rules");
+        return Ok(());
+    }
+    if render.localhost_nodeports {
+        // NodePorts on 127.0.0.1 need routing of loopback sources; kube-proxy sets the same.
+        if let Err(err) = std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "1") {
+            tracing::warn!(error = %err, "cannot set route_localnet; NodePorts on 127.0.0.1 will not answer");
+        }
+    }
+    let node_name = match &args.hostname_override {
+        Some(name) => name.clone(),
+        None => nix_hostname()?,
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let proxy_config = ProxyConfig {
+        node_name,
+        cluster_cidr: args.cluster_cidr,
+        intervals: Intervals {
+            min: args.min_sync_period,
+            max: args.sync_period,
+            ..Intervals::default()
+        },
+        render,
+        metrics_bind: bind(&args.metrics_bind_address)?,
+        healthz_bind: bind(&args.healthz_bind_address)?,
+    };
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    Proxy::run(client, proxy_config, dataplane, shutdown).await?;
+    Ok(())
+}
+
+fn nix_hostname() -> Result<String> {
+    let name =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read the hostname")?;
+    Ok(name.trim().to_owned())
+}

@@ -1,0 +1,239 @@
+//! L1 golden tests: YAML fixtures of Services and EndpointSlices → the exact restore text of a
+//! full sync on an empty node (`testdata/<name>.rules`), plus packet traces over that ruleset.
+//!
+//! Each fixture lists the node, the objects, and traces: a packet (source, destination, protocol,
+//! from a Pod or from the node itself) and what must happen to it — which endpoints it may be
+//! DNATed to (each with probability 1/n), whether it is masqueraded, and whether it is accepted,
+//! rejected or dropped. `UPDATE_GOLDEN=1 cargo test -p skiff-proxy --test golden` rewrites the
+//! `.rules` files; review their diff like code. Traces are never regenerated.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Deserialize;
+use skiff_proxy::iptables::render::{RenderOptions, render};
+use skiff_proxy::iptables::restore::{KernelTable, full};
+use skiff_proxy::iptables::trace::{Packet, Tables, Verdict};
+use skiff_proxy::iptables::{Ruleset, Table};
+use skiff_proxy::model::{
+    EndpointSliceTracker, EndpointsMap, NodeFacts, Protocol, ServiceChangeTracker, ServiceMap,
+    desired_state,
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Fixture {
+    node: FixtureNode,
+    #[serde(default)]
+    services: Vec<Service>,
+    #[serde(default)]
+    endpoint_slices: Vec<EndpointSlice>,
+    #[serde(default)]
+    traces: Vec<FixtureTrace>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FixtureNode {
+    name: String,
+    ips: Vec<Ipv4Addr>,
+    zone: Option<String>,
+    cluster_cidr: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FixtureTrace {
+    name: String,
+    src: Ipv4Addr,
+    /// `ip:port/proto`.
+    dst: String,
+    #[serde(default)]
+    from_node: bool,
+    #[serde(default)]
+    endpoints: Vec<SocketAddrV4>,
+    #[serde(default)]
+    masquerade: bool,
+    verdict: String,
+    /// Pin the client to this endpoint, then trace again: only it may answer.
+    pinned_to: Option<SocketAddrV4>,
+}
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata")
+}
+
+fn load(name: &str) -> (Fixture, Ruleset, String) {
+    let path = testdata().join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let fixture: Fixture =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut services = ServiceMap::new();
+    let mut service_tracker = ServiceChangeTracker::new();
+    for service in &fixture.services {
+        service_tracker.update(service);
+    }
+    services.apply(&mut service_tracker);
+    let mut endpoints = EndpointsMap::new();
+    let mut slice_tracker = EndpointSliceTracker::new();
+    for slice in &fixture.endpoint_slices {
+        slice_tracker.update(slice);
+    }
+    endpoints.apply(&mut slice_tracker);
+    let node = NodeFacts {
+        name: fixture.node.name.clone(),
+        ips: fixture.node.ips.clone(),
+        zone: fixture.node.zone.clone(),
+        cluster_cidr: fixture
+            .node
+            .cluster_cidr
+            .as_ref()
+            .map(|c| c.parse().unwrap()),
+    };
+    let desired = desired_state(&services, &endpoints, &node);
+    let ruleset = render(&desired, &RenderOptions::default());
+    let text: String = Table::ALL
+        .iter()
+        .map(|t| full(*t, &ruleset, &KernelTable::default()))
+        .collect();
+    (fixture, ruleset, text)
+}
+
+fn check_golden(name: &str, text: &str) {
+    let path = testdata().join(format!("{name}.rules"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing: run with UPDATE_GOLDEN=1", path.display()));
+    if expected != text {
+        panic!(
+            "{name}: rendered rules differ from {} (UPDATE_GOLDEN=1 rewrites it):\n{}",
+            path.display(),
+            diff(&expected, text)
+        );
+    }
+}
+
+fn diff(expected: &str, actual: &str) -> String {
+    let want: BTreeSet<&str> = expected.lines().collect();
+    let have: BTreeSet<&str> = actual.lines().collect();
+    let mut out = String::new();
+    for line in want.difference(&have) {
+        out.push_str(&format!("- {line}\n"));
+    }
+    for line in have.difference(&want) {
+        out.push_str(&format!("+ {line}\n"));
+    }
+    out
+}
+
+fn parse_dst(dst: &str) -> (Ipv4Addr, u16, Protocol) {
+    let (addr, proto) = dst.split_once('/').unwrap_or((dst, "tcp"));
+    let addr: SocketAddrV4 = addr.parse().unwrap();
+    (*addr.ip(), addr.port(), proto.parse().unwrap())
+}
+
+fn run_traces(name: &str, fixture: &Fixture, ruleset: &Ruleset) {
+    assert!(!fixture.traces.is_empty(), "{name} has no traces");
+    let base = Tables::from_ruleset(ruleset).with_local(fixture.node.ips.iter().copied());
+    for t in &fixture.traces {
+        let what = format!("{name}: {}", t.name);
+        let (dst, dport, protocol) = parse_dst(&t.dst);
+        let packet = Packet {
+            src: t.src,
+            dst,
+            protocol,
+            dport,
+            from_node: t.from_node,
+        };
+        let mut tables = base.clone();
+        let mut trace = tables
+            .trace(&packet)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        if let Some(pin) = t.pinned_to {
+            let choice = trace.choices.iter().find(|c| c.endpoint == pin);
+            let list = choice
+                .and_then(|c| c.records.clone())
+                .unwrap_or_else(|| panic!("{what}: no affinity recorded for {pin}: {trace:?}"));
+            tables.recent.insert((list, t.src));
+            trace = tables.trace(&packet).unwrap();
+            assert_eq!(
+                trace.choices[0].endpoint, pin,
+                "{what}: pinned endpoint first"
+            );
+            assert!(
+                (trace.choices[0].probability - 1.0).abs() < 1e-9,
+                "{what}: {trace:?}"
+            );
+            continue;
+        }
+        let got: BTreeSet<SocketAddrV4> = trace.endpoints().into_iter().collect();
+        let want: BTreeSet<SocketAddrV4> = t.endpoints.iter().copied().collect();
+        assert_eq!(got, want, "{what}: endpoints ({trace:?})");
+        let n = trace.choices.len() as f64;
+        for choice in &trace.choices {
+            assert!(
+                (choice.probability - 1.0 / n).abs() < 1e-6,
+                "{what}: {} has probability {}, not 1/{n}",
+                choice.endpoint,
+                choice.probability
+            );
+        }
+        assert_eq!(
+            trace.masquerade, t.masquerade,
+            "{what}: masquerade ({trace:?})"
+        );
+        let verdict = match t.verdict.as_str() {
+            "accept" => Verdict::Accept,
+            "reject" => Verdict::Reject,
+            "drop" => Verdict::Drop,
+            other => panic!("{what}: unknown verdict {other}"),
+        };
+        assert_eq!(trace.verdict, verdict, "{what}: verdict ({trace:?})");
+    }
+}
+
+fn golden(name: &str) {
+    let (fixture, ruleset, text) = load(name);
+    check_golden(name, &text);
+    run_traces(name, &fixture, &ruleset);
+}
+
+#[test]
+fn clusterip() {
+    golden("clusterip");
+}
+
+#[test]
+fn nodeport() {
+    golden("nodeport");
+}
+
+#[test]
+fn loadbalancer() {
+    golden("loadbalancer");
+}
+
+#[test]
+fn policies() {
+    golden("policies");
+}
+
+#[test]
+fn skipped() {
+    let (fixture, ruleset, text) = load("skipped");
+    check_golden("skipped", &text);
+    assert!(
+        ruleset
+            .chains(Table::Nat)
+            .keys()
+            .all(|c| !c.starts_with("SKIFF-SVC-")),
+        "headless and foreign Services get no chains"
+    );
+    run_traces("skipped", &fixture, &ruleset);
+}

@@ -23,6 +23,7 @@ use skiff_proxy::model::{
 };
 use skiff_tests::{Netns, Run};
 
+/// Service counts measured; `SKIFF_BENCH_SIZES=1000,5000` overrides.
 const SIZES: [usize; 3] = [1_000, 5_000, 10_000];
 const ENDPOINTS: usize = 10;
 /// The address that replaces Service 0's first endpoint.
@@ -193,7 +194,18 @@ fn ms(d: Duration) -> f64 {
 fn measure() -> Result<Vec<serde_json::Value>> {
     let iptables = RealIptables::new();
     let mut figures = Vec::new();
-    for n in SIZES {
+    let sizes: Vec<usize> = match std::env::var("SKIFF_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .context("SKIFF_BENCH_SIZES is a list of counts")
+            })
+            .collect::<Result<_>>()?,
+        Err(_) => SIZES.to_vec(),
+    };
+    for n in sizes {
         eprintln!("proxy-iptables: {n} Services x {ENDPOINTS} endpoints");
         flush_all(&iptables)?;
         let (kube_text, kube_rules) = kube_full(n);
@@ -233,6 +245,9 @@ fn measure() -> Result<Vec<serde_json::Value>> {
         figures.push(json!({"name": format!("one endpoint change {n} svc"), "unit": "ms", "value": ms(change_time), "baseline": ms(kube_change_time)}));
         figures.push(json!({"name": format!("rules {n} svc"), "unit": "rules", "value": rules, "baseline": kube_rules}));
         figures.push(json!({"name": format!("chains written by one change {n} svc"), "unit": "chains", "value": partial.written, "baseline": 3}));
+        for figure in &figures[figures.len() - 4..] {
+            eprintln!("  {figure}");
+        }
         plane.cleanup()?;
     }
     flush_all(&iptables)?;

@@ -20,6 +20,9 @@ use skiff_node::pods::worker::Context as PodContext;
 use skiff_node::register::{self, NodeIdentity};
 use skiff_node::runtime::process::ProcessRuntime;
 use skiff_node::{heartbeat, network, pods, sandbox, shim};
+use skiff_proxy::iptables::{IptablesDataplane, RenderOptions};
+use skiff_proxy::runner::Intervals;
+use skiff_proxy::{Proxy, ProxyConfig};
 
 /// The per-node agent.
 #[derive(Parser, Debug)]
@@ -68,6 +71,16 @@ struct Cli {
     /// The VXLAN UDP port (every node must agree).
     #[arg(long, default_value_t = 8472)]
     vxlan_port: u16,
+    /// The Service proxy this agent hosts: `iptables`, or `none` when another proxy
+    /// (kube-proxy, a standalone skiff-proxy) does the job. (`ebpf` arrives with its issue.)
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "ebpf", "none"])]
+    proxy_mode: String,
+    /// Where the proxy serves /metrics (empty: nowhere).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    proxy_metrics_bind_address: String,
+    /// Where the proxy serves /healthz (empty: nowhere).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    proxy_healthz_bind_address: String,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -101,6 +114,11 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if cli.proxy_mode == "ebpf" {
+        bail!(
+            "--proxy-mode ebpf is not available yet (it arrives with the eBPF data plane); use iptables"
+        );
+    }
     let config = match &cli.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -184,12 +202,44 @@ async fn run(cli: Cli) -> Result<()> {
     });
     let pod_task = tokio::spawn(pods::run(ctx, cni));
     tracing::info!(node = %identity.name, "running pods");
+    let proxy_task = match cli.proxy_mode.as_str() {
+        "none" => tokio::spawn(std::future::pending()),
+        _ => {
+            let config = ProxyConfig {
+                node_name: identity.name.clone(),
+                cluster_cidr: Some(cli.cluster_cidr),
+                intervals: Intervals::default(),
+                render: RenderOptions::default(),
+                metrics_bind: bind(&cli.proxy_metrics_bind_address)?,
+                healthz_bind: bind(&cli.proxy_healthz_bind_address)?,
+            };
+            let dataplane = IptablesDataplane::real(config.render.clone());
+            tokio::spawn(async move {
+                Proxy::run(client, config, dataplane, std::future::pending()).await
+            })
+        }
+    };
     tokio::select! {
         _ = heartbeat => bail!("the heartbeat stopped"),
         _ = net_task => bail!("the node network task stopped"),
         _ = pod_task => bail!("the pod manager stopped"),
+        result = proxy_task => match result {
+            Ok(Err(err)) => Err(err).context("the service proxy stopped"),
+            _ => bail!("the service proxy stopped"),
+        },
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// An address flag: empty means "do not serve".
+fn bind(text: &str) -> Result<Option<std::net::SocketAddr>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        text.parse()
+            .with_context(|| format!("bad address {text:?}"))?,
+    ))
 }
 
 /// The local address the kernel picks to reach the apiserver: kubelet's default node IP on a

@@ -3,19 +3,19 @@
 //! Trackers turn Services and EndpointSlices into a [`model::DesiredState`] (pure), and a
 //! [`Dataplane`] makes the kernel match it. The split is kube-proxy's (see DESIGN.md §2): the
 //! model decides *what* each Service means on this node once, so the iptables data plane here
-//! and the eBPF one to come differ only in *how* they program it.
+//! and the eBPF one to come differ only in *how* they program it. [`Proxy::run`] is what both
+//! the `skiff-proxy` binary and `skiff-node` (in-process) run.
 
 pub mod conntrack;
 pub mod dataplane;
-pub mod iptables;
-pub mod model;
-
-pub use dataplane::{Dataplane, DataplaneError, SyncReport};
+pub mod explain;
 pub mod healthcheck;
+pub mod iptables;
 pub mod metrics;
+pub mod model;
 pub mod proxy;
 pub mod runner;
 pub mod server;
 
+pub use dataplane::{Dataplane, DataplaneError, SyncReport};
 pub use proxy::{Proxy, ProxyConfig, ProxyError};
-pub mod explain;

@@ -155,18 +155,14 @@ async fn main() -> Result<()> {
     let render = RenderOptions {
         localhost_nodeports: !args.no_localhost_nodeports,
     };
-    let mut dataplane = IptablesDataplane::new(RealIptables::new(), RealConntrack, render.clone());
     if args.cleanup {
+        let mut dataplane =
+            IptablesDataplane::new(RealIptables::new(), RealConntrack, render.clone());
         dataplane.cleanup().context("cleanup failed")?;
         println!("removed skiff-proxy's chains and rules");
         return Ok(());
     }
-    if render.localhost_nodeports {
-        // NodePorts on 127.0.0.1 need routing of loopback sources; kube-proxy sets the same.
-        if let Err(err) = std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "1") {
-            tracing::warn!(error = %err, "cannot set route_localnet; NodePorts on 127.0.0.1 will not answer");
-        }
-    }
+    let dataplane = IptablesDataplane::real(render.clone());
     let node_name = match &args.hostname_override {
         Some(name) => name.clone(),
         None => nix_hostname()?,

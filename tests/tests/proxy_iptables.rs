@@ -2,10 +2,10 @@
 //!
 //! skiff-control runs in the underlay namespace; Services and EndpointSlices are written straight
 //! to its apiserver (Services without selectors, slices managed by the test), so what is under
-//! test is the proxy alone: one `skiff-proxy` per node namespace, each with its own rules. Every
-//! node has a Pod running skiff-test-server (wired by the reference bridge plugin, host-gw routes
-//! between nodes), and every assertion is about *who answered* and *which client address they
-//! saw*, never a bare connect. Needs root; all iptables calls happen inside node namespaces.
+//! test is the proxy alone: one standalone `skiff-proxy` per node namespace (the node agents run
+//! Pods but host no proxy), each with its own rules. Every node has a Pod running
+//! skiff-test-server, placed by its agent, and every assertion is about *who answered* and
+//! *which client address they saw*, never a bare connect. Needs root; all iptables calls happen inside node namespaces.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -14,25 +14,26 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ipnet::Ipv4Net;
 use serde_json::Value;
-use skiff_tests::pods::{self, CniChain, Pod};
-use skiff_tests::{Cluster, ClusterOptions, Node, Process, TopologyOptions, binaries, wait};
+use skiff_tests::{Cluster, ClusterOptions, Node, Process, binaries, wait};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_skiff-test-server");
 const WAIT: Duration = Duration::from_secs(20);
 const NODES: usize = 3;
 
-fn pod_cidr(k: usize) -> Ipv4Net {
-    format!("10.244.{k}.0/24").parse().unwrap()
+/// A test server Pod placed on a node by the node agent.
+#[derive(Debug)]
+struct TestPod {
+    name: String,
+    netns: skiff_tests::Netns,
+    ip: Ipv4Addr,
 }
 
-/// A cluster with a server Pod and a skiff-proxy per node. Fields drop in order: proxies and
-/// servers stop before the Pods and the cluster's namespaces go.
+/// A cluster with a server Pod and a standalone skiff-proxy per node (the agents host none, so
+/// the proxy can be restarted and cleaned up alone). Fields drop in order: proxies stop before
+/// the cluster's namespaces go.
 struct World {
     proxies: Vec<Option<Process>>,
-    servers: Vec<Option<Process>>,
-    pods: Vec<Pod>,
+    pods: Vec<TestPod>,
     manifests: PathBuf,
     cluster: Cluster,
 }
@@ -40,49 +41,44 @@ struct World {
 impl World {
     fn build(label: &str) -> Result<Self> {
         let cluster = Cluster::start(&ClusterOptions {
-            topology: TopologyOptions::nodes(NODES, label),
-            control_args: Vec::new(),
-            agent_args: Vec::new(),
+            agent_args: vec!["--proxy-mode".into(), "none".into()],
+            ..ClusterOptions::nodes(NODES, label)
         })?;
         let run = cluster.topology().run();
         let manifests = run.scratch_dir("manifests")?;
         let mut world = World {
             proxies: Vec::new(),
-            servers: Vec::new(),
             pods: Vec::new(),
             manifests,
             cluster,
         };
-        let nodes: Vec<Node> = world.cluster.topology().nodes().to_vec();
-        for (i, node) in nodes.iter().enumerate() {
-            let k = i + 1;
-            let run = world.cluster.topology().run();
-            let mut chain = CniChain::reference_bridge(
-                pod_cidr(k),
-                1500,
-                &run.scratch_dir(&format!("ipam{k}"))?,
-            );
-            // A Pod reaching itself through a Service comes back through its own bridge port.
-            chain.conflist["plugins"][0]["hairpinMode"] = true.into();
-            let pod = pods::add_pod(run, node, &format!("p{k}"), &chain)?;
+        // One test server Pod per node (named podK: that is the name it answers with).
+        for k in 1..=NODES {
+            world.cluster.apply(&serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("pod{k}"), "namespace": "default"},
+                "spec": {"nodeName": format!("node{k}"),
+                         "containers": [{"name": "server", "image": "skiff/test-server"}]}
+            }))?;
+        }
+        for k in 1..=NODES {
             let name = format!("pod{k}");
-            let server = world.cluster.topology().spawn(
-                &pod.netns,
-                &name,
-                &[SERVER],
-                &[("POD_NAME", &name)],
-            )?;
-            world.servers.push(Some(server));
-            world.pods.push(pod);
-            for (j, other) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
-                node.netns.ip(&[
-                    "route",
-                    "add",
-                    &pod_cidr(j + 1).to_string(),
-                    "via",
-                    &other.ip.to_string(),
-                ])?;
-            }
+            let pod = wait::retry(WAIT * 3, || {
+                let pod = world.cluster.get_json(&["pod", &name])?;
+                ensure!(
+                    pod["status"]["phase"] == "Running",
+                    "{name}: {}",
+                    pod["status"]
+                );
+                Ok(pod)
+            })?;
+            let ip = pod["status"]["podIP"]
+                .as_str()
+                .context("no podIP")?
+                .parse()?;
+            let uid = pod["metadata"]["uid"].as_str().context("no uid")?;
+            let netns = world.cluster.pod_netns(&format!("node{k}"), uid);
+            world.pods.push(TestPod { name, netns, ip });
         }
         for k in 1..=NODES {
             world.start_proxy(k)?;
@@ -94,7 +90,7 @@ impl World {
                 "/healthz",
                 WAIT,
             )
-            .with_context(|| format!("{} is not reachable from p1", pod.name))?;
+            .with_context(|| format!("{} is not reachable from pod1", pod.name))?;
         }
         Ok(world)
     }
@@ -103,7 +99,7 @@ impl World {
         self.cluster.topology().node(k)
     }
 
-    fn pod(&self, k: usize) -> &Pod {
+    fn pod(&self, k: usize) -> &TestPod {
         &self.pods[k - 1]
     }
 
@@ -284,13 +280,17 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
     let (empty_ip, _, _) = world.service("empty")?;
     let target = SocketAddr::from((empty_ip, 80));
     let refused = world.pod(1).netns.run(move || {
-        wait::retry(WAIT, || {
+        let attempt = || {
             let started = Instant::now();
             match TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(started.elapsed()),
                 other => bail!("not refused yet: {other:?}"),
             }
-        })
+        };
+        // Until the proxy has synced the new Service a SYN may wait for its retransmit; once
+        // its rules are in, a connect is refused at once.
+        wait::retry(WAIT, attempt)?;
+        attempt()
     })?;
     assert!(
         refused < Duration::from_millis(500),
@@ -474,7 +474,9 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
     })?;
     udp_until(&socket, "pod1", WAIT).context("the UDP Service never answered")?;
     // The backend goes away for good and pod2 replaces it: the same socket must reach pod2.
-    world.servers[0].take();
+    world
+        .cluster
+        .kubectl(&["delete", "pod", "pod1", "--grace-period=0", "--wait=false"])?;
     world.apply(
         "dns-slice",
         &slice_yaml("dns", 8081, "UDP", &[(world.pod(2).ip, "node2")]),

@@ -29,6 +29,23 @@ pub struct IptablesDataplane<I: Iptables, C: Conntrack> {
     applied_state: Option<DesiredState>,
 }
 
+impl IptablesDataplane<RealIptables, crate::conntrack::RealConntrack> {
+    /// The real data plane of this network namespace. When NodePorts answer on 127.0.0.1 it
+    /// sets `route_localnet`, as kube-proxy does (a warning, not an error, if it cannot).
+    pub fn real(options: RenderOptions) -> Self {
+        if options.localhost_nodeports
+            && let Err(err) = std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "1")
+        {
+            tracing::warn!(error = %err, "cannot set route_localnet; NodePorts on 127.0.0.1 will not answer");
+        }
+        Self::new(
+            RealIptables::new(),
+            crate::conntrack::RealConntrack,
+            options,
+        )
+    }
+}
+
 impl<I: Iptables, C: Conntrack> IptablesDataplane<I, C> {
     /// A data plane whose first sync is a full one.
     pub fn new(iptables: I, conntrack: C, options: RenderOptions) -> Self {

@@ -324,14 +324,20 @@ fn service_rules(
             .map(|ip| (*ip, "load balancer IP")),
     );
     if !service.has_endpoints {
+        // TCP gets a reset: ICMP errors are rate-limited per destination (about one a second
+        // after a burst of six), so a client retrying quickly would wait out a SYN retransmit.
+        let reject = match proto {
+            Protocol::Tcp => "REJECT --reject-with tcp-reset",
+            Protocol::Udp | Protocol::Sctp => "REJECT",
+        };
         for (ip, _) in &ips {
             out.rejects.push(format!(
-                "-d {ip}/32 {dport} -m comment --comment \"{name} has no endpoints\" -j REJECT"
+                "-d {ip}/32 {dport} -m comment --comment \"{name} has no endpoints\" -j {reject}"
             ));
         }
         if let Some(np) = port.node_port {
             out.rejects.push(format!(
-                "-m addrtype --dst-type LOCAL {} -m comment --comment \"{name} has no endpoints\" -j REJECT",
+                "-m addrtype --dst-type LOCAL {} -m comment --comment \"{name} has no endpoints\" -j {reject}",
                 port_match(proto, np)
             ));
         }

@@ -134,7 +134,10 @@ fn a_removed_service_loses_its_chain_and_an_emptied_one_is_rejected() {
     );
     let rejects = &fake.chains(Table::Filter)["SKIFF-SERVICES"];
     assert_eq!(rejects.len(), 1);
-    assert!(rejects[0].starts_with("-d 10.96.0.2/32 -p tcp") && rejects[0].ends_with("-j REJECT"));
+    assert!(
+        rejects[0].starts_with("-d 10.96.0.2/32 -p tcp")
+            && rejects[0].ends_with("-j REJECT --reject-with tcp-reset")
+    );
 }
 
 #[test]

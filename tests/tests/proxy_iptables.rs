@@ -263,6 +263,38 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
         );
     }
 
+    // A Pod keeps its own address through the ClusterIP, unless it lands on itself (hairpin):
+    // then it is masqueraded, or its own reply would not come back through the NAT.
+    for k in 1..=NODES {
+        let me = world.pod(k);
+        let (own, ip) = (me.name.clone(), me.ip.to_string());
+        let addr = SocketAddr::from((web_ip, 80));
+        let answers = me.netns.run(move || {
+            let mut answers = Vec::new();
+            for _ in 0..30 {
+                answers.push(who(addr)?);
+            }
+            Ok(answers)
+        })?;
+        for (name, client) in &answers {
+            let client_ip = client
+                .rsplit_once(':')
+                .map_or(client.as_str(), |(ip, _)| ip);
+            if *name == own {
+                assert_ne!(client_ip, ip, "pod{k} served by itself must be masqueraded");
+            } else {
+                assert_eq!(
+                    client_ip, ip,
+                    "pod{k}'s address is kept when {name} serves it"
+                );
+            }
+        }
+        ensure!(
+            answers.iter().any(|(name, _)| *name == own),
+            "pod{k} never landed on itself in 30 tries"
+        );
+    }
+
     // NodePort on every node's address, from outside the cluster (the underlay namespace).
     let outside = world.cluster.topology().control_plane_netns().clone();
     for k in 1..=NODES {

@@ -13,14 +13,17 @@
 //!   `-m statistic --mode random --probability 1/(n-i)` so every endpoint gets 1/n. Session
 //!   affinity needs no chain either: `-m recent --set` is a *match*, so the choosing rule also
 //!   records the client, and one `--update --seconds T --reap` rule per endpoint pins it.
-//!   Hairpin (a Pod reaching itself through its Service) is one `-s <endpoint> -j MARK-MASQ`
-//!   rule per endpoint in the same chain.
+//!   Hairpin (a Pod reaching itself through its Service) is caught after the choice, in
+//!   `SKIFF-POSTROUTING`: a DNATed packet whose source is its new destination is masqueraded,
+//!   found through the same prefix tree (`SKIFF-HP-*`) over every endpoint address. So only a
+//!   Pod that lands on itself loses its source address, as with kube-proxy's per-endpoint
+//!   chains, at a cost of ~log(endpoints) rules per new DNATed connection.
 //! * **Small, separate external chains.** NodePort, externalIP and LB traffic enters
 //!   `SKIFF-EXT-<svc>` (masquerade unless `externalTrafficPolicy: Local`, which keeps the client
 //!   IP and DNATs to local endpoints only); `loadBalancerSourceRanges` sit in `SKIFF-FW-<svc>`.
 //! * **Reject in filter.** A Service with no usable endpoint gets no nat rules; its addresses
-//!   are rejected in filter's `SKIFF-SERVICES` (ICMP port unreachable: the client fails at
-//!   once). Traffic that must be dropped (no local endpoint for a Local policy, a source outside
+//!   are rejected in filter's `SKIFF-SERVICES` (a TCP reset, ICMP port unreachable for UDP and
+//!   SCTP: the client fails at once). Traffic that must be dropped (no local endpoint for a Local policy, a source outside
 //!   the LB ranges) is marked in nat and dropped by filter's `SKIFF-FIREWALL`.
 //!
 //! Every Service's chains are rendered from its `DesiredService` alone (and cached by it), so a
@@ -47,6 +50,8 @@ pub const NODEPORTS: &str = "SKIFF-NODEPORTS";
 pub const POSTROUTING: &str = "SKIFF-POSTROUTING";
 /// nat: marks a packet for masquerade.
 pub const MARK_MASQ: &str = "SKIFF-MARK-MASQ";
+/// The root of the hairpin prefix tree, jumped to from `SKIFF-POSTROUTING`.
+pub const HAIRPIN: &str = "SKIFF-HAIRPIN";
 /// nat: marks a packet to be dropped by filter.
 pub const MARK_DROP: &str = "SKIFF-MARK-DROP";
 /// filter: drops what was marked.
@@ -125,6 +130,8 @@ struct ServiceRules {
     node_ports: Vec<(u16, String)>,
     /// filter rules for `SKIFF-SERVICES`.
     rejects: Vec<String>,
+    /// Its endpoint addresses, which a hairpin connection would come from.
+    endpoint_ips: Vec<Ipv4Addr>,
 }
 
 /// Renders rulesets, re-rendering only Services whose desired state changed.
@@ -179,7 +186,9 @@ fn assemble(services: &[Arc<ServiceRules>], options: &RenderOptions) -> Ruleset 
     let mut entries = Vec::new();
     let mut node_ports = Vec::new();
     let mut rejects = Vec::new();
+    let mut endpoint_ips = Vec::new();
     for rules in services {
+        endpoint_ips.extend(rules.endpoint_ips.iter().map(|ip| u32::from(*ip)));
         nat.extend(rules.chains.iter().cloned());
         entries.extend(
             rules
@@ -192,7 +201,20 @@ fn assemble(services: &[Arc<ServiceRules>], options: &RenderOptions) -> Ruleset 
     }
     entries.sort();
     node_ports.sort();
-    let mut services_rules = dispatch(&entries, &mut nat);
+    let mut services_rules = dispatch(&entries, &mut nat, "DST");
+    endpoint_ips.sort_unstable();
+    endpoint_ips.dedup();
+    let hairpins: Vec<(u32, String)> = endpoint_ips
+        .into_iter()
+        .map(|raw| {
+            let ip = Ipv4Addr::from(raw);
+            (
+                raw,
+                format!("-s {ip}/32 -d {ip}/32 -j MASQUERADE --random-fully"),
+            )
+        })
+        .collect();
+    let hairpin_root = dispatch(&hairpins, &mut nat, "HP");
     services_rules.push(format!(
         "-m addrtype --dst-type LOCAL -m comment --comment \"skiff node ports; must be last\" -j {NODEPORTS}"
     ));
@@ -201,15 +223,20 @@ fn assemble(services: &[Arc<ServiceRules>], options: &RenderOptions) -> Ruleset 
         NODEPORTS.into(),
         node_ports.into_iter().map(|(_, r)| r).collect(),
     );
-    nat.insert(
-        POSTROUTING.into(),
-        vec![
+    let mut postrouting = Vec::new();
+    if !hairpin_root.is_empty() {
+        postrouting.push(format!(
+            "-m conntrack --ctstate DNAT -m comment --comment \"skiff hairpin: a Pod served by itself\" -j {HAIRPIN}"
+        ));
+        nat.insert(HAIRPIN.into(), hairpin_root);
+    }
+    postrouting.extend([
             format!("-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
             format!("-j MARK --xor-mark {MASQ_MARK}"),
             "-m comment --comment \"skiff service traffic requiring SNAT\" -j MASQUERADE --random-fully"
                 .into(),
-        ],
-    );
+        ]);
+    nat.insert(POSTROUTING.into(), postrouting);
     nat.insert(
         MARK_MASQ.into(),
         vec![format!("-j MARK --or-mark {MASQ_MARK}")],
@@ -234,10 +261,11 @@ fn assemble(services: &[Arc<ServiceRules>], options: &RenderOptions) -> Ruleset 
     }
 }
 
-/// Splits sorted `(address, rule)` entries into a prefix tree of chains; returns the root rules.
-fn dispatch(entries: &[(u32, String)], chains: &mut Chains) -> Vec<String> {
+/// Splits sorted `(address, rule)` entries into a prefix tree of chains named
+/// `SKIFF-<kind>-<prefix>-<len>`, matching on the destination; returns the root rules.
+fn dispatch(entries: &[(u32, String)], chains: &mut Chains, kind: &str) -> Vec<String> {
     match (entries.first(), entries.last()) {
-        (Some(first), Some(last)) => split(entries, common_len(first.0, last.0), chains),
+        (Some(first), Some(last)) => split(entries, common_len(first.0, last.0), chains, kind),
         _ => Vec::new(),
     }
 }
@@ -246,7 +274,7 @@ fn common_len(a: u32, b: u32) -> u8 {
     (a ^ b).leading_zeros() as u8
 }
 
-fn split(entries: &[(u32, String)], len: u8, chains: &mut Chains) -> Vec<String> {
+fn split(entries: &[(u32, String)], len: u8, chains: &mut Chains, kind: &str) -> Vec<String> {
     if entries.len() <= LEAF || len >= 32 {
         return entries.iter().map(|(_, r)| r.clone()).collect();
     }
@@ -263,8 +291,8 @@ fn split(entries: &[(u32, String)], len: u8, chains: &mut Chains) -> Vec<String>
         let prefix = Ipv4Net::new(Ipv4Addr::from(first), plen)
             .expect("a prefix length of at most 32")
             .trunc();
-        let name = format!("SKIFF-DST-{:08X}-{plen}", u32::from(prefix.network()));
-        let sub = split(group, plen, chains);
+        let name = format!("SKIFF-{kind}-{:08X}-{plen}", u32::from(prefix.network()));
+        let sub = split(group, plen, chains, kind);
         chains.insert(name.clone(), sub);
         rules.push(format!("-d {prefix} -j {name}"));
     }
@@ -367,6 +395,12 @@ fn service_rules(
         ));
     }
 
+    out.endpoint_ips = service
+        .internal_endpoints
+        .iter()
+        .chain(&service.external_endpoints)
+        .map(|ep| ep.ip)
+        .collect();
     let hash = service_hash(name);
     let mut svc_rules = Vec::new();
     if let Some(cidr) = node.cluster_cidr {
@@ -442,10 +476,7 @@ fn balance(
             "-m comment --comment \"no usable endpoint for this traffic\" -j {MARK_DROP}"
         )];
     }
-    let mut rules: Vec<String> = endpoints
-        .iter()
-        .map(|ep| format!("-s {}/32 -j {MARK_MASQ}", ep.ip))
-        .collect();
+    let mut rules: Vec<String> = Vec::new();
     let recent = |ep: &EndpointAddr, how: &str| {
         format!(
             " -m recent --name {} --mask 255.255.255.255 --rsource {how}",

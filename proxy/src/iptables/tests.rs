@@ -93,9 +93,13 @@ fn a_partial_sync_writes_only_the_changed_services_chain() {
     assert!(!report.full);
     let text = nat_text(&fake);
     let declared: Vec<&str> = text.lines().filter(|l| l.starts_with(':')).collect();
+    // The new endpoint address also joins the hairpin lookup, its only other chain.
     assert_eq!(
         declared,
-        [format!(":{} - [0:0]", render::svc_chain(&name(2)))]
+        [
+            format!(":{} - [0:0]", render::HAIRPIN),
+            format!(":{} - [0:0]", render::svc_chain(&name(2)))
+        ]
     );
     assert!(
         fake.restores().iter().all(|(t, _)| *t == Table::Nat),

@@ -2,9 +2,11 @@
 //!
 //! skiff-control in the underlay's namespace (so `kubectl` works from the host over the host
 //! link and from every node) and skiff-node on every node, running real Pods wired by skiff-cni
-//! over a VXLAN or host-gw node network. A demo Deployment of the test server shows it working:
-//! every Pod answers the others across nodes. The Service proxy joins with its issue.
+//! over a VXLAN or host-gw node network, each agent hosting the iptables Service proxy. A demo
+//! Deployment of the test server and its Service show it working: the ClusterIP, curled from a
+//! Pod on every node, is answered by Pods on several nodes.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -130,32 +132,50 @@ pub fn up(args: &UpArgs) -> Result<()> {
     let elapsed = started.elapsed();
     print!("{}", cluster.kubectl(&["get", "pods", "-o", "wide"])?);
 
-    shell::step("up: every demo Pod curls the next one, across nodes");
-    for (i, from) in pods.iter().enumerate() {
-        let to = &pods[(i + 1) % pods.len()];
-        let url = format!(
-            "http://{}:8080/",
-            to["status"]["podIP"].as_str().unwrap_or_default()
-        );
+    let service =
+        cluster.kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
+    shell::step(&format!(
+        "up: curl the Service web (ClusterIP {service}) from a Pod on every node"
+    ));
+    for from in &pods {
         let ns = cluster.pod_netns(
             from["spec"]["nodeName"].as_str().unwrap_or_default(),
             from["metadata"]["uid"].as_str().unwrap_or_default(),
         );
-        let reply = ns.exec(
-            &["curl", "-sS", "--max-time", "5", &url],
-            Duration::from_secs(10),
-        )?;
-        let want = to["metadata"]["name"].as_str().unwrap_or_default();
-        ensure!(
-            reply.split_whitespace().next() == Some(want),
-            "expected an answer from {want}, got {:?}",
-            reply.trim()
-        );
+        let url = format!("http://{service}/");
+        // The proxy may still be syncing the new Service: a few tries, bounded.
+        let mut answered: BTreeSet<String> = BTreeSet::new();
+        let mut replies = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while answered.len() < DEMO_REPLICAS && Instant::now() < deadline {
+            let out = ns.output(
+                &["curl", "-sS", "--max-time", "2", &url],
+                Duration::from_secs(5),
+            )?;
+            let reply = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if let Some(name) = reply
+                .split_whitespace()
+                .next()
+                .filter(|_| out.status.success())
+            {
+                if answered.insert(name.to_owned()) {
+                    replies.push(reply.clone());
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         println!(
-            "{} ({}) $ curl {url}\n  {}",
+            "{} ({}) $ curl {url}",
             from["metadata"]["name"].as_str().unwrap_or_default(),
-            from["spec"]["nodeName"].as_str().unwrap_or_default(),
-            reply.trim()
+            from["spec"]["nodeName"].as_str().unwrap_or_default()
+        );
+        for reply in &replies {
+            println!("  {reply}");
+        }
+        ensure!(
+            answered.len() > 1,
+            "the Service web was answered by {answered:?} only, not by several Pods"
         );
     }
 
@@ -176,16 +196,12 @@ pub fn up(args: &UpArgs) -> Result<()> {
         )
         .name()
         .to_owned();
-    let other_pod_ip = pods[1 % pods.len()]["status"]["podIP"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     let logs = topology.run().log_dir().to_path_buf();
     let id = cluster.detach()?;
     println!(
         "\ncluster {id} up in {:.1}s (building aside); Service web has ClusterIP {service}\n\n\
          use kubectl:      export KUBECONFIG={}\n\
-         in a Pod:         cargo xtask exec {first_pod} -- curl -s {other_pod_ip}:8080\n\
+         in a Pod:         cargo xtask exec {first_pod} -- curl -s {service}\n\
          on a node:        cargo xtask exec --node node1 -- ip route\n\
          enter a node:     ip netns exec {first_node} bash\n\
          enter a Pod:      ip netns exec {pod_ns} bash\n\

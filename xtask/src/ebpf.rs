@@ -2,20 +2,19 @@
 //!
 //! The programs build with the eBPF crate's pinned nightly for `bpfel-unknown-none`, linked by
 //! bpf-linker. An object that merely exists proves little, so the check reads its ELF header
-//! (machine must be EM_BPF) and, as root, loads every program through bpftool — the kernel's
+//! (machine must be EM_BPF) and, as root, loads every program through aya — the kernel's
 //! verifier has the last word — into a harness run's bpffs folder that is removed afterwards.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::{setup, shell};
 
 /// ELF `e_machine` for BPF.
 const EM_BPF: u16 = 247;
 /// The programs the object must contain, by function name.
-const PROGRAMS: &[&str] = &["skiff_connect4"];
+const PROGRAMS: &[&str] = &skiff_ebpf_common::PROGRAMS;
 
 fn programs_dir() -> PathBuf {
     shell::root().join("ebpf/programs")
@@ -91,41 +90,37 @@ fn check_elf(object: &PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// Loads every program with bpftool into a throw-away pin folder; the verifier must accept all.
+/// Loads the object with aya (as the proxy does: legacy pinned maps, which bpftool's libbpf no
+/// longer reads) into a throw-away pin folder and loads every program: the verifier must accept
+/// all of them.
 fn load_check(object: &PathBuf) -> Result<()> {
     let log_root = shell::root().join("target/e2e-logs");
     let run = skiff_tests::Run::start("build-ebpf", &log_root)?;
     let pins = run.bpf_pin_dir()?;
-    let progs = pins.join("progs");
-    let loaded = Command::new("bpftool")
-        .args(["prog", "loadall"])
-        .arg(object)
-        .arg(&progs)
-        .output()
-        .context("cannot run bpftool (is it installed? run `cargo xtask setup`)")?;
-    if !loaded.status.success() {
-        bail!(
-            "the kernel refused {}: {}",
-            object.display(),
-            String::from_utf8_lossy(&loaded.stderr).trim()
-        );
-    }
+    let mut ebpf = aya::EbpfLoader::new()
+        .default_map_pin_directory(&pins)
+        .load_file(object)
+        .with_context(|| format!("cannot load {}", object.display()))?;
     for program in PROGRAMS {
-        let pinned = progs.join(program);
-        let shown = shell::probe(
-            Command::new("bpftool")
-                .args(["prog", "show", "pinned"])
-                .arg(&pinned),
-        )
-        .with_context(|| format!("program {program} was not loaded from {}", object.display()))?;
+        let prog: &mut aya::programs::CgroupSockAddr = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} is missing from {}", object.display()))?
+            .try_into()
+            .with_context(|| format!("program {program} is not a cgroup_sock_addr program"))?;
+        prog.load()
+            .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
+        println!("kernel accepted {program}");
+    }
+    for map in [
+        skiff_ebpf_common::SERVICES_MAP,
+        skiff_ebpf_common::SLOTS_MAP,
+        skiff_ebpf_common::BACKENDS_MAP,
+        skiff_ebpf_common::REVNAT_MAP,
+    ] {
         ensure!(
-            shown.contains("cgroup_sock_addr"),
-            "program {program} loaded with an unexpected type: {}",
-            shown.trim()
-        );
-        println!(
-            "kernel accepted {program}: {}",
-            shown.lines().next().unwrap_or("").trim()
+            pins.join(map).exists(),
+            "map {map} was not pinned under {}",
+            pins.display()
         );
     }
     Ok(())

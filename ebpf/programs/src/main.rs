@@ -1,18 +1,145 @@
-//! skiff's kernel-side programs.
+//! skiff's kernel-side programs: the socket-level load balancer.
 //!
-//! For now one socket hook that lets every connect through: it proves the toolchain (pinned
-//! nightly, build-std, bpf-linker) and the loader path end to end. The service lookups of the
-//! eBPF data plane grow here.
+//! A Service address is translated once, where the application names it — at `connect()` for
+//! TCP and connected UDP, at each `sendmsg()` for unconnected UDP — so no packet to a ClusterIP
+//! ever leaves the socket and no per-packet NAT or conntrack is needed. The backend is picked at
+//! random from the Service's slots (see `skiff_ebpf_common` for the maps). `recvmsg4` and
+//! `getpeername4` look the socket up in the reverse map and show the Service address back, so
+//! an application that checks who answered (DNS resolvers do) sees the address it asked for.
+//!
+//! A Service with no endpoints at all fails the call with `ECONNREFUSED` at once, as
+//! kube-proxy's REJECT does: returning 0 alone would give `EPERM`, so the program sets the
+//! error with `bpf_set_retval` first (the kernel keeps a program-set error over its default).
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
-use skiff_ebpf_common::SOCK_ADDR_ALLOW;
+use aya_ebpf::{
+    EbpfContext,
+    helpers::generated::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval},
+    macros::{cgroup_sock_addr, map},
+    maps::{HashMap, LruHashMap},
+    programs::SockAddrContext,
+};
+use skiff_ebpf_common::{
+    IPPROTO_TCP, IPPROTO_UDP, L4Addr, MAX_BACKENDS, MAX_REVNAT, MAX_SERVICES, RevNatKey,
+    SERVICE_FLAG_HAS_ENDPOINTS, SOCK_ADDR_ALLOW, SOCK_ADDR_DENY, ServiceKey, ServiceValue,
+    SlotKey,
+};
 
-/// `cgroup/connect4`: called on every IPv4 `connect()` in the attached cgroup.
+/// `ECONNREFUSED` on Linux.
+const ECONNREFUSED: i32 = 111;
+
+#[map]
+static SKIFF_SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
+#[map]
+static SKIFF_SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_BACKENDS, 0);
+#[map]
+static SKIFF_BACKENDS: HashMap<u32, L4Addr> = HashMap::pinned(MAX_BACKENDS, 0);
+#[map]
+static SKIFF_REVNAT: LruHashMap<RevNatKey, L4Addr> = LruHashMap::pinned(MAX_REVNAT, 0);
+
+/// `cgroup/connect4`: TCP connect and UDP connect in the attached cgroup.
 #[cgroup_sock_addr(connect4)]
-pub fn skiff_connect4(_ctx: SockAddrContext) -> i32 {
+pub fn skiff_connect4(ctx: SockAddrContext) -> i32 {
+    translate(&ctx)
+}
+
+/// `cgroup/sendmsg4`: unconnected UDP sends in the attached cgroup.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn skiff_sendmsg4(ctx: SockAddrContext) -> i32 {
+    translate(&ctx)
+}
+
+/// `cgroup/recvmsg4`: replies show the Service address as their source.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn skiff_recvmsg4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx);
     SOCK_ADDR_ALLOW
+}
+
+/// `cgroup/getpeername4`: a connected socket's peer is the Service address.
+#[cgroup_sock_addr(getpeername4)]
+pub fn skiff_getpeername4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx);
+    SOCK_ADDR_ALLOW
+}
+
+/// Rewrites a Service address to a backend; refuses when the Service has no endpoints.
+fn translate(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands every cgroup_sock_addr program a valid `bpf_sock_addr`.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let protocol = sa.protocol as u8;
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return SOCK_ADDR_ALLOW;
+    }
+    let service = L4Addr {
+        addr: sa.user_ip4,
+        port: sa.user_port as u16,
+        pad: 0,
+    };
+    let key = ServiceKey {
+        addr: service.addr,
+        port: service.port,
+        protocol,
+        pad: 0,
+    };
+    // SAFETY: the value is copied out at once; a concurrent update can only change its integers.
+    let Some(value) = (unsafe { SKIFF_SERVICES.get(&key) }).copied() else {
+        return SOCK_ADDR_ALLOW;
+    };
+    if value.backend_count == 0 {
+        if value.flags & SERVICE_FLAG_HAS_ENDPOINTS != 0 {
+            // Endpoints exist, none for this node's traffic: dropped, as iptables does.
+            return SOCK_ADDR_ALLOW;
+        }
+        // SAFETY: a plain helper call with an integer argument.
+        unsafe { bpf_set_retval(-ECONNREFUSED) };
+        return SOCK_ADDR_DENY;
+    }
+    // SAFETY: a plain helper call.
+    let slot = unsafe { bpf_get_prandom_u32() } % value.backend_count;
+    let slot_key = SlotKey {
+        service_id: value.service_id,
+        slot,
+    };
+    // SAFETY: copied out at once, as above.
+    let Some(backend_id) = (unsafe { SKIFF_SLOTS.get(&slot_key) }).copied() else {
+        return SOCK_ADDR_ALLOW;
+    };
+    // SAFETY: copied out at once, as above.
+    let Some(backend) = (unsafe { SKIFF_BACKENDS.get(&backend_id) }).copied() else {
+        return SOCK_ADDR_ALLOW;
+    };
+    // SAFETY: the context pointer is the kernel's socket-address context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let rev_key = RevNatKey { cookie, backend };
+    // A full LRU evicts its oldest entry, so this cannot fail for lack of room; if it fails
+    // anyway the connection still works, only its peer name shows the backend.
+    let _ = SKIFF_REVNAT.insert(&rev_key, &service, 0);
+    sa.user_ip4 = backend.addr;
+    sa.user_port = u32::from(backend.port);
+    SOCK_ADDR_ALLOW
+}
+
+/// Shows the Service address in place of the backend this socket was sent to.
+fn reverse(ctx: &SockAddrContext) {
+    // SAFETY: as in `translate`.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    // SAFETY: as in `translate`.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = RevNatKey {
+        cookie,
+        backend: L4Addr {
+            addr: sa.user_ip4,
+            port: sa.user_port as u16,
+            pad: 0,
+        },
+    };
+    // SAFETY: copied out at once.
+    if let Some(service) = (unsafe { SKIFF_REVNAT.get(&key) }).copied() {
+        sa.user_ip4 = service.addr;
+        sa.user_port = u32::from(service.port);
+    }
 }
 
 #[cfg(not(test))]

@@ -28,6 +28,9 @@ pub enum DataplaneError {
     /// iptables refused or could not run.
     #[error(transparent)]
     Iptables(#[from] crate::iptables::IptablesError),
+    /// The eBPF maps refused a write.
+    #[error(transparent)]
+    Ebpf(#[from] crate::ebpf::EbpfError),
 }
 
 /// Makes the kernel match a desired state.

@@ -5,7 +5,8 @@
 //!
 //! Restarts without a gap: the maps are pinned by name under the pin folder, so a new agent's
 //! load reuses them with their entries; each program's cgroup link is pinned too. A new agent
-//! attaches its programs beside the old ones (links are always multi-attach; the second
+//! attaches its programs beside the old ones (cgroup *links* are always multi-attach — the
+//! kernel takes no flags for them, hence `CgroupAttachMode::Single` here; the second
 //! connect4 sees a backend address, not a Service, and lets it pass), then replaces the old
 //! link's pin, which detaches the old program. Only the given cgroup is ever attached to — the
 //! node's — never the root cgroup.
@@ -165,7 +166,7 @@ fn attach(
         .map_err(|e: aya::programs::ProgramError| fail("use")(e.into()))?;
     prog.load().map_err(|e| fail("load")(e.into()))?;
     let id = prog
-        .attach(cgroup, CgroupAttachMode::AllowMultiple)
+        .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|e| fail("attach")(e.into()))?;
     let link = prog.take_link(id).map_err(|e| fail("keep")(e.into()))?;
     let link: FdLink = link

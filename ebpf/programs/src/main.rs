@@ -84,7 +84,7 @@ fn translate(ctx: &SockAddrContext) -> i32 {
         pad: 0,
     };
     // SAFETY: the value is copied out at once; a concurrent update can only change its integers.
-    let Some(value) = (unsafe { SKIFF_SERVICES.get(&key) }).copied() else {
+    let Some(value) = (unsafe { SKIFF_SERVICES.get(key) }).copied() else {
         return SOCK_ADDR_ALLOW;
     };
     if value.backend_count == 0 {
@@ -103,11 +103,11 @@ fn translate(ctx: &SockAddrContext) -> i32 {
         slot,
     };
     // SAFETY: copied out at once, as above.
-    let Some(backend_id) = (unsafe { SKIFF_SLOTS.get(&slot_key) }).copied() else {
+    let Some(backend_id) = (unsafe { SKIFF_SLOTS.get(slot_key) }).copied() else {
         return SOCK_ADDR_ALLOW;
     };
     // SAFETY: copied out at once, as above.
-    let Some(backend) = (unsafe { SKIFF_BACKENDS.get(&backend_id) }).copied() else {
+    let Some(backend) = (unsafe { SKIFF_BACKENDS.get(backend_id) }).copied() else {
         return SOCK_ADDR_ALLOW;
     };
     // SAFETY: the context pointer is the kernel's socket-address context.
@@ -115,7 +115,7 @@ fn translate(ctx: &SockAddrContext) -> i32 {
     let rev_key = RevNatKey { cookie, backend };
     // A full LRU evicts its oldest entry, so this cannot fail for lack of room; if it fails
     // anyway the connection still works, only its peer name shows the backend.
-    let _ = SKIFF_REVNAT.insert(&rev_key, &service, 0);
+    let _ = SKIFF_REVNAT.insert(rev_key, service, 0);
     sa.user_ip4 = backend.addr;
     sa.user_port = u32::from(backend.port);
     SOCK_ADDR_ALLOW
@@ -136,7 +136,7 @@ fn reverse(ctx: &SockAddrContext) {
         },
     };
     // SAFETY: copied out at once.
-    if let Some(service) = (unsafe { SKIFF_REVNAT.get(&key) }).copied() {
+    if let Some(service) = (unsafe { SKIFF_REVNAT.get(key) }).copied() {
         sa.user_ip4 = service.addr;
         sa.user_port = u32::from(service.port);
     }

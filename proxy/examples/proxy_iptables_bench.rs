@@ -5,12 +5,16 @@
 //! subject is skiff's data plane as it runs (render + `iptables-restore`, partial after the
 //! first sync). The baseline is the ruleset kube-proxy's iptables mode writes for the same
 //! Services (`KUBE-SERVICES` → `KUBE-SVC-*` → one `KUBE-SEP-*` chain per endpoint, statistic
-//! random), applied with the same `iptables-restore`; its text is generated before the clock
-//! starts, so the baseline pays nothing for rendering and skiff does. Prints the figures as
-//! one JSON array on its last line.
+//! random), applied with the same `iptables-restore`. Both clocks include making the text:
+//! skiff's render and diff, the baseline's generation of its restore text. A baseline restore
+//! that runs longer than `SKIFF_BENCH_BASELINE_TIMEOUT_S` (default 300) is killed and reported
+//! as "did not finish within N s" (kube-proxy's ruleset at 10k Services takes far longer), so
+//! every size yields skiff's figures. Prints the figures as one JSON array on its last line.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -187,6 +191,56 @@ fn flush_all(iptables: &RealIptables) -> Result<()> {
     Ok(())
 }
 
+/// Applies `text` to nat with `iptables-restore --noflush`, killing it after `limit`;
+/// `false` when it did not finish.
+fn restore_within(text: String, limit: Duration) -> Result<bool> {
+    let mut child = Command::new("iptables-restore")
+        .args(["--noflush", "--wait", "5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run iptables-restore")?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    // The text is larger than a pipe: write it while the clock watches.
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = writer.join();
+    let Some(status) = status else {
+        return Ok(false);
+    };
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+        }
+        anyhow::bail!("iptables-restore failed ({status}): {stderr}");
+    }
+    Ok(true)
+}
+
+/// A baseline figure: its time, or why there is none.
+fn baseline(time: Option<Duration>, limit: Duration, why: &str) -> (serde_json::Value, String) {
+    match time {
+        Some(time) => (json!(ms(time)), String::new()),
+        None => (
+            serde_json::Value::Null,
+            format!("{why} within {} s", limit.as_secs()),
+        ),
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -205,22 +259,38 @@ fn measure() -> Result<Vec<serde_json::Value>> {
             .collect::<Result<_>>()?,
         Err(_) => SIZES.to_vec(),
     };
+    let limit = Duration::from_secs(match std::env::var("SKIFF_BENCH_BASELINE_TIMEOUT_S") {
+        Ok(secs) => secs
+            .parse()
+            .context("SKIFF_BENCH_BASELINE_TIMEOUT_S is a number of seconds")?,
+        Err(_) => 300,
+    });
     for n in sizes {
         eprintln!("proxy-iptables: {n} Services x {ENDPOINTS} endpoints");
         flush_all(&iptables)?;
+        // The baseline's clocks include generating its text, as skiff's include rendering.
+        let started = Instant::now();
         let (kube_text, kube_rules) = kube_full(n);
-        let started = Instant::now();
-        iptables
-            .restore(Table::Nat, &kube_text)
-            .context("kube-proxy-shaped full sync")?;
-        let kube_full_time = started.elapsed();
-        let change = kube_one_change();
-        let started = Instant::now();
-        iptables
-            .restore(Table::Nat, &change)
-            .context("kube-proxy-shaped partial sync")?;
-        let kube_change_time = started.elapsed();
+        let kube_full_time = restore_within(kube_text, limit)
+            .context("kube-proxy-shaped full sync")?
+            .then(|| started.elapsed());
+        let kube_change_time = match kube_full_time {
+            Some(_) => {
+                let started = Instant::now();
+                let change = kube_one_change();
+                restore_within(change, limit)
+                    .context("kube-proxy-shaped partial sync")?
+                    .then(|| started.elapsed())
+            }
+            None => None,
+        };
         flush_all(&iptables)?;
+        let (kube_full_time, full_note) = baseline(kube_full_time, limit, "did not finish");
+        let (kube_change_time, change_note) = baseline(
+            kube_change_time,
+            limit,
+            "no full ruleset to change: it did not finish",
+        );
 
         let mut plane = IptablesDataplane::new(
             iptables.clone(),
@@ -241,8 +311,8 @@ fn measure() -> Result<Vec<serde_json::Value>> {
             "the change was not a partial sync"
         );
         let rules: usize = report.rules.values().sum();
-        figures.push(json!({"name": format!("full sync {n} svc"), "unit": "ms", "value": ms(full_time), "baseline": ms(kube_full_time)}));
-        figures.push(json!({"name": format!("one endpoint change {n} svc"), "unit": "ms", "value": ms(change_time), "baseline": ms(kube_change_time)}));
+        figures.push(json!({"name": format!("full sync {n} svc"), "unit": "ms", "value": ms(full_time), "baseline": kube_full_time, "note": full_note}));
+        figures.push(json!({"name": format!("one endpoint change {n} svc"), "unit": "ms", "value": ms(change_time), "baseline": kube_change_time, "note": change_note}));
         figures.push(json!({"name": format!("rules {n} svc"), "unit": "rules", "value": rules, "baseline": kube_rules}));
         figures.push(json!({"name": format!("chains written by one change {n} svc"), "unit": "chains", "value": partial.written, "baseline": 3}));
         for figure in &figures[figures.len() - 4..] {

@@ -3,7 +3,8 @@
 //! UDP has no connection to reset, so a conntrack entry made while a Service had no endpoints
 //! (or pointing at an endpoint that is gone) keeps steering a client's datagrams into nothing
 //! until it times out — the DNS black-hole users report most about kube-proxy. After every
-//! successful sync the proxy compares the previous [`DesiredState`] with the new one and deletes
+//! successful sync the proxy compares each changed Service's previous state with its new one
+//! (never the whole [`DesiredState`], which at 10k Services costs more than the sync) and deletes
 //! (a) entries DNATed to a UDP endpoint that no longer serves the Service, and (b) entries for a
 //! UDP Service's addresses when it goes from no endpoints to some. The comparison is pure and
 //! data-plane-neutral; the eBPF data plane will use it too.
@@ -13,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::model::{DesiredService, DesiredState, Protocol};
+use crate::model::{DesiredService, DesiredState, Protocol, ServicePortName};
 
 /// One `conntrack -D` filter.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,65 +53,76 @@ pub fn stale_flows(old: Option<&DesiredState>, new: &DesiredState) -> BTreeSet<F
         return flows;
     };
     for (name, after) in &new.services {
-        if name.protocol != Protocol::Udp {
-            continue;
-        }
-        let before = old.services.get(name);
-        let filter = |orig_dst, orig_port_dst, dst_nat| FlowFilter {
-            protocol: name.protocol,
-            orig_dst,
-            orig_port_dst,
-            dst_nat,
-        };
-        let was_empty = before.is_none_or(|b| b.internal_endpoints.is_empty());
-        if was_empty && !after.internal_endpoints.is_empty() {
-            for ip in &after.port.cluster_ips {
-                flows.insert(filter(Some(*ip), None, None));
-            }
-        }
-        let was_empty = before.is_none_or(|b| b.external_endpoints.is_empty());
-        if was_empty && !after.external_endpoints.is_empty() {
-            for ip in external_ips(after) {
-                flows.insert(filter(Some(ip), None, None));
-            }
-            if let Some(np) = after.port.node_port {
-                flows.insert(filter(None, Some(np), None));
-            }
-        }
-        let Some(before) = before else { continue };
-        let now: BTreeSet<Ipv4Addr> = endpoint_ips(after);
-        for gone in endpoint_ips(before).difference(&now) {
-            for ip in after
-                .port
-                .cluster_ips
-                .iter()
-                .copied()
-                .chain(external_ips(after))
-            {
-                flows.insert(filter(Some(ip), None, Some(*gone)));
-            }
-            if let Some(np) = after.port.node_port {
-                flows.insert(filter(None, Some(np), Some(*gone)));
-            }
-        }
+        stale_service_flows(name, old.services.get(name), Some(after), &mut flows);
     }
-    // Removed Services: their flows to endpoints die with the endpoints' other uses; entries
-    // towards the vanished Service address itself are harmless (nothing answers there).
     for (name, before) in &old.services {
-        if name.protocol == Protocol::Udp && !new.services.contains_key(name) {
-            for gone in endpoint_ips(before) {
-                for ip in &before.port.cluster_ips {
-                    flows.insert(FlowFilter {
-                        protocol: Protocol::Udp,
-                        orig_dst: Some(*ip),
-                        orig_port_dst: None,
-                        dst_nat: Some(gone),
-                    });
-                }
-            }
+        if !new.services.contains_key(name) {
+            stale_service_flows(name, Some(before), None, &mut flows);
         }
     }
     flows
+}
+
+/// Adds to `flows` those made stale by one Service port going from `before` to `after`
+/// (`None`: absent), so a data plane that knows which Services changed looks at those only.
+pub fn stale_service_flows(
+    name: &ServicePortName,
+    before: Option<&DesiredService>,
+    after: Option<&DesiredService>,
+    flows: &mut BTreeSet<FlowFilter>,
+) {
+    if name.protocol != Protocol::Udp {
+        return;
+    }
+    let filter = |orig_dst, orig_port_dst, dst_nat| FlowFilter {
+        protocol: name.protocol,
+        orig_dst,
+        orig_port_dst,
+        dst_nat,
+    };
+    let Some(after) = after else {
+        // A removed Service: its flows to endpoints die with the endpoints' other uses; entries
+        // towards the vanished Service address itself are harmless (nothing answers there).
+        if let Some(before) = before {
+            for gone in endpoint_ips(before) {
+                for ip in &before.port.cluster_ips {
+                    flows.insert(filter(Some(*ip), None, Some(gone)));
+                }
+            }
+        }
+        return;
+    };
+    let was_empty = before.is_none_or(|b| b.internal_endpoints.is_empty());
+    if was_empty && !after.internal_endpoints.is_empty() {
+        for ip in &after.port.cluster_ips {
+            flows.insert(filter(Some(*ip), None, None));
+        }
+    }
+    let was_empty = before.is_none_or(|b| b.external_endpoints.is_empty());
+    if was_empty && !after.external_endpoints.is_empty() {
+        for ip in external_ips(after) {
+            flows.insert(filter(Some(ip), None, None));
+        }
+        if let Some(np) = after.port.node_port {
+            flows.insert(filter(None, Some(np), None));
+        }
+    }
+    let Some(before) = before else { return };
+    let now: BTreeSet<Ipv4Addr> = endpoint_ips(after);
+    for gone in endpoint_ips(before).difference(&now) {
+        for ip in after
+            .port
+            .cluster_ips
+            .iter()
+            .copied()
+            .chain(external_ips(after))
+        {
+            flows.insert(filter(Some(ip), None, Some(*gone)));
+        }
+        if let Some(np) = after.port.node_port {
+            flows.insert(filter(None, Some(np), Some(*gone)));
+        }
+    }
 }
 
 fn external_ips(service: &DesiredService) -> impl Iterator<Item = Ipv4Addr> + '_ {

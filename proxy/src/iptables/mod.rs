@@ -4,6 +4,7 @@
 //! are written, and [`door`] for the `iptables-restore` seam. [`trace`] walks a parsed ruleset
 //! the way the kernel would, for tests and `skiff-proxy explain`.
 
+mod assemble;
 pub mod door;
 pub mod render;
 pub mod restore;
@@ -11,12 +12,15 @@ pub mod trace;
 
 use tracing::warn;
 
+pub use assemble::ChainChanges;
 pub use door::{FakeIptables, Iptables, IptablesError, RealIptables, Table};
-pub use render::{RenderOptions, Renderer, Ruleset};
+pub use render::{RenderChanges, RenderOptions, Renderer, Ruleset};
 
-use crate::conntrack::{Conntrack, stale_flows};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::conntrack::{Conntrack, stale_service_flows};
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
-use crate::model::DesiredState;
+use crate::model::{DesiredService, DesiredState, ServicePortName};
 
 /// The iptables data plane over an [`Iptables`] door and a [`Conntrack`] door.
 #[derive(Debug)]
@@ -24,9 +28,12 @@ pub struct IptablesDataplane<I: Iptables, C: Conntrack> {
     iptables: I,
     conntrack: C,
     renderer: Renderer,
-    /// What the kernel holds, as far as we know; `None` forces a full sync.
-    applied: Option<Ruleset>,
-    applied_state: Option<DesiredState>,
+    /// Does the kernel hold the renderer's last ruleset? No: the next sync is full.
+    synced: bool,
+    /// Is there a last applied state to find stale flows against?
+    flows_known: bool,
+    /// Services changed since the last successful sync, with their state then.
+    pending: BTreeMap<ServicePortName, Option<DesiredService>>,
 }
 
 impl IptablesDataplane<RealIptables, crate::conntrack::RealConntrack> {
@@ -53,8 +60,9 @@ impl<I: Iptables, C: Conntrack> IptablesDataplane<I, C> {
             iptables,
             conntrack,
             renderer: Renderer::new(options),
-            applied: None,
-            applied_state: None,
+            synced: false,
+            flows_known: false,
+            pending: BTreeMap::new(),
         }
     }
 
@@ -63,16 +71,18 @@ impl<I: Iptables, C: Conntrack> IptablesDataplane<I, C> {
         &self.iptables
     }
 
-    fn write(&mut self, ruleset: &Ruleset) -> Result<(bool, usize), DataplaneError> {
+    fn write(&self, changes: &ChainChanges) -> Result<(bool, usize), DataplaneError> {
         let mut written = 0;
-        let full = self.applied.is_none();
+        let full = !self.synced;
+        let ruleset = self.renderer.ruleset();
         for table in Table::ALL {
-            let text = match &self.applied {
-                Some(applied) => restore::partial(table, ruleset, applied),
-                None => {
-                    let kernel = restore::parse_save(&self.iptables.save(table)?);
-                    Some(restore::full(table, ruleset, &kernel))
-                }
+            let text = if full {
+                let kernel = restore::parse_save(&self.iptables.save(table)?);
+                Some(restore::full(table, ruleset, &kernel))
+            } else {
+                changes
+                    .get(&table)
+                    .and_then(|changed| restore::partial(table, ruleset, changed))
             };
             if let Some(text) = text {
                 written += text.lines().filter(|l| l.starts_with(':')).count();
@@ -85,14 +95,18 @@ impl<I: Iptables, C: Conntrack> IptablesDataplane<I, C> {
 
 impl<I: Iptables, C: Conntrack> Dataplane for IptablesDataplane<I, C> {
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
-        let ruleset = self.renderer.render(desired);
-        let (full, written) = match self.write(&ruleset) {
+        let changes = self.renderer.render(desired);
+        for (name, before) in changes.services {
+            self.pending.entry(name).or_insert(before);
+        }
+        let (full, written) = match self.write(&changes.chains) {
             Ok(done) => done,
             Err(err) => {
-                self.applied = None;
+                self.synced = false;
                 return Err(err);
             }
         };
+        self.synced = true;
         let mut report = SyncReport {
             full,
             written,
@@ -101,26 +115,34 @@ impl<I: Iptables, C: Conntrack> Dataplane for IptablesDataplane<I, C> {
         for table in Table::ALL {
             report
                 .rules
-                .insert(table.as_str(), ruleset.rule_count(table));
+                .insert(table.as_str(), self.renderer.ruleset().rule_count(table));
         }
-        self.applied = Some(ruleset);
-        for flow in stale_flows(self.applied_state.as_ref(), desired) {
+        let mut flows = BTreeSet::new();
+        if self.flows_known {
+            for (name, before) in &self.pending {
+                let after = desired.services.get(name);
+                stale_service_flows(name, before.as_ref(), after, &mut flows);
+            }
+        }
+        self.pending.clear();
+        self.flows_known = true;
+        for flow in flows {
             match self.conntrack.delete(&flow) {
                 Ok(()) => report.flows_cleared += 1,
                 Err(err) => warn!(error = %err, "cannot delete stale conntrack entries"),
             }
         }
-        self.applied_state = Some(desired.clone());
         Ok(report)
     }
 
     fn force_full_sync(&mut self) {
-        self.applied = None;
+        self.synced = false;
     }
 
     fn cleanup(&mut self) -> Result<(), DataplaneError> {
-        self.applied = None;
-        self.applied_state = None;
+        self.synced = false;
+        self.flows_known = false;
+        self.pending.clear();
         for table in Table::ALL {
             let kernel = restore::parse_save(&self.iptables.save(table)?);
             if let Some(text) = restore::cleanup(table, &kernel) {

@@ -33,8 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
-
+use super::assemble::{Assembly, ChainChanges, Parts};
 use super::door::{Chains, Table};
 use crate::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePortName,
@@ -134,12 +133,23 @@ struct ServiceRules {
     endpoint_ips: Vec<Ipv4Addr>,
 }
 
-/// Renders rulesets, re-rendering only Services whose desired state changed.
-#[derive(Debug, Default)]
+/// Renders rulesets, re-rendering only Services whose desired state changed and patching the
+/// assembled ruleset only where they touch it (see [`super::assemble`]).
+#[derive(Debug)]
 pub struct Renderer {
     options: RenderOptions,
     node: Option<NodeFacts>,
-    cache: HashMap<ServicePortName, (DesiredService, Arc<ServiceRules>)>,
+    cache: HashMap<ServicePortName, (DesiredService, Parts)>,
+    assembly: Assembly,
+}
+
+/// What one [`Renderer::render`] changed.
+#[derive(Debug, Default)]
+pub struct RenderChanges {
+    /// The chains that may differ from the previous render, with their previous rules.
+    pub chains: ChainChanges,
+    /// The Services that changed, with their previous desired state (`None`: new).
+    pub services: Vec<(ServicePortName, Option<DesiredService>)>,
 }
 
 impl Renderer {
@@ -147,156 +157,89 @@ impl Renderer {
     pub fn new(options: RenderOptions) -> Self {
         Renderer {
             options,
-            ..Renderer::default()
+            node: None,
+            cache: HashMap::new(),
+            assembly: Assembly::new(),
         }
     }
 
-    /// The whole ruleset for `desired`.
-    pub fn render(&mut self, desired: &DesiredState) -> Ruleset {
+    /// The ruleset of the last render.
+    pub fn ruleset(&self) -> &Ruleset {
+        self.assembly.ruleset()
+    }
+
+    /// Brings the ruleset to `desired`; says which chains and Services changed.
+    pub fn render(&mut self, desired: &DesiredState) -> RenderChanges {
+        let mut services = Vec::new();
         if self.node.as_ref() != Some(&desired.node) {
-            self.cache.clear();
+            self.assembly.reset();
+            services.extend(self.cache.drain().map(|(name, (old, _))| (name, Some(old))));
             self.node = Some(desired.node.clone());
         }
-        self.cache.retain(|k, _| desired.services.contains_key(k));
-        let mut per_service = Vec::with_capacity(desired.services.len());
+        let mut unchanged = 0;
+        let mut changed = Vec::new();
         for (name, service) in &desired.services {
-            let rules = match self.cache.get(name) {
-                Some((cached, rules)) if cached == service => Arc::clone(rules),
-                _ => {
-                    let rules = Arc::new(service_rules(name, service, &desired.node));
-                    self.cache
-                        .insert(name.clone(), (service.clone(), Arc::clone(&rules)));
-                    rules
-                }
-            };
-            per_service.push(rules);
+            match self.cache.get(name) {
+                Some((cached, _)) if cached == service => unchanged += 1,
+                _ => changed.push((name, service)),
+            }
         }
-        assemble(&per_service, &self.options)
+        let kept = unchanged
+            + changed
+                .iter()
+                .filter(|(n, _)| self.cache.contains_key(*n))
+                .count();
+        if kept < self.cache.len() {
+            let gone: Vec<ServicePortName> = self
+                .cache
+                .keys()
+                .filter(|name| !desired.services.contains_key(*name))
+                .cloned()
+                .collect();
+            for name in gone {
+                if let Some((old, parts)) = self.cache.remove(&name) {
+                    self.assembly.remove(&name, &parts);
+                    services.push((name, Some(old)));
+                }
+            }
+        }
+        for (name, service) in changed {
+            let old = self.cache.remove(name).map(|(old, parts)| {
+                self.assembly.remove(name, &parts);
+                old
+            });
+            let rules = service_rules(name, service, &desired.node);
+            let parts = Parts {
+                chain_names: rules.chains.iter().map(|(n, _)| n.clone()).collect(),
+                entries: rules
+                    .entries
+                    .into_iter()
+                    .map(|(ip, r)| (u32::from(ip), Arc::from(r)))
+                    .collect(),
+                node_ports: rules
+                    .node_ports
+                    .into_iter()
+                    .map(|(port, r)| (port, Arc::from(r)))
+                    .collect(),
+                rejects: !rules.rejects.is_empty(),
+                endpoint_ips: rules.endpoint_ips.iter().map(|ip| u32::from(*ip)).collect(),
+            };
+            self.assembly.add(name, &parts, rules.chains, rules.rejects);
+            self.cache.insert(name.clone(), (service.clone(), parts));
+            services.push((name.clone(), old));
+        }
+        RenderChanges {
+            chains: self.assembly.finish(&self.options),
+            services,
+        }
     }
 }
 
 /// Renders `desired` without a cache.
 pub fn render(desired: &DesiredState, options: &RenderOptions) -> Ruleset {
-    Renderer::new(options.clone()).render(desired)
-}
-
-fn assemble(services: &[Arc<ServiceRules>], options: &RenderOptions) -> Ruleset {
-    let mut nat = Chains::new();
-    let mut filter = Chains::new();
-    let mut entries = Vec::new();
-    let mut node_ports = Vec::new();
-    let mut rejects = Vec::new();
-    let mut endpoint_ips = Vec::new();
-    for rules in services {
-        endpoint_ips.extend(rules.endpoint_ips.iter().map(|ip| u32::from(*ip)));
-        nat.extend(rules.chains.iter().cloned());
-        entries.extend(
-            rules
-                .entries
-                .iter()
-                .map(|(ip, r)| (u32::from(*ip), r.clone())),
-        );
-        node_ports.extend(rules.node_ports.iter().cloned());
-        rejects.extend(rules.rejects.iter().cloned());
-    }
-    entries.sort();
-    node_ports.sort();
-    let mut services_rules = dispatch(&entries, &mut nat, "DST");
-    endpoint_ips.sort_unstable();
-    endpoint_ips.dedup();
-    let hairpins: Vec<(u32, String)> = endpoint_ips
-        .into_iter()
-        .map(|raw| {
-            let ip = Ipv4Addr::from(raw);
-            (
-                raw,
-                format!("-s {ip}/32 -d {ip}/32 -j MASQUERADE --random-fully"),
-            )
-        })
-        .collect();
-    let hairpin_root = dispatch(&hairpins, &mut nat, "HP");
-    services_rules.push(format!(
-        "-m addrtype --dst-type LOCAL -m comment --comment \"skiff node ports; must be last\" -j {NODEPORTS}"
-    ));
-    nat.insert(SERVICES.into(), services_rules);
-    nat.insert(
-        NODEPORTS.into(),
-        node_ports.into_iter().map(|(_, r)| r).collect(),
-    );
-    let mut postrouting = Vec::new();
-    if !hairpin_root.is_empty() {
-        postrouting.push(format!(
-            "-m conntrack --ctstate DNAT -m comment --comment \"skiff hairpin: a Pod served by itself\" -j {HAIRPIN}"
-        ));
-        nat.insert(HAIRPIN.into(), hairpin_root);
-    }
-    postrouting.extend([
-            format!("-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
-            format!("-j MARK --xor-mark {MASQ_MARK}"),
-            "-m comment --comment \"skiff service traffic requiring SNAT\" -j MASQUERADE --random-fully"
-                .into(),
-        ]);
-    nat.insert(POSTROUTING.into(), postrouting);
-    nat.insert(
-        MARK_MASQ.into(),
-        vec![format!("-j MARK --or-mark {MASQ_MARK}")],
-    );
-    nat.insert(
-        MARK_DROP.into(),
-        vec![format!("-j MARK --or-mark {DROP_MARK}")],
-    );
-    filter.insert(SERVICES.into(), rejects);
-    let mut firewall = vec![format!(
-        "-m mark --mark {DROP_MARK}/{DROP_MARK} -m comment --comment \"skiff dropping marked packets\" -j DROP"
-    )];
-    if options.localhost_nodeports {
-        firewall.push(
-            "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment \"block incoming localnet connections\" -j DROP"
-                .into(),
-        );
-    }
-    filter.insert(FIREWALL.into(), firewall);
-    Ruleset {
-        tables: [(Table::Nat, nat), (Table::Filter, filter)].into(),
-    }
-}
-
-/// Splits sorted `(address, rule)` entries into a prefix tree of chains named
-/// `SKIFF-<kind>-<prefix>-<len>`, matching on the destination; returns the root rules.
-fn dispatch(entries: &[(u32, String)], chains: &mut Chains, kind: &str) -> Vec<String> {
-    match (entries.first(), entries.last()) {
-        (Some(first), Some(last)) => split(entries, common_len(first.0, last.0), chains, kind),
-        _ => Vec::new(),
-    }
-}
-
-fn common_len(a: u32, b: u32) -> u8 {
-    (a ^ b).leading_zeros() as u8
-}
-
-fn split(entries: &[(u32, String)], len: u8, chains: &mut Chains, kind: &str) -> Vec<String> {
-    if entries.len() <= LEAF || len >= 32 {
-        return entries.iter().map(|(_, r)| r.clone()).collect();
-    }
-    let next = (len + 4).min(32);
-    let bucket = |ip: u32| ip.checked_shr(u32::from(32 - next)).unwrap_or(0);
-    let mut rules = Vec::new();
-    for group in entries.chunk_by(|a, b| bucket(a.0) == bucket(b.0)) {
-        if group.len() <= 2 {
-            rules.extend(group.iter().map(|(_, r)| r.clone()));
-            continue;
-        }
-        let (first, last) = (group[0].0, group[group.len() - 1].0);
-        let plen = common_len(first, last).max(next);
-        let prefix = Ipv4Net::new(Ipv4Addr::from(first), plen)
-            .expect("a prefix length of at most 32")
-            .trunc();
-        let name = format!("SKIFF-{kind}-{:08X}-{plen}", u32::from(prefix.network()));
-        let sub = split(group, plen, chains, kind);
-        chains.insert(name.clone(), sub);
-        rules.push(format!("-d {prefix} -j {name}"));
-    }
-    rules
+    let mut renderer = Renderer::new(options.clone());
+    renderer.render(desired);
+    renderer.assembly.into_ruleset()
 }
 
 /// A short stable hash of a Service port name, for chain and list names (FNV-1a, base32).

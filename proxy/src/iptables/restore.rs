@@ -5,11 +5,12 @@
 //! partial sync writes chain lines and rules only for chains whose rules differ from what was
 //! last applied, deletes chains that are gone (flush first, `-X` last, after the rewritten
 //! chains stopped referring to them), and says nothing about the rest — kube-proxy's trick, with
-//! the changed set found by comparing rendered chains instead of trusting change events. A full
+//! the changed set found by comparing the chains a render touched (it hands over their previous
+//! rules) instead of trusting change events, and without looking at untouched ones. A full
 //! sync (the first, and the one after any failure) rewrites every chain of ours, removes
 //! `SKIFF-` chains the kernel has but we no longer want, and inserts missing hook rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::door::{Chains, Table, jumps_to};
@@ -87,17 +88,23 @@ fn same_jump(a: &str, b: &str) -> bool {
     jumps_to(a) == jumps_to(b) && a.contains("--ctstate NEW") == b.contains("--ctstate NEW")
 }
 
-/// Partial-sync text for `table`, or `None` when nothing in it changed.
-pub fn partial(table: Table, desired: &Ruleset, applied: &Ruleset) -> Option<String> {
-    let (want, have) = (desired.chains(table), applied.chains(table));
-    let changed: Vec<(&String, &Vec<String>)> = want
-        .iter()
-        .filter(|(name, rules)| have.get(*name) != Some(*rules))
-        .collect();
-    let gone: Vec<&String> = have
-        .keys()
-        .filter(|name| !want.contains_key(*name))
-        .collect();
+/// Partial-sync text for `table`, or `None` when nothing in it changed: only the chains in
+/// `changes` (the ones a render touched, with what they held before) are compared.
+pub fn partial(
+    table: Table,
+    desired: &Ruleset,
+    changes: &BTreeMap<String, Option<Vec<String>>>,
+) -> Option<String> {
+    let want = desired.chains(table);
+    let mut changed: Vec<(&String, &Vec<String>)> = Vec::new();
+    let mut gone: Vec<&String> = Vec::new();
+    for (name, before) in changes {
+        match (want.get(name), before) {
+            (Some(rules), before) if before.as_ref() != Some(rules) => changed.push((name, rules)),
+            (None, Some(_)) => gone.push(name),
+            _ => {}
+        }
+    }
     if changed.is_empty() && gone.is_empty() {
         return None;
     }

@@ -227,3 +227,92 @@ fn many_services_are_dispatched_through_a_prefix_tree() {
         assert!((1..=2).contains(&hops), "{:?}", t.path);
     }
 }
+
+/// A small deterministic generator (no dependency for one test).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn random_service(rng: &mut Lcg, i: u64) -> DesiredService {
+    // Few distinct addresses, so trees split deeply, addresses are shared and groups merge.
+    let ip = |rng: &mut Lcg| {
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + rng.below(600) as u32)
+    };
+    let endpoints: Vec<EndpointAddr> = (0..rng.below(4))
+        .map(|_| EndpointAddr {
+            ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + rng.below(400) as u32),
+            port: 8080,
+            local: false,
+        })
+        .collect();
+    let node_port = (rng.below(3) == 0).then_some(30_000 + i as u16);
+    DesiredService {
+        port: ServicePort {
+            cluster_ips: vec![ip(rng)],
+            external_ips: (0..rng.below(2)).map(|_| ip(rng)).collect(),
+            port: 80,
+            node_port,
+            ..ServicePort::default()
+        },
+        external_endpoints: if node_port.is_some() || rng.below(2) == 0 {
+            endpoints.clone()
+        } else {
+            Vec::new()
+        },
+        has_endpoints: !endpoints.is_empty(),
+        internal_endpoints: endpoints,
+        local_ready: 0,
+    }
+}
+
+#[test]
+fn patched_rulesets_equal_fresh_renders_through_random_churn() {
+    let mut rng = Lcg(7);
+    let mut desired = state(&[]);
+    let (mut plane, fake) = plane();
+    let mut renderer = Renderer::new(RenderOptions::default());
+    for step in 0..300 {
+        // Mostly single changes, sometimes a burst, sometimes a mass removal.
+        let changes = match step % 50 {
+            0 => 200,
+            25 => 0,
+            _ => 1 + rng.below(3),
+        };
+        if step % 50 == 25 {
+            let keep = rng.below(3);
+            desired.services.retain(|_, _| rng.below(3) < keep);
+        }
+        for _ in 0..changes {
+            let i = rng.below(400);
+            let name = ServicePortName::new("ns", &format!("svc{i}"), "", Protocol::Tcp);
+            if rng.below(5) == 0 {
+                desired.services.remove(&name);
+            } else {
+                desired.services.insert(name, random_service(&mut rng, i));
+            }
+        }
+        if step == 150 {
+            desired.node.ips.push(Ipv4Addr::new(172, 31, 0, 12));
+        }
+        renderer.render(&desired);
+        let fresh = render::render(&desired, &RenderOptions::default());
+        assert_eq!(renderer.ruleset(), &fresh, "step {step}");
+        plane.sync(&desired).unwrap();
+        for table in Table::ALL {
+            let ours: door::Chains = fake
+                .chains(table)
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(render::CHAIN_PREFIX))
+                .collect();
+            assert_eq!(&ours, fresh.chains(table), "step {step} {table:?}");
+        }
+    }
+}

@@ -56,6 +56,7 @@ pub fn run(pods: usize) -> Result<Vec<Figure>> {
             unit: "Gbit/s".to_owned(),
             value: pod_to_pod_gbits(path, &skiff, IPERF_TIME)?,
             baseline: Some(underlay),
+            note: String::new(),
         });
     }
     Ok(figures)
@@ -84,6 +85,7 @@ fn add_del(plugin: &Path, pods: usize) -> Result<Vec<Figure>> {
         unit: "ms".to_owned(),
         value: percentile(ours, p),
         baseline: Some(percentile(theirs, p)),
+        note: String::new(),
     };
     Ok(vec![
         figure("ADD", &ours.add, &theirs.add, 50.0),
@@ -95,6 +97,7 @@ fn add_del(plugin: &Path, pods: usize) -> Result<Vec<Figure>> {
             unit: "ms".to_owned(),
             value: percentile(&floor, 50.0),
             baseline: None,
+            note: String::new(),
         },
     ])
 }

@@ -52,6 +52,7 @@ pub fn run_in(package: &str, example: &str) -> Result<Vec<Figure>> {
                 unit: f["unit"].as_str().unwrap_or("").to_owned(),
                 value: f["value"].as_f64().context("figure without a value")?,
                 baseline: f["baseline"].as_f64(),
+                note: f["note"].as_str().unwrap_or("").to_owned(),
             })
         })
         .collect()

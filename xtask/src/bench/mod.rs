@@ -49,6 +49,9 @@ pub struct Figure {
     pub value: f64,
     /// The baseline's measurement of the same thing, if any.
     pub baseline: Option<f64>,
+    /// Why a figure or its baseline is not what it seems (e.g. the baseline did not finish).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
 
 impl Figure {
@@ -131,5 +134,8 @@ fn print_table(name: &str, baseline: &str, figures: &[Figure]) {
             base,
             ratio
         );
+        if !f.note.is_empty() {
+            println!("    ({})", f.note);
+        }
     }
 }

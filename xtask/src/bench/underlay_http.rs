@@ -62,6 +62,7 @@ pub fn run(requests: usize) -> Result<Vec<Figure>> {
         unit: unit.to_owned(),
         value: f(&subject),
         baseline: Some(f(&baseline)),
+        note: String::new(),
     };
     Ok(vec![
         figure("latency p50", "us", |s| s.percentile(50.0)),

@@ -22,8 +22,7 @@ use aya_ebpf::{
 };
 use skiff_ebpf_common::{
     IPPROTO_TCP, IPPROTO_UDP, L4Addr, MAX_BACKENDS, MAX_REVNAT, MAX_SERVICES, RevNatKey,
-    SERVICE_FLAG_HAS_ENDPOINTS, SOCK_ADDR_ALLOW, SOCK_ADDR_DENY, ServiceKey, ServiceValue,
-    SlotKey,
+    SERVICE_FLAG_HAS_ENDPOINTS, SOCK_ADDR_ALLOW, SOCK_ADDR_DENY, ServiceKey, ServiceValue, SlotKey,
 };
 
 /// `ECONNREFUSED` on Linux.

@@ -306,6 +306,15 @@ fn common_len(a: u32, b: u32) -> u8 {
     (a ^ b).leading_zeros() as u8
 }
 
+/// The tree level (a multiple of 4 bits) of a group whose addresses share `len` leading bits.
+///
+/// Levels are fixed boundaries, not relative to the group's neighbours: a chain's name then
+/// depends only on the addresses inside its own prefix, so one new address far away (an
+/// endpoint outside every existing prefix) does not rename, and rewrite, the whole tree.
+fn level(len: u8) -> u8 {
+    len / 4 * 4
+}
+
 /// One rebuild of a prefix tree along the paths of changed addresses.
 #[derive(Debug, Default)]
 struct Walk {
@@ -337,7 +346,7 @@ impl Walk {
             rule: &rule,
         };
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-            walk.root = walk.split(&at, entries, common_len(first.0, last.0));
+            walk.root = walk.split(&at, entries, level(common_len(first.0, last.0)));
         }
         walk
     }
@@ -362,7 +371,7 @@ impl Walk {
                 continue;
             }
             let (first, last) = (group[0].0, group[group.len() - 1].0);
-            let plen = common_len(first, last).max(next);
+            let plen = level(common_len(first, last)).max(next);
             let prefix = Ipv4Net::new(Ipv4Addr::from(first), plen)
                 .expect("a prefix length of at most 32")
                 .trunc();

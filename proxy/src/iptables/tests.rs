@@ -316,3 +316,43 @@ fn patched_rulesets_equal_fresh_renders_through_random_churn() {
         }
     }
 }
+
+#[test]
+fn an_endpoint_far_from_all_others_rewrites_a_few_chains_not_the_tree() {
+    // 2,000 Services × 4 endpoints: deep trees over both Service and endpoint addresses, the
+    // endpoints spread over 10.244.0.0/15 (a common prefix not on a 4-bit boundary).
+    let mut desired = state(&[]);
+    for i in 0..2_000u32 {
+        let mut svc = service(0, &[]);
+        svc.port.cluster_ips = vec![Ipv4Addr::from(0x0A60_0000 + i * 7)];
+        svc.internal_endpoints = (0..4)
+            .map(|e| EndpointAddr {
+                ip: Ipv4Addr::from(0x0AF4_0000 + (i * 4 + e) * 16),
+                port: 8080,
+                local: false,
+            })
+            .collect();
+        svc.has_endpoints = true;
+        let name = ServicePortName::new("ns", &format!("svc{i}"), "", Protocol::Tcp);
+        desired.services.insert(name, svc);
+    }
+    let (mut plane, _fake) = plane();
+    let full = plane.sync(&desired).unwrap();
+    assert!(
+        full.written > 300,
+        "{} chains in the full sync",
+        full.written
+    );
+    // One endpoint moves to an address outside every existing prefix (a new node's podCIDR):
+    // the endpoint tree's root changes, but its chains keep their names.
+    let first = ServicePortName::new("ns", "svc0", "", Protocol::Tcp);
+    let svc = desired.services.get_mut(&first).unwrap();
+    svc.internal_endpoints[0].ip = Ipv4Addr::new(10, 250, 0, 1);
+    let one = plane.sync(&desired).unwrap();
+    assert!(!one.full);
+    assert!(
+        one.written <= 8,
+        "{} chains for one endpoint change",
+        one.written
+    );
+}

@@ -252,7 +252,7 @@ fn check_kernel_state(cluster: &Cluster) -> Result<()> {
     let nat = node1.netns.exec(&["iptables", "-t", "nat", "-S"], WAIT)?;
     let jumps = nat
         .lines()
-        .filter(|l| l.contains("-j SKIFF-POSTROUTING"))
+        .filter(|l| l.contains("-j SKIFFNET-MASQ"))
         .count();
     assert_eq!(jumps, 1, "{nat}");
     let forward = node1

@@ -4,7 +4,8 @@
 //! traffic from the cluster CIDR to anywhere else leaves with the node's address. Inside the
 //! cluster it must not: a server Pod sees the client Pod's real IP (NetworkPolicy, logs, and the
 //! Kubernetes network model all depend on it). The rules live in a chain of our own,
-//! `SKIFF-POSTROUTING`, rewritten whole on every ensure (restore flushes a chain it declares), and
+//! `SKIFFNET-MASQ` (not `SKIFF-*`: the Service proxy owns every `SKIFF-` chain in the same
+//! namespace, rewrites its own `SKIFF-POSTROUTING` and removes them all on cleanup), rewritten whole on every ensure (restore flushes a chain it declares), and
 //! one jump from `POSTROUTING` added only when `iptables -C` says it is missing — so restarts and
 //! repeated ensures never stack duplicate jumps. The jump goes first in `POSTROUTING` so nobody
 //! else's blanket MASQUERADE hides Pod source addresses from Pods.
@@ -19,7 +20,7 @@ use ipnet::Ipv4Net;
 use super::iptables::{Iptables, IptablesError, split_words};
 
 /// Our chain in the `nat` table.
-pub const MASQUERADE_CHAIN: &str = "SKIFF-POSTROUTING";
+pub const MASQUERADE_CHAIN: &str = "SKIFFNET-MASQ";
 
 const TABLE: &str = "nat";
 
@@ -154,5 +155,12 @@ mod tests {
             postrouting(&ipt),
             vec![split_words("-o eth9 -j MASQUERADE")]
         );
+    }
+
+    #[test]
+    fn the_chain_is_outside_the_service_proxys_namespace_of_chains() {
+        // skiff-proxy owns (rewrites, and on cleanup deletes) every chain named `SKIFF-*`,
+        // including its own `SKIFF-POSTROUTING`; the node network runs beside it.
+        assert!(!MASQUERADE_CHAIN.starts_with("SKIFF-"));
     }
 }

@@ -20,9 +20,9 @@ use skiff_node::pods::worker::Context as PodContext;
 use skiff_node::register::{self, NodeIdentity};
 use skiff_node::runtime::process::ProcessRuntime;
 use skiff_node::{heartbeat, network, pods, sandbox, shim};
-use skiff_proxy::iptables::{IptablesDataplane, RenderOptions};
+use skiff_proxy::iptables::RenderOptions;
 use skiff_proxy::runner::Intervals;
-use skiff_proxy::{Proxy, ProxyConfig};
+use skiff_proxy::{EbpfPaths, ModeConfig, NodeDataplane, Proxy, ProxyConfig, ProxyMode};
 
 /// The per-node agent.
 #[derive(Parser, Debug)]
@@ -71,10 +71,18 @@ struct Cli {
     /// The VXLAN UDP port (every node must agree).
     #[arg(long, default_value_t = 8472)]
     vxlan_port: u16,
-    /// The Service proxy this agent hosts: `iptables`, or `none` when another proxy
-    /// (kube-proxy, a standalone skiff-proxy) does the job. (`ebpf` arrives with its issue.)
+    /// The Service proxy this agent hosts: `iptables`, `ebpf` (socket programs on the node's
+    /// cgroup, `--cgroup-root`), or `none` when another proxy (kube-proxy, a standalone
+    /// skiff-proxy) does the job.
     #[arg(long, default_value = "iptables", value_parser = ["iptables", "ebpf", "none"])]
     proxy_mode: String,
+    /// eBPF mode: the compiled BPF object (default: beside this binary, the build output, or
+    /// /usr/lib/skiff/skiff-lb.bpf.o).
+    #[arg(long)]
+    bpf_object: Option<PathBuf>,
+    /// eBPF mode: the bpffs folder for pinned maps and program links (one per node).
+    #[arg(long, default_value = skiff_proxy::mode::DEFAULT_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
     /// Where the proxy serves /metrics (empty: nowhere).
     #[arg(long, default_value = "127.0.0.1:10249")]
     proxy_metrics_bind_address: String,
@@ -114,11 +122,6 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if cli.proxy_mode == "ebpf" {
-        bail!(
-            "--proxy-mode ebpf is not available yet (it arrives with the eBPF data plane); use iptables"
-        );
-    }
     let config = match &cli.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -175,8 +178,8 @@ async fn run(cli: Cli) -> Result<()> {
 
     let cgroup_root = match cli.cgroup_root {
         Some(dir) => dir,
-        None => sandbox::cgroup2_mount()
-            .context("no cgroup2 hierarchy is mounted: mount one or give --cgroup-root")?
+        None => skiff_proxy::ebpf::mounts::ensure_cgroup2()
+            .context("no cgroup v2 hierarchy: give --cgroup-root")?
             .join("skiff-pods"),
     };
     sandbox::create_cgroup(&cgroup_root)?;
@@ -187,7 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let runtime = ProcessRuntime {
         state_dir: cli.root_dir.join("pods"),
-        cgroup_root,
+        cgroup_root: cgroup_root.clone(),
         netns_prefix: cli.netns_prefix.clone(),
         cni: cni.clone(),
         shim_exe: std::env::current_exe().context("cannot find this binary for the shim")?,
@@ -202,9 +205,14 @@ async fn run(cli: Cli) -> Result<()> {
     });
     let pod_task = tokio::spawn(pods::run(ctx, cni));
     tracing::info!(node = %identity.name, "running pods");
-    let proxy_task = match cli.proxy_mode.as_str() {
-        "none" => tokio::spawn(std::future::pending()),
-        _ => {
+    let proxy_mode = match cli.proxy_mode.as_str() {
+        "iptables" => Some(ProxyMode::Iptables),
+        "ebpf" => Some(ProxyMode::Ebpf),
+        _ => None,
+    };
+    let proxy_task = match proxy_mode {
+        None => tokio::spawn(std::future::pending()),
+        Some(mode) => {
             let config = ProxyConfig {
                 node_name: identity.name.clone(),
                 cluster_cidr: Some(cli.cluster_cidr),
@@ -213,7 +221,17 @@ async fn run(cli: Cli) -> Result<()> {
                 metrics_bind: bind(&cli.proxy_metrics_bind_address)?,
                 healthz_bind: bind(&cli.proxy_healthz_bind_address)?,
             };
-            let dataplane = IptablesDataplane::real(config.render.clone());
+            // The node's cgroup is the Pods' parent: the socket programs see every Pod.
+            let dataplane = NodeDataplane::open(ModeConfig {
+                mode,
+                render: config.render.clone(),
+                ebpf: EbpfPaths {
+                    object: cli.bpf_object.clone(),
+                    pin_dir: cli.bpf_pin_dir.clone(),
+                    cgroup: Some(cgroup_root),
+                },
+            })
+            .context("cannot open the service proxy's data plane")?;
             tokio::spawn(async move {
                 Proxy::run(client, config, dataplane, std::future::pending()).await
             })

@@ -143,16 +143,6 @@ pub fn remove_cgroup(dir: &Path) -> Result<(), SandboxError> {
     }
 }
 
-/// The cgroup v2 mount point, from /proc/self/mounts.
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_dev, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
-        (kind == "cgroup2").then(|| PathBuf::from(dir.replace("\\040", " ")))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

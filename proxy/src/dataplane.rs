@@ -14,8 +14,10 @@ use crate::model::DesiredState;
 pub struct SyncReport {
     /// Was everything rewritten (first sync, after a failure, or forced)?
     pub full: bool,
-    /// Rules (or map entries) the data plane holds now, per table or map.
+    /// iptables rules the data plane holds now, per table.
     pub rules: BTreeMap<&'static str, usize>,
+    /// BPF map entries the data plane holds now, per map.
+    pub map_entries: BTreeMap<&'static str, usize>,
     /// Chains (or entries) written in this sync.
     pub written: usize,
     /// Stale UDP flows deleted.

@@ -13,10 +13,12 @@ pub mod explain;
 pub mod healthcheck;
 pub mod iptables;
 pub mod metrics;
+pub mod mode;
 pub mod model;
 pub mod proxy;
 pub mod runner;
 pub mod server;
 
 pub use dataplane::{Dataplane, DataplaneError, SyncReport};
+pub use mode::{EbpfPaths, ModeConfig, ModeError, NodeDataplane, ProxyMode};
 pub use proxy::{Proxy, ProxyConfig, ProxyError};

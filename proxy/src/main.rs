@@ -4,13 +4,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 use ipnet::Ipv4Net;
-use skiff_proxy::conntrack::RealConntrack;
-use skiff_proxy::iptables::{Iptables, IptablesDataplane, RealIptables, RenderOptions, Table};
+use skiff_proxy::iptables::{Iptables, RealIptables, RenderOptions, Table};
 use skiff_proxy::runner::Intervals;
-use skiff_proxy::{Dataplane, Proxy, ProxyConfig};
+use skiff_proxy::{EbpfPaths, ModeConfig, NodeDataplane, Proxy, ProxyConfig, ProxyMode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,7 +28,18 @@ struct Args {
     cluster_cidr: Option<Ipv4Net>,
     /// Which data plane.
     #[arg(long, value_enum, default_value = "iptables")]
-    proxy_mode: Mode,
+    proxy_mode: ProxyMode,
+    /// eBPF mode: the compiled BPF object (default: beside this binary, the build output,
+    /// or /usr/lib/skiff/skiff-lb.bpf.o).
+    #[arg(long)]
+    bpf_object: Option<PathBuf>,
+    /// eBPF mode: the bpffs folder for pinned maps and program links.
+    #[arg(long, default_value = skiff_proxy::mode::DEFAULT_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
+    /// eBPF mode: the cgroup (v2) whose processes are load-balanced — the one Pods run under
+    /// (default: skiff-pods under the cgroup2 mount, where skiff-node puts them).
+    #[arg(long)]
+    bpf_cgroup: Option<PathBuf>,
     /// Where to serve /metrics (empty: nowhere).
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_bind_address: String,
@@ -45,7 +55,7 @@ struct Args {
     /// Do not answer NodePorts on 127.0.0.1 (and leave route_localnet alone).
     #[arg(long)]
     no_localhost_nodeports: bool,
-    /// Remove every rule and chain skiff-proxy made, then exit.
+    /// Remove every rule, chain, program and pinned map skiff-proxy made (both modes), then exit.
     #[arg(long)]
     cleanup: bool,
     #[command(subcommand)]
@@ -65,12 +75,6 @@ enum Command {
         #[arg(long)]
         from_node: bool,
     },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    Iptables,
-    Ebpf,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -147,22 +151,24 @@ async fn main() -> Result<()> {
         print!("{text}");
         return Ok(());
     }
-    if args.proxy_mode == Mode::Ebpf {
-        bail!(
-            "--proxy-mode ebpf is not available yet (it arrives with the eBPF data plane); use iptables"
-        );
-    }
     let render = RenderOptions {
         localhost_nodeports: !args.no_localhost_nodeports,
     };
+    let mode = ModeConfig {
+        mode: args.proxy_mode,
+        render: render.clone(),
+        ebpf: EbpfPaths {
+            object: args.bpf_object.clone(),
+            pin_dir: args.bpf_pin_dir.clone(),
+            cgroup: args.bpf_cgroup.clone(),
+        },
+    };
     if args.cleanup {
-        let mut dataplane =
-            IptablesDataplane::new(RealIptables::new(), RealConntrack, render.clone());
-        dataplane.cleanup().context("cleanup failed")?;
-        println!("removed skiff-proxy's chains and rules");
+        NodeDataplane::remove_all(&mode).context("cleanup failed")?;
+        println!("removed skiff-proxy's chains, rules, programs and pinned maps");
         return Ok(());
     }
-    let dataplane = IptablesDataplane::real(render.clone());
+    let dataplane = NodeDataplane::open(mode).context("cannot open the data plane")?;
     let node_name = match &args.hostname_override {
         Some(name) => name.clone(),
         None => nix_hostname()?,

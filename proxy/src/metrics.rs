@@ -18,6 +18,13 @@ pub struct TableLabel {
     pub table: String,
 }
 
+/// The `map` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabel {
+    /// `services`, `slots`, `backends`, ...
+    pub map: String,
+}
+
 /// The proxy's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -25,6 +32,7 @@ pub struct Metrics {
     last_sync: Gauge<f64, AtomicU64>,
     programming: Histogram,
     rules: Family<TableLabel, Gauge>,
+    map_entries: Family<MapLabel, Gauge>,
 }
 
 impl Metrics {
@@ -35,6 +43,7 @@ impl Metrics {
             last_sync: Gauge::default(),
             programming: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             rules: Family::default(),
+            map_entries: Family::default(),
         };
         registry.register(
             "kubeproxy_sync_proxy_rules_duration_seconds",
@@ -56,6 +65,11 @@ impl Metrics {
             "Total number of iptables rules owned by the proxy",
             metrics.rules.clone(),
         );
+        registry.register(
+            "skiff_proxy_bpf_map_entries",
+            "Entries the eBPF data plane holds, per map",
+            metrics.map_entries.clone(),
+        );
         metrics
     }
 
@@ -73,6 +87,12 @@ impl Metrics {
                 table: (*table).to_owned(),
             };
             self.rules.get_or_create(&label).set(*count as i64);
+        }
+        for (map, count) in &report.map_entries {
+            let label = MapLabel {
+                map: (*map).to_owned(),
+            };
+            self.map_entries.get_or_create(&label).set(*count as i64);
         }
         for trigger in trigger_times {
             if let Ok(latency) = now.duration_since(*trigger) {

@@ -136,7 +136,8 @@ impl Cluster {
         }
         let agent_bin = binaries::binary("skiff-node")?;
         let root = self.node_root(n);
-        let cgroup = self.topology.run().cgroup_dir()?.join(&node.name);
+        let cgroup = self.node_cgroup(n)?;
+        let pins = self.node_pin_dir(n)?;
         let bin_dirs = format!(
             "{},{}",
             binaries::target_dir().join("debug").display(),
@@ -160,6 +161,8 @@ impl Cluster {
             bin_dirs,
             "--cgroup-root".into(),
             path(cgroup),
+            "--bpf-pin-dir".into(),
+            path(pins),
             "--netns-prefix".into(),
             prefix,
             "--image-catalog".into(),
@@ -174,6 +177,25 @@ impl Cluster {
         let agent = Process::spawn_command(self.topology.run(), &name, command)?;
         self.agents[n - 1] = Some(agent);
         Ok(())
+    }
+
+    /// Node `n`'s cgroup: its agent puts every Pod below it, and the eBPF proxy attaches to it
+    /// (it stands for the node's root cgroup, which a test must never attach to).
+    pub fn node_cgroup(&self, n: usize) -> Result<PathBuf> {
+        Ok(self
+            .topology
+            .run()
+            .cgroup_dir()?
+            .join(&self.topology.node(n).name))
+    }
+
+    /// Node `n`'s bpffs folder for the eBPF proxy's pins (one per node, as on real machines).
+    pub fn node_pin_dir(&self, n: usize) -> Result<PathBuf> {
+        Ok(self
+            .topology
+            .run()
+            .bpf_pin_dir()?
+            .join(&self.topology.node(n).name))
     }
 
     /// Node `n`'s agent state folder (Pods, container logs, IPAM), kept with the run's logs.

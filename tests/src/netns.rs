@@ -79,6 +79,34 @@ impl Netns {
         command
     }
 
+    /// A `Command` that runs `argv` inside the namespace *and* inside `cgroup` (v2), in the
+    /// host's mount namespace — how `kubectl exec` places a process in a Pod. The eBPF proxy's
+    /// socket programs see only processes in a node's cgroup, so a client standing for a Pod
+    /// must be one.
+    pub fn command_in_cgroup(&self, cgroup: &std::path::Path, argv: &[&str]) -> Result<Command> {
+        use std::os::fd::AsFd;
+        use std::os::unix::process::CommandExt;
+        let path = format!("/run/netns/{}", self.name);
+        let ns = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        let procs_path = cgroup.join("cgroup.procs");
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs_path)
+            .with_context(|| format!("cannot open {}", procs_path.display()))?;
+        let (program, rest) = argv.split_first().context("an empty command")?;
+        let mut command = Command::new(program);
+        command.args(rest);
+        // SAFETY: only setns(2) and write(2) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+                nix::unistd::write(procs.as_fd(), b"0")?;
+                Ok(())
+            });
+        }
+        Ok(command)
+    }
+
     /// Runs `argv` inside the namespace within `timeout`; fails unless it exits 0.
     pub fn exec(&self, argv: &[&str], timeout: Duration) -> Result<String> {
         cmd::run(&mut self.command(argv), timeout)

@@ -15,6 +15,7 @@
 
 pub mod loader;
 pub mod maps;
+pub mod mounts;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -69,13 +70,13 @@ impl<M: LbMaps> EbpfDataplane<M> {
         }
         let report = SyncReport {
             full,
-            rules: BTreeMap::from([
+            map_entries: BTreeMap::from([
                 ("services", want.services.len()),
                 ("slots", want.slots.len()),
                 ("backends", want.backends.len()),
             ]),
             written: writes.len(),
-            flows_cleared: 0,
+            ..SyncReport::default()
         };
         self.held = Some(want);
         Ok(report)

@@ -1,5 +1,7 @@
-//! skiff-proxy's iptables data plane in a 3-node netns cluster, checked with real traffic.
+//! skiff-proxy's data planes in a 3-node netns cluster, checked with real traffic.
 //!
+//! The same checks run once per data plane (`--proxy-mode iptables` and `ebpf`), so the two
+//! are held to one behaviour; where they differ by design (see [`Mode`]) the check says how.
 //! skiff-control runs in the underlay namespace; Services and EndpointSlices are written straight
 //! to its apiserver (Services without selectors, slices managed by the test), so what is under
 //! test is the proxy alone: one standalone `skiff-proxy` per node namespace (the node agents run
@@ -8,8 +10,7 @@
 //! *which client address they saw*, never a bare connect. Needs root; all iptables calls happen inside node namespaces.
 
 use std::collections::BTreeSet;
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,18 +21,124 @@ use skiff_tests::{Cluster, ClusterOptions, Node, Process, binaries, wait};
 const WAIT: Duration = Duration::from_secs(20);
 const NODES: usize = 3;
 
+/// The data plane under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Iptables,
+    Ebpf,
+}
+
+impl Mode {
+    fn flag(self) -> &'static str {
+        match self {
+            Mode::Iptables => "iptables",
+            Mode::Ebpf => "ebpf",
+        }
+    }
+
+    /// Does this mode translate traffic arriving from outside the node (NodePort from another
+    /// machine, externalTrafficPolicy: Local)? The eBPF mode needs its TC programs for that,
+    /// which are not written yet; until then those checks run for iptables only.
+    fn serves_outside(self) -> bool {
+        self == Mode::Iptables
+    }
+
+    /// Is a Pod that its Service sends back to itself masqueraded? iptables must (its own
+    /// reply would skip the reverse NAT); the socket load balancer connects the Pod straight to
+    /// itself, so it keeps its address like every other client.
+    fn hairpin_masquerades(self) -> bool {
+        self == Mode::Iptables
+    }
+
+    /// Does `sessionAffinity: ClientIP` pin a client? The eBPF programs' affinity map is
+    /// being written.
+    fn pins_affinity(self) -> bool {
+        self == Mode::Iptables
+    }
+
+    /// Does a connected UDP socket reach a Service's new backend when its old one is gone?
+    /// iptables deletes the stale conntrack entry; the socket load balancer rewrote the
+    /// socket's peer at `connect()`, so it must end such sockets (Cilium: `bpf_sock_destroy`),
+    /// which is not written yet.
+    fn udp_follows_replacement(self) -> bool {
+        self == Mode::Iptables
+    }
+}
+
 /// A test server Pod placed on a node by the node agent.
 #[derive(Debug)]
 struct TestPod {
     name: String,
     netns: skiff_tests::Netns,
     ip: Ipv4Addr,
+    /// A client inside this Pod (its namespace and cgroup).
+    client: Client,
+}
+
+/// Where requests come from: a process inside a Pod (its namespace and cgroup, as
+/// `kubectl exec` places one — the eBPF proxy only sees processes in its node's cgroup), or
+/// one in a namespace outside the cluster. Every request is a `curl` process there.
+#[derive(Clone, Debug)]
+struct Client {
+    netns: skiff_tests::Netns,
+    cgroup: Option<PathBuf>,
+}
+
+impl Client {
+    fn command(&self, argv: &[&str]) -> Result<std::process::Command> {
+        match &self.cgroup {
+            Some(cgroup) => self.netns.command_in_cgroup(cgroup, argv),
+            None => Ok(self.netns.command_keeping_mounts(argv)),
+        }
+    }
+
+    /// `GET /` to `addr`: the name of the server that answered and the client address it saw
+    /// (its body is "POD_NAME CLIENT_IP").
+    fn who(&self, addr: SocketAddr) -> Result<(String, String)> {
+        let url = format!("http://{addr}/");
+        let out = skiff_tests::cmd::output(
+            &mut self.command(&["curl", "-sS", "-m", "2", "-w", "\n%{http_code}", &url])?,
+            Duration::from_secs(5),
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let (body, status) = text.rsplit_once('\n').context("no status line")?;
+        ensure!(status.trim() == "200", "status {status} from {url}");
+        let mut words = body.split_whitespace();
+        let name = words.next().context("empty body")?.to_owned();
+        let client = words.next().unwrap_or_default().to_owned();
+        Ok((name, client))
+    }
+
+    /// Connects to `addr` over TCP; `Ok(took)` when it was refused, an error otherwise.
+    fn refused(&self, addr: SocketAddr) -> Result<Duration> {
+        let url = format!("http://{addr}/");
+        let started = Instant::now();
+        let out = skiff_tests::cmd::output(
+            &mut self.command(&["curl", "-sSv", "-m", "3", &url])?,
+            Duration::from_secs(6),
+        )?;
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(7) && stderr.contains("Connection refused"),
+            "not refused: {:?} {}",
+            out.status.code(),
+            stderr.lines().last().unwrap_or_default()
+        );
+        Ok(took)
+    }
 }
 
 /// A cluster with a server Pod and a standalone skiff-proxy per node (the agents host none, so
 /// the proxy can be restarted and cleaned up alone). Fields drop in order: proxies stop before
 /// the cluster's namespaces go.
 struct World {
+    mode: Mode,
     proxies: Vec<Option<Process>>,
     pods: Vec<TestPod>,
     manifests: PathBuf,
@@ -39,7 +146,7 @@ struct World {
 }
 
 impl World {
-    fn build(label: &str) -> Result<Self> {
+    fn build(label: &str, mode: Mode) -> Result<Self> {
         let cluster = Cluster::start(&ClusterOptions {
             agent_args: vec!["--proxy-mode".into(), "none".into()],
             ..ClusterOptions::nodes(NODES, label)
@@ -47,6 +154,7 @@ impl World {
         let run = cluster.topology().run();
         let manifests = run.scratch_dir("manifests")?;
         let mut world = World {
+            mode,
             proxies: Vec::new(),
             pods: Vec::new(),
             manifests,
@@ -78,7 +186,16 @@ impl World {
                 .parse()?;
             let uid = pod["metadata"]["uid"].as_str().context("no uid")?;
             let netns = world.cluster.pod_netns(&format!("node{k}"), uid);
-            world.pods.push(TestPod { name, netns, ip });
+            let client = Client {
+                netns: netns.clone(),
+                cgroup: Some(world.cluster.node_cgroup(k)?.join(format!("pod-{uid}"))),
+            };
+            world.pods.push(TestPod {
+                name,
+                netns,
+                ip,
+                client,
+            });
         }
         for k in 1..=NODES {
             world.start_proxy(k)?;
@@ -107,10 +224,17 @@ impl World {
         let node = self.node(k).clone();
         let bin = binaries::binary("skiff-proxy")?;
         let kubeconfig = self.cluster.admin_kubeconfig();
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let argv = [
-            bin.to_string_lossy().into_owned(),
+            path(bin),
+            "--proxy-mode".into(),
+            self.mode.flag().into(),
+            "--bpf-cgroup".into(),
+            path(self.cluster.node_cgroup(k)?),
+            "--bpf-pin-dir".into(),
+            path(self.cluster.node_pin_dir(k)?),
             "--kubeconfig".into(),
-            kubeconfig.to_string_lossy().into_owned(),
+            path(kubeconfig),
             "--hostname-override".into(),
             node.name.clone(),
             "--cluster-cidr".into(),
@@ -121,11 +245,13 @@ impl World {
             "127.0.0.1:10249".into(),
         ];
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let proxy = self.cluster.topology().spawn(
-            &node.netns,
+        // In the host's mount namespace (as the agents run): its pins go on the real bpffs.
+        let mut command = node.netns.command_keeping_mounts(&argv);
+        command.env("RUST_LOG", "info");
+        let proxy = Process::spawn_command(
+            self.cluster.topology().run(),
             &format!("skiff-proxy-{}", node.name),
-            &argv,
-            &[("RUST_LOG", "info")],
+            command,
         )?;
         if self.proxies.len() < k {
             self.proxies.resize_with(k, || None);
@@ -190,36 +316,24 @@ fn slice_yaml(
     yaml
 }
 
-/// The name of the server that answered `GET /` (its body is "POD_NAME CLIENT_IP").
-fn who(addr: SocketAddr) -> Result<(String, String)> {
-    let reply = wait::http_get(addr, "/", Duration::from_secs(2))?;
-    ensure!(reply.status == 200, "status {}", reply.status);
-    let mut words = reply.body.split_whitespace();
-    let name = words.next().context("empty body")?.to_owned();
-    let client = words.next().unwrap_or_default().to_owned();
-    Ok((name, client))
-}
-
-/// Sends up to `tries` requests from `from`'s namespace to `addr`; returns every server seen
-/// once all of `want` were seen (or all tries are used).
+/// Sends up to `tries` requests from `from` to `addr`; returns every server seen once all of
+/// `want` were seen (or all tries are used).
 fn servers_seen(
-    from: &skiff_tests::Netns,
+    from: &Client,
     addr: SocketAddr,
     want: usize,
     tries: usize,
 ) -> Result<BTreeSet<String>> {
-    from.run(move || {
-        // The Service may take a sync to appear: wait for the first answer, bounded.
-        wait::retry(WAIT, || who(addr))?;
-        let mut seen = BTreeSet::new();
-        for _ in 0..tries {
-            seen.insert(who(addr)?.0);
-            if seen.len() >= want {
-                break;
-            }
+    // The Service may take a sync to appear: wait for the first answer, bounded.
+    wait::retry(WAIT, || from.who(addr))?;
+    let mut seen = BTreeSet::new();
+    for _ in 0..tries {
+        seen.insert(from.who(addr)?.0);
+        if seen.len() >= want {
+            break;
         }
-        Ok(seen)
-    })
+    }
+    Ok(seen)
 }
 
 fn pods_set(n: usize) -> BTreeSet<String> {
@@ -237,8 +351,17 @@ fn refs(endpoints: &[(Ipv4Addr, String)]) -> Vec<(Ipv4Addr, &str)> {
 }
 
 #[test]
-fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
-    let world = World::build("proxy-iptables")?;
+fn iptables_cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
+    cluster_ip_node_port_reject_affinity_and_local_policy(Mode::Iptables)
+}
+
+#[test]
+fn ebpf_cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
+    cluster_ip_node_port_reject_affinity_and_local_policy(Mode::Ebpf)
+}
+
+fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<()> {
+    let world = World::build(&format!("proxy-{}", mode.flag()), mode)?;
     let everyone = all_endpoints(&world);
 
     // ClusterIP + NodePort with every Pod behind it.
@@ -251,7 +374,7 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
     let web_np = web_np.context("web has no nodePort")?;
     for k in 1..=NODES {
         let seen = servers_seen(
-            &world.pod(k).netns,
+            &world.pod(k).client,
             SocketAddr::from((web_ip, 80)),
             NODES,
             60,
@@ -263,24 +386,20 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
         );
     }
 
-    // A Pod keeps its own address through the ClusterIP, unless it lands on itself (hairpin):
-    // then it is masqueraded, or its own reply would not come back through the NAT.
+    // A Pod keeps its own address through the ClusterIP. When it lands on itself (hairpin)
+    // iptables masquerades it, or its own reply would not come back through the NAT.
     for k in 1..=NODES {
         let me = world.pod(k);
         let (own, ip) = (me.name.clone(), me.ip.to_string());
         let addr = SocketAddr::from((web_ip, 80));
-        let answers = me.netns.run(move || {
-            let mut answers = Vec::new();
-            for _ in 0..30 {
-                answers.push(who(addr)?);
-            }
-            Ok(answers)
-        })?;
+        let answers = (0..30)
+            .map(|_| me.client.who(addr))
+            .collect::<Result<Vec<_>>>()?;
         for (name, client) in &answers {
             let client_ip = client
                 .rsplit_once(':')
                 .map_or(client.as_str(), |(ip, _)| ip);
-            if *name == own {
+            if *name == own && mode.hairpin_masquerades() {
                 assert_ne!(client_ip, ip, "pod{k} served by itself must be masqueraded");
             } else {
                 assert_eq!(
@@ -296,8 +415,11 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
     }
 
     // NodePort on every node's address, from outside the cluster (the underlay namespace).
-    let outside = world.cluster.topology().control_plane_netns().clone();
-    for k in 1..=NODES {
+    let outside = Client {
+        netns: world.cluster.topology().control_plane_netns().clone(),
+        cgroup: None,
+    };
+    for k in (1..=NODES).filter(|_| mode.serves_outside()) {
         let addr = SocketAddr::from((world.node(k).ip, web_np));
         let seen = servers_seen(&outside, addr, NODES, 60)?;
         assert_eq!(
@@ -311,19 +433,10 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
     world.apply("empty", &service_yaml("empty", "", 80, "TCP"))?;
     let (empty_ip, _, _) = world.service("empty")?;
     let target = SocketAddr::from((empty_ip, 80));
-    let refused = world.pod(1).netns.run(move || {
-        let attempt = || {
-            let started = Instant::now();
-            match TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(started.elapsed()),
-                other => bail!("not refused yet: {other:?}"),
-            }
-        };
-        // Until the proxy has synced the new Service a SYN may wait for its retransmit; once
-        // its rules are in, a connect is refused at once.
-        wait::retry(WAIT, attempt)?;
-        attempt()
-    })?;
+    // Until the proxy has synced the new Service a SYN may wait for its retransmit; once
+    // its rules are in, a connect is refused at once.
+    wait::retry(WAIT, || world.pod(1).client.refused(target))?;
+    let refused = world.pod(1).client.refused(target)?;
     assert!(
         refused < Duration::from_millis(500),
         "refused after {refused:?}"
@@ -339,9 +452,9 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
         &slice_yaml("sticky", 8080, "TCP", &refs(&everyone)),
     )?;
     let (sticky_ip, _, _) = world.service("sticky")?;
-    for k in 1..=NODES {
+    for k in (1..=NODES).filter(|_| mode.pins_affinity()) {
         let seen = servers_seen(
-            &world.pod(k).netns,
+            &world.pod(k).client,
             SocketAddr::from((sticky_ip, 80)),
             NODES,
             20,
@@ -368,19 +481,21 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
     let hc_port = svc["spec"]["healthCheckNodePort"]
         .as_u64()
         .context("no healthCheckNodePort")? as u16;
-    let client_ip = world.cluster.topology().control_plane_ip();
-    let node2 = SocketAddr::from((world.node(2).ip, local_np));
-    let (name, seen_client) = outside.run(move || wait::retry(WAIT, || who(node2)))?;
-    assert_eq!(name, "pod2");
-    assert_eq!(
-        seen_client.rsplit_once(':').map(|(ip, _)| ip),
-        Some(client_ip.to_string().as_str()),
-        "client IP kept"
-    );
+    if mode.serves_outside() {
+        let client_ip = world.cluster.topology().control_plane_ip();
+        let node2 = SocketAddr::from((world.node(2).ip, local_np));
+        let (name, seen_client) = wait::retry(WAIT, || outside.who(node2))?;
+        assert_eq!(name, "pod2");
+        assert_eq!(
+            seen_client.rsplit_once(':').map(|(ip, _)| ip),
+            Some(client_ip.to_string().as_str()),
+            "client IP kept"
+        );
+    }
     let hc = |k: usize| -> Result<wait::HttpReply> {
         let addr = SocketAddr::from((world.node(k).ip, hc_port));
         let expect = if k == 2 { 200 } else { 503 };
-        outside.run(move || {
+        outside.netns.run(move || {
             wait::retry(WAIT, || {
                 let reply = wait::http_get(addr, "/", Duration::from_secs(2))?;
                 ensure!(reply.status == expect, "status {} on {addr}", reply.status);
@@ -394,12 +509,14 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
     let unhealthy: Value = serde_json::from_str(&hc(1)?.body)?;
     assert_eq!(unhealthy["localEndpoints"], 0);
     // Node1 has no local endpoint: outside traffic to its node port goes nowhere.
-    let node1 = SocketAddr::from((world.node(1).ip, local_np));
-    let dropped = outside.run(move || Ok(who(node1)))?;
-    assert!(
-        dropped.is_err(),
-        "node1 answered for an eTP Local Service without a local endpoint: {dropped:?}"
-    );
+    if mode.serves_outside() {
+        let node1 = SocketAddr::from((world.node(1).ip, local_np));
+        let dropped = outside.who(node1);
+        assert!(
+            dropped.is_err(),
+            "node1 answered for an eTP Local Service without a local endpoint: {dropped:?}"
+        );
+    }
 
     // What the node's own tools say: metrics, health, explain.
     let node1_ns = world.node(1).netns.clone();
@@ -417,10 +534,14 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
         Ok((metrics, healthz))
     })?;
     assert_eq!(metrics.status, 200);
+    let holdings = match mode {
+        Mode::Iptables => "kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"}",
+        Mode::Ebpf => "skiff_proxy_bpf_map_entries{map=\"services\"}",
+    };
     for name in [
         "kubeproxy_sync_proxy_rules_duration_seconds_count",
         "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-        "kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"}",
+        holdings,
         "kubeproxy_network_programming_duration_seconds",
     ] {
         assert!(
@@ -430,6 +551,10 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
         );
     }
     assert_eq!(healthz.status, 200, "{}", healthz.body);
+    if mode == Mode::Ebpf {
+        // `explain` reads iptables rules only, so far.
+        return Ok(());
+    }
     let bin = binaries::binary("skiff-proxy")?;
     let bin = bin.to_string_lossy();
     let source = world.pod(1).ip.to_string();
@@ -467,28 +592,92 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy() -> Result<()> {
     Ok(())
 }
 
-/// Sends "hostname" over one UDP socket every 50 ms until `until` answers or `limit` passes;
-/// returns how long that took.
-fn udp_until(socket: &UdpSocket, until: &str, limit: Duration) -> Result<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 512];
-    let mut last = String::new();
-    while started.elapsed() < limit {
-        let _ = socket.send(b"hostname");
-        if let Ok(n) = socket.recv(&mut buf) {
-            last = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
-            if last == until {
-                return Ok(started.elapsed());
+/// A Python client on one connected UDP socket: sends "hostname" every 50 ms for N seconds
+/// and prints each answer (or error) as a line.
+const UDP_LOOP: &str = r#"
+import socket, sys, time
+ip, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+s.connect((ip, port))
+start = time.monotonic()
+while time.monotonic() - start < secs:
+    try:
+        s.send(b"hostname")
+        print(s.recv(512).decode().strip(), flush=True)
+    except OSError as e:
+        print("error", e, flush=True)
+    time.sleep(0.05)
+"#;
+
+/// The answers of a running [`UDP_LOOP`], each with when it arrived.
+struct UdpLoop {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
+}
+
+impl UdpLoop {
+    fn start(from: &Client, target: SocketAddr, secs: u32) -> Result<Self> {
+        let (ip, port) = (target.ip().to_string(), target.port().to_string());
+        let secs = secs.to_string();
+        let mut child = from
+            .command(&["python3", "-c", UDP_LOOP, &ip, &port, &secs])?
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot run python3")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(UdpLoop { child, lines })
+    }
+
+    /// Waits until `until` answers, at most `limit`; returns when it did.
+    fn until(&self, until: &str, limit: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if line == until => return Ok(at),
+                Ok((_, line)) => last = line,
+                Err(_) => break,
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        bail!("no answer from {until} within {limit:?} (last: {last:?})")
     }
-    bail!("no answer from {until} within {limit:?} (last: {last:?})")
+}
+
+impl Drop for UdpLoop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
-fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_all() -> Result<()> {
-    let mut world = World::build("proxy-iptables-udp")?;
+fn iptables_udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_all()
+-> Result<()> {
+    udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_all(Mode::Iptables)
+}
+
+#[test]
+fn ebpf_udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_all()
+-> Result<()> {
+    udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_all(Mode::Ebpf)
+}
+
+fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_all(
+    mode: Mode,
+) -> Result<()> {
+    let mut world = World::build(&format!("proxy-{}-udp", mode.flag()), mode)?;
 
     // A UDP Service served by pod1 only; a client in p3 keeps one socket (one conntrack entry).
     world.apply("dns", &service_yaml("dns", "", 53, "UDP"))?;
@@ -498,26 +687,26 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
     )?;
     let (dns_ip, _, _) = world.service("dns")?;
     let target = SocketAddr::from((dns_ip, 53));
-    let socket = world.pod(3).netns.run(move || {
-        let socket = UdpSocket::bind("0.0.0.0:0")?;
-        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-        socket.connect(target)?;
-        Ok(socket)
-    })?;
-    udp_until(&socket, "pod1", WAIT).context("the UDP Service never answered")?;
+    let udp = UdpLoop::start(&world.pod(3).client, target, 60)?;
+    udp.until("pod1", WAIT)
+        .context("the UDP Service never answered")?;
     // The backend goes away for good and pod2 replaces it: the same socket must reach pod2.
     world
         .cluster
         .kubectl(&["delete", "pod", "pod1", "--grace-period=0", "--wait=false"])?;
+    let replaced = Instant::now();
     world.apply(
         "dns-slice",
         &slice_yaml("dns", 8081, "UDP", &[(world.pod(2).ip, "node2")]),
     )?;
-    let took = udp_until(&socket, "pod2", Duration::from_secs(5))?;
-    assert!(
-        took < Duration::from_secs(1),
-        "the UDP client waited {took:?} for the new backend"
-    );
+    if mode.udp_follows_replacement() {
+        let took = udp.until("pod2", Duration::from_secs(5))? - replaced;
+        assert!(
+            took < Duration::from_secs(1),
+            "the UDP client waited {took:?} for the new backend"
+        );
+    }
+    drop(udp);
 
     // Restart node3's proxy under a steady request loop from p3: no request may fail.
     world.apply("web", &service_yaml("web", "", 80, "TCP"))?;
@@ -531,25 +720,20 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
     )?;
     let (web_ip, _, _) = world.service("web")?;
     let web = SocketAddr::from((web_ip, 80));
-    world
-        .pod(3)
-        .netns
-        .run(move || wait::retry(WAIT, || who(web)).map(drop))?;
-    let netns = world.pod(3).netns.clone();
+    let client = world.pod(3).client.clone();
+    wait::retry(WAIT, || client.who(web))?;
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let requests = std::thread::spawn(move || {
-        netns.run(move || {
-            let (mut ok, mut failed) = (0usize, Vec::new());
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while stop_rx.try_recv().is_err() && Instant::now() < deadline {
-                match who(web) {
-                    Ok(_) => ok += 1,
-                    Err(e) => failed.push(format!("{e:#}")),
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stop_rx.try_recv().is_err() && Instant::now() < deadline {
+            match client.who(web) {
+                Ok(_) => ok += 1,
+                Err(e) => failed.push(format!("{e:#}")),
             }
-            Ok((ok, failed))
-        })
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed)
     });
     std::thread::sleep(Duration::from_millis(500));
     world.proxies[2].take();
@@ -559,7 +743,7 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
     let _ = stop_tx.send(());
     let (ok, failed) = requests
         .join()
-        .map_err(|_| anyhow::anyhow!("request loop panicked"))??;
+        .map_err(|_| anyhow::anyhow!("request loop panicked"))?;
     assert!(ok > 50, "only {ok} requests went through");
     assert!(
         failed.is_empty(),
@@ -569,7 +753,8 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
         &failed[..failed.len().min(3)]
     );
 
-    // --cleanup removes every chain and hook rule of ours, and only ours.
+    // --cleanup removes every chain and hook rule of ours, and only ours; and every program
+    // and pinned map.
     world.proxies[2].take();
     let node3 = world.node(3).netns.clone();
     node3.exec(
@@ -577,8 +762,14 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
         Duration::from_secs(10),
     )?;
     let bin = binaries::binary("skiff-proxy")?;
-    node3.exec(
-        &[&bin.to_string_lossy(), "--cleanup"],
+    let pins = world.cluster.node_pin_dir(3)?;
+    skiff_tests::cmd::run(
+        &mut node3.command_keeping_mounts(&[
+            &bin.to_string_lossy(),
+            "--cleanup",
+            "--bpf-pin-dir",
+            &pins.to_string_lossy(),
+        ]),
         Duration::from_secs(20),
     )?;
     let save = node3.exec(&["iptables-save"], Duration::from_secs(10))?;
@@ -586,6 +777,28 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
     assert!(
         save.contains("ADMIN-OWN"),
         "cleanup removed a chain that was not ours"
+    );
+    let left: Vec<_> = std::fs::read_dir(&pins)
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !pins.exists(),
+        "{} is still there with {left:?}",
+        pins.display()
+    );
+    let cgroup = world.cluster.node_cgroup(3)?;
+    let attached = skiff_tests::cmd::run(
+        &mut node3.command_keeping_mounts(&[
+            "bpftool",
+            "cgroup",
+            "show",
+            &cgroup.to_string_lossy(),
+        ]),
+        Duration::from_secs(10),
+    )?;
+    assert!(
+        !attached.contains("inet4"),
+        "programs still attached to node3's cgroup:\n{attached}"
     );
     Ok(())
 }

@@ -1,0 +1,251 @@
+//! Choosing the data plane, and switching a node from one to the other without leftovers.
+//!
+//! `skiff-proxy` and `skiff-node` take the same `--proxy-mode` and get a [`NodeDataplane`] from
+//! here, the one place that knows both planes. A node that ran the other mode before keeps
+//! working through the switch: the new mode's first sync goes in *first* (the socket programs
+//! translate at `connect()`, so the old iptables rules stop seeing Service addresses; iptables
+//! rules are complete before the programs are detached), and only after it succeeded is the
+//! other mode's state removed — iptables chains, or pinned programs and maps. A failed removal
+//! is retried after the next sync.
+
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use crate::conntrack::RealConntrack;
+use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
+use crate::ebpf::mounts::{self, MountError};
+use crate::ebpf::{AyaLbMaps, EbpfDataplane, LoaderError, SocketLb, SocketLbConfig};
+use crate::iptables::{IptablesDataplane, RealIptables, RenderOptions};
+use crate::model::DesiredState;
+
+/// The default folder on bpffs for skiff's pins.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/skiff";
+/// The name of the installed BPF object.
+pub const OBJECT_NAME: &str = "skiff-lb.bpf.o";
+/// Where the object is looked for when not given: beside the binary, the build's output (for a
+/// binary in `target/<profile>/`), and the installed location.
+fn object_candidates(exe_dir: &Path) -> [PathBuf; 3] {
+    [
+        exe_dir.join(OBJECT_NAME),
+        exe_dir.join("../ebpf/bpfel-unknown-none/release/skiff"),
+        Path::new("/usr/lib/skiff").join(OBJECT_NAME),
+    ]
+}
+
+/// Which data plane programs Services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// iptables-restore rulesets (nat and filter tables).
+    Iptables,
+    /// Socket-level load balancing with eBPF programs on the node's cgroup.
+    Ebpf,
+}
+
+/// Where the eBPF data plane's pieces are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EbpfPaths {
+    /// The compiled object; `None`: the first of the usual places that has one.
+    pub object: Option<PathBuf>,
+    /// A folder on bpffs for pinned maps and links.
+    pub pin_dir: PathBuf,
+    /// The cgroup v2 folder whose processes are load-balanced; `None`: `skiff-pods` under the
+    /// cgroup v2 mount (where `skiff-node` puts Pods by default).
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for EbpfPaths {
+    fn default() -> Self {
+        EbpfPaths {
+            object: None,
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            cgroup: None,
+        }
+    }
+}
+
+/// How to build the data plane.
+#[derive(Clone, Debug)]
+pub struct ModeConfig {
+    /// Which one.
+    pub mode: ProxyMode,
+    /// iptables ruleset options (also used to clean iptables up after a switch).
+    pub render: RenderOptions,
+    /// eBPF paths (also used to remove pins after a switch).
+    pub ebpf: EbpfPaths,
+}
+
+/// Why the data plane could not be opened or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    /// No object was given and none is in the usual places.
+    #[error(
+        "no BPF object found (looked at {0:?}); build it with `cargo xtask build-ebpf` or give --bpf-object"
+    )]
+    NoObject(Vec<PathBuf>),
+    /// bpffs or cgroup2 is unavailable.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// The node's cgroup could not be made.
+    #[error("cannot create the cgroup {dir}: {source}")]
+    Cgroup {
+        /// Where.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Loading or attaching the programs failed.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Removing rules or entries failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+type RealIptablesDataplane = IptablesDataplane<RealIptables, RealConntrack>;
+
+enum Plane {
+    Iptables(RealIptablesDataplane),
+    Ebpf {
+        plane: EbpfDataplane<AyaLbMaps>,
+        /// Keeps the loaded object (the links are pinned, so dropping it detaches nothing).
+        _programs: SocketLb,
+    },
+}
+
+/// The data plane a node runs, in the mode it was opened with.
+pub struct NodeDataplane {
+    plane: Plane,
+    /// The other mode's state is still to be removed.
+    other_mode_left: bool,
+    config: ModeConfig,
+}
+
+impl std::fmt::Debug for NodeDataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeDataplane")
+            .field("mode", &self.config.mode)
+            .field("other_mode_left", &self.other_mode_left)
+            .finish()
+    }
+}
+
+impl NodeDataplane {
+    /// Opens the data plane `config` names; for eBPF, mounts what is missing, loads the object
+    /// (adopting pinned maps) and attaches the programs to the node's cgroup.
+    pub fn open(config: ModeConfig) -> Result<Self, ModeError> {
+        let plane = match config.mode {
+            ProxyMode::Iptables => Plane::Iptables(IptablesDataplane::real(config.render.clone())),
+            ProxyMode::Ebpf => {
+                let lb = socket_lb_config(&config.ebpf)?;
+                let (programs, maps) = SocketLb::load_and_attach(&lb)?;
+                info!(object = %lb.object.display(), cgroup = %lb.cgroup.display(),
+                    pins = %lb.pin_dir.display(), "eBPF programs attached");
+                Plane::Ebpf {
+                    plane: EbpfDataplane::new(maps),
+                    _programs: programs,
+                }
+            }
+        };
+        Ok(NodeDataplane {
+            plane,
+            other_mode_left: true,
+            config,
+        })
+    }
+
+    /// Removes both modes' state: iptables chains, and pinned programs and maps.
+    pub fn remove_all(config: &ModeConfig) -> Result<(), ModeError> {
+        remove_iptables(&config.render)?;
+        SocketLb::remove(&config.ebpf.pin_dir)?;
+        remove_empty_dir(&config.ebpf.pin_dir);
+        Ok(())
+    }
+
+    fn remove_other_mode(&mut self) {
+        let removed = match self.config.mode {
+            ProxyMode::Iptables => SocketLb::remove(&self.config.ebpf.pin_dir)
+                .map(|()| remove_empty_dir(&self.config.ebpf.pin_dir))
+                .map_err(ModeError::from),
+            ProxyMode::Ebpf => remove_iptables(&self.config.render),
+        };
+        match removed {
+            Ok(()) => self.other_mode_left = false,
+            Err(err) => warn!(error = %err, "cannot remove the other proxy mode's state yet"),
+        }
+    }
+}
+
+impl Dataplane for NodeDataplane {
+    fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
+        let report = match &mut self.plane {
+            Plane::Iptables(plane) => plane.sync(desired)?,
+            Plane::Ebpf { plane, .. } => plane.sync(desired)?,
+        };
+        if self.other_mode_left {
+            self.remove_other_mode();
+        }
+        Ok(report)
+    }
+
+    fn force_full_sync(&mut self) {
+        match &mut self.plane {
+            Plane::Iptables(plane) => plane.force_full_sync(),
+            Plane::Ebpf { plane, .. } => plane.force_full_sync(),
+        }
+    }
+
+    fn cleanup(&mut self) -> Result<(), DataplaneError> {
+        match &mut self.plane {
+            Plane::Iptables(plane) => plane.cleanup(),
+            Plane::Ebpf { plane, .. } => plane.cleanup(),
+        }
+    }
+}
+
+fn remove_iptables(render: &RenderOptions) -> Result<(), ModeError> {
+    let mut iptables = IptablesDataplane::new(RealIptables::new(), RealConntrack, render.clone());
+    iptables.cleanup()?;
+    Ok(())
+}
+
+fn remove_empty_dir(dir: &Path) {
+    // Only when empty: someone else's pins in the same folder stay.
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Resolves the object, mounts bpffs and cgroup2 if needed, and makes the cgroup.
+fn socket_lb_config(paths: &EbpfPaths) -> Result<SocketLbConfig, ModeError> {
+    let object = match &paths.object {
+        Some(object) => object.clone(),
+        None => find_object()?,
+    };
+    mounts::ensure_bpffs(&paths.pin_dir)?;
+    let cgroup = match &paths.cgroup {
+        Some(dir) => dir.clone(),
+        None => mounts::ensure_cgroup2()?.join("skiff-pods"),
+    };
+    std::fs::create_dir_all(&cgroup).map_err(|source| ModeError::Cgroup {
+        dir: cgroup.clone(),
+        source,
+    })?;
+    Ok(SocketLbConfig {
+        object,
+        pin_dir: paths.pin_dir.clone(),
+        cgroup,
+    })
+}
+
+fn find_object() -> Result<PathBuf, ModeError> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let candidates = object_candidates(&exe_dir);
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .ok_or_else(|| ModeError::NoObject(candidates.to_vec()))
+}

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 
+use skiff_ebpf_common::nodeport::{
+    EXT_SERVICES_MAP, EXT_SLOTS_MAP, NAT_MAP, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM,
+};
+
 use crate::{setup, shell};
 
 /// ELF `e_machine` for BPF.
@@ -111,11 +115,24 @@ fn load_check(object: &PathBuf) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
         println!("kernel accepted {program}");
     }
+    for program in [TC_INGRESS_PROGRAM, TC_EGRESS_PROGRAM] {
+        let prog: &mut aya::programs::SchedClassifier = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} is missing from {}", object.display()))?
+            .try_into()
+            .with_context(|| format!("program {program} is not a TC classifier"))?;
+        prog.load()
+            .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
+        println!("kernel accepted {program}");
+    }
     for map in [
         skiff_ebpf_common::SERVICES_MAP,
         skiff_ebpf_common::SLOTS_MAP,
         skiff_ebpf_common::BACKENDS_MAP,
         skiff_ebpf_common::REVNAT_MAP,
+        EXT_SERVICES_MAP,
+        EXT_SLOTS_MAP,
+        NAT_MAP,
     ] {
         ensure!(
             pins.join(map).exists(),

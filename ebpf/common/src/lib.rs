@@ -20,6 +20,8 @@
 //! the user side.
 #![no_std]
 
+pub mod nodeport;
+
 /// What a `cgroup/connect4`-style program returns to let the syscall go on.
 pub const SOCK_ADDR_ALLOW: i32 = 1;
 /// What a `cgroup/connect4`-style program returns to fail the syscall (`EPERM`, unless the

@@ -13,6 +13,8 @@
 #![no_std]
 #![no_main]
 
+mod nodeport;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::generated::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval},

@@ -229,6 +229,8 @@ async fn run(cli: Cli) -> Result<()> {
                     object: cli.bpf_object.clone(),
                     pin_dir: cli.bpf_pin_dir.clone(),
                     cgroup: Some(cgroup_root),
+                    // External traffic arrives where the node's address is.
+                    devices: skiff_proxy::mode::devices_with_address(identity.ip),
                 },
             })
             .context("cannot open the service proxy's data plane")?;

@@ -40,6 +40,10 @@ struct Args {
     /// (default: skiff-pods under the cgroup2 mount, where skiff-node puts them).
     #[arg(long)]
     bpf_cgroup: Option<PathBuf>,
+    /// eBPF mode: interfaces NodePort/external traffic arrives on, comma-separated (default:
+    /// every interface with a global IPv4 address but Pod veths and the overlay).
+    #[arg(long, value_delimiter = ',')]
+    bpf_nodeport_devices: Vec<String>,
     /// Where to serve /metrics (empty: nowhere).
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_bind_address: String,
@@ -161,6 +165,7 @@ async fn main() -> Result<()> {
             object: args.bpf_object.clone(),
             pin_dir: args.bpf_pin_dir.clone(),
             cgroup: args.bpf_cgroup.clone(),
+            devices: args.bpf_nodeport_devices.clone(),
         },
     };
     if args.cleanup {

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::conntrack::RealConntrack;
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::ebpf::mounts::{self, MountError};
+use crate::ebpf::nodeport::{AyaExtMaps, NodePortConfig, NodePortLb, NodePortPlane};
 use crate::ebpf::{AyaLbMaps, EbpfDataplane, LoaderError, SocketLb, SocketLbConfig};
 use crate::iptables::{IptablesDataplane, RealIptables, RenderOptions};
 use crate::model::DesiredState;
@@ -52,6 +53,9 @@ pub struct EbpfPaths {
     /// The cgroup v2 folder whose processes are load-balanced; `None`: `skiff-pods` under the
     /// cgroup v2 mount (where `skiff-node` puts Pods by default).
     pub cgroup: Option<PathBuf>,
+    /// Interfaces NodePort and external traffic arrives on; empty: every interface with a
+    /// global IPv4 address except Pod veths and the overlay.
+    pub devices: Vec<String>,
 }
 
 impl Default for EbpfPaths {
@@ -60,6 +64,7 @@ impl Default for EbpfPaths {
             object: None,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             cgroup: None,
+            devices: Vec::new(),
         }
     }
 }
@@ -106,12 +111,16 @@ pub enum ModeError {
 type RealIptablesDataplane = IptablesDataplane<RealIptables, RealConntrack>;
 
 enum Plane {
-    Iptables(RealIptablesDataplane),
-    Ebpf {
-        plane: EbpfDataplane<AyaLbMaps>,
-        /// Keeps the loaded object (the links are pinned, so dropping it detaches nothing).
-        _programs: SocketLb,
-    },
+    Iptables(Box<RealIptablesDataplane>),
+    Ebpf(Box<EbpfPlanes>),
+}
+
+/// The eBPF mode's two map sets and the programs that read them.
+struct EbpfPlanes {
+    plane: EbpfDataplane<AyaLbMaps>,
+    nodeport: NodePortPlane<AyaExtMaps>,
+    /// Keep the loaded objects (the links are pinned, so dropping them detaches nothing).
+    _programs: (SocketLb, NodePortLb),
 }
 
 /// The data plane a node runs, in the mode it was opened with.
@@ -136,16 +145,28 @@ impl NodeDataplane {
     /// (adopting pinned maps) and attaches the programs to the node's cgroup.
     pub fn open(config: ModeConfig) -> Result<Self, ModeError> {
         let plane = match config.mode {
-            ProxyMode::Iptables => Plane::Iptables(IptablesDataplane::real(config.render.clone())),
+            ProxyMode::Iptables => {
+                Plane::Iptables(Box::new(IptablesDataplane::real(config.render.clone())))
+            }
             ProxyMode::Ebpf => {
                 let lb = socket_lb_config(&config.ebpf)?;
-                let (programs, maps) = SocketLb::load_and_attach(&lb)?;
+                let (socket_programs, maps) = SocketLb::load_and_attach(&lb)?;
+                let devices = match config.ebpf.devices.as_slice() {
+                    [] => external_devices(),
+                    given => given.to_vec(),
+                };
+                let (tc_programs, ext_maps) = NodePortLb::load_and_attach(&NodePortConfig {
+                    object: lb.object.clone(),
+                    pin_dir: lb.pin_dir.clone(),
+                    devices: devices.clone(),
+                })?;
                 info!(object = %lb.object.display(), cgroup = %lb.cgroup.display(),
-                    pins = %lb.pin_dir.display(), "eBPF programs attached");
-                Plane::Ebpf {
+                    pins = %lb.pin_dir.display(), ?devices, "eBPF programs attached");
+                Plane::Ebpf(Box::new(EbpfPlanes {
                     plane: EbpfDataplane::new(maps),
-                    _programs: programs,
-                }
+                    nodeport: NodePortPlane::new(ext_maps),
+                    _programs: (socket_programs, tc_programs),
+                }))
             }
         };
         Ok(NodeDataplane {
@@ -158,16 +179,12 @@ impl NodeDataplane {
     /// Removes both modes' state: iptables chains, and pinned programs and maps.
     pub fn remove_all(config: &ModeConfig) -> Result<(), ModeError> {
         remove_iptables(&config.render)?;
-        SocketLb::remove(&config.ebpf.pin_dir)?;
-        remove_empty_dir(&config.ebpf.pin_dir);
-        Ok(())
+        remove_ebpf(&config.ebpf.pin_dir)
     }
 
     fn remove_other_mode(&mut self) {
         let removed = match self.config.mode {
-            ProxyMode::Iptables => SocketLb::remove(&self.config.ebpf.pin_dir)
-                .map(|()| remove_empty_dir(&self.config.ebpf.pin_dir))
-                .map_err(ModeError::from),
+            ProxyMode::Iptables => remove_ebpf(&self.config.ebpf.pin_dir),
             ProxyMode::Ebpf => remove_iptables(&self.config.render),
         };
         match removed {
@@ -181,7 +198,14 @@ impl Dataplane for NodeDataplane {
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
         let report = match &mut self.plane {
             Plane::Iptables(plane) => plane.sync(desired)?,
-            Plane::Ebpf { plane, .. } => plane.sync(desired)?,
+            Plane::Ebpf(planes) => {
+                let mut report = planes.plane.sync(desired)?;
+                let external = planes.nodeport.sync(desired)?;
+                report.full |= external.full;
+                report.written += external.written;
+                report.map_entries.extend(external.map_entries);
+                report
+            }
         };
         if self.other_mode_left {
             self.remove_other_mode();
@@ -192,14 +216,20 @@ impl Dataplane for NodeDataplane {
     fn force_full_sync(&mut self) {
         match &mut self.plane {
             Plane::Iptables(plane) => plane.force_full_sync(),
-            Plane::Ebpf { plane, .. } => plane.force_full_sync(),
+            Plane::Ebpf(planes) => {
+                planes.plane.force_full_sync();
+                planes.nodeport.force_full_sync();
+            }
         }
     }
 
     fn cleanup(&mut self) -> Result<(), DataplaneError> {
         match &mut self.plane {
             Plane::Iptables(plane) => plane.cleanup(),
-            Plane::Ebpf { plane, .. } => plane.cleanup(),
+            Plane::Ebpf(planes) => {
+                planes.plane.cleanup()?;
+                planes.nodeport.cleanup()
+            }
         }
     }
 }
@@ -210,9 +240,46 @@ fn remove_iptables(render: &RenderOptions) -> Result<(), ModeError> {
     Ok(())
 }
 
-fn remove_empty_dir(dir: &Path) {
-    // Only when empty: someone else's pins in the same folder stay.
-    let _ = std::fs::remove_dir(dir);
+/// Detaches every program and unpins every map of ours; the folder goes when it is empty
+/// (someone else's pins in it stay).
+fn remove_ebpf(pin_dir: &Path) -> Result<(), ModeError> {
+    SocketLb::remove(pin_dir)?;
+    NodePortLb::remove(pin_dir)?;
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(())
+}
+
+/// The interfaces holding `ip` (a node's InternalIP).
+pub fn devices_with_address(ip: std::net::Ipv4Addr) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "to", &format!("{ip}/32")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    device_names(&out)
+}
+
+fn device_names(ip_addr_output: &str) -> Vec<String> {
+    let mut devices: Vec<String> = ip_addr_output
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+        .collect();
+    devices.dedup();
+    devices
+}
+
+/// Interfaces with a global IPv4 address, except Pod veths (`skf*`) and the overlay
+/// (`skiff.*`): where traffic from other machines arrives.
+fn external_devices() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "scope", "global"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut devices = device_names(&out);
+    devices.retain(|name| !name.starts_with("skf") && !name.starts_with("skiff."));
+    devices
 }
 
 /// Resolves the object, mounts bpffs and cgroup2 if needed, and makes the cgroup.
@@ -248,4 +315,17 @@ fn find_object() -> Result<PathBuf, ModeError> {
         .find(|path| path.is_file())
         .cloned()
         .ok_or_else(|| ModeError::NoObject(candidates.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_come_from_ip_addr_lines_without_their_peer_suffix() {
+        let out = "2: eth0@if7    inet 192.0.2.11/24 brd 192.0.2.255 scope global eth0\n\
+                   2: eth0@if7    inet 192.0.2.12/24 scope global secondary eth0\n\
+                   5: ens4    inet 10.0.0.5/8 scope global ens4\n";
+        assert_eq!(device_names(out), ["eth0", "ens4"]);
+    }
 }

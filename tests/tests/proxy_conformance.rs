@@ -36,13 +36,6 @@ impl Mode {
         }
     }
 
-    /// Does this mode translate traffic arriving from outside the node (NodePort from another
-    /// machine, externalTrafficPolicy: Local)? The eBPF mode needs its TC programs for that,
-    /// which are not written yet; until then those checks run for iptables only.
-    fn serves_outside(self) -> bool {
-        self == Mode::Iptables
-    }
-
     /// Is a Pod that its Service sends back to itself masqueraded? iptables must (its own
     /// reply would skip the reverse NAT); the socket load balancer connects the Pod straight to
     /// itself, so it keeps its address like every other client.
@@ -419,7 +412,7 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
         netns: world.cluster.topology().control_plane_netns().clone(),
         cgroup: None,
     };
-    for k in (1..=NODES).filter(|_| mode.serves_outside()) {
+    for k in 1..=NODES {
         let addr = SocketAddr::from((world.node(k).ip, web_np));
         let seen = servers_seen(&outside, addr, NODES, 60)?;
         assert_eq!(
@@ -481,17 +474,15 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
     let hc_port = svc["spec"]["healthCheckNodePort"]
         .as_u64()
         .context("no healthCheckNodePort")? as u16;
-    if mode.serves_outside() {
-        let client_ip = world.cluster.topology().control_plane_ip();
-        let node2 = SocketAddr::from((world.node(2).ip, local_np));
-        let (name, seen_client) = wait::retry(WAIT, || outside.who(node2))?;
-        assert_eq!(name, "pod2");
-        assert_eq!(
-            seen_client.rsplit_once(':').map(|(ip, _)| ip),
-            Some(client_ip.to_string().as_str()),
-            "client IP kept"
-        );
-    }
+    let client_ip = world.cluster.topology().control_plane_ip();
+    let node2 = SocketAddr::from((world.node(2).ip, local_np));
+    let (name, seen_client) = wait::retry(WAIT, || outside.who(node2))?;
+    assert_eq!(name, "pod2");
+    assert_eq!(
+        seen_client.rsplit_once(':').map(|(ip, _)| ip),
+        Some(client_ip.to_string().as_str()),
+        "client IP kept"
+    );
     let hc = |k: usize| -> Result<wait::HttpReply> {
         let addr = SocketAddr::from((world.node(k).ip, hc_port));
         let expect = if k == 2 { 200 } else { 503 };
@@ -509,14 +500,12 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
     let unhealthy: Value = serde_json::from_str(&hc(1)?.body)?;
     assert_eq!(unhealthy["localEndpoints"], 0);
     // Node1 has no local endpoint: outside traffic to its node port goes nowhere.
-    if mode.serves_outside() {
-        let node1 = SocketAddr::from((world.node(1).ip, local_np));
-        let dropped = outside.who(node1);
-        assert!(
-            dropped.is_err(),
-            "node1 answered for an eTP Local Service without a local endpoint: {dropped:?}"
-        );
-    }
+    let node1 = SocketAddr::from((world.node(1).ip, local_np));
+    let dropped = outside.who(node1);
+    assert!(
+        dropped.is_err(),
+        "node1 answered for an eTP Local Service without a local endpoint: {dropped:?}"
+    );
 
     // What the node's own tools say: metrics, health, explain.
     let node1_ns = world.node(1).netns.clone();

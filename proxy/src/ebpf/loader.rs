@@ -152,13 +152,7 @@ fn attach(
     cgroup: &File,
     pin_dir: &Path,
 ) -> Result<(), LoaderError> {
-    let fail = |what: &'static str| {
-        move |source: Box<dyn std::error::Error + Send + Sync>| LoaderError::Program {
-            what,
-            program,
-            source,
-        }
-    };
+    let fail = |what| failed(what, program);
     let prog: &mut CgroupSockAddr = ebpf
         .program_mut(program)
         .ok_or(LoaderError::Missing(program))?
@@ -172,24 +166,44 @@ fn attach(
     let link: FdLink = link
         .try_into()
         .map_err(|e: aya::programs::links::LinkError| fail("keep")(e.into()))?;
-    let path = pin_dir.join(link_pin_name(program));
-    // The old agent's link (if any) stays attached until the new one is pinned in its place.
-    let old = PinnedLink::from_pin(&path).ok();
-    if let Some(old) = old {
+    pin_link(link, &pin_dir.join(link_pin_name(program)), program)
+}
+
+/// Pins `link` at `path`, replacing (and so detaching) the link a previous agent pinned there.
+/// The old link stays attached until the moment the new one takes its place.
+pub(super) fn pin_link(
+    link: FdLink,
+    path: &Path,
+    program: &'static str,
+) -> Result<(), LoaderError> {
+    let fail = |what| failed(what, program);
+    if let Ok(old) = PinnedLink::from_pin(path) {
         let old = old
             .unpin()
             .map_err(|e| fail("replace the link of")(e.into()))?;
         drop(old);
     }
-    link.pin(&path)
+    link.pin(path)
         .map_err(|e| fail("pin the link of")(e.into()))?;
     Ok(())
 }
 
-fn take_map<K: aya::Pod, V: aya::Pod>(
+pub(super) fn take_map<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<HashMap<MapData, K, V>, LoaderError> {
     let map = ebpf.take_map(name).ok_or(LoaderError::Missing(name))?;
     HashMap::try_from(map).map_err(|source| LoaderError::Map { map: name, source })
+}
+
+/// A [`LoaderError::Program`] maker for `what` was tried on `program`.
+pub(super) fn failed(
+    what: &'static str,
+    program: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> LoaderError {
+    move |source| LoaderError::Program {
+        what,
+        program,
+        source,
+    }
 }

@@ -136,7 +136,7 @@ impl AyaLbMaps {
     }
 }
 
-fn dump_map<K: aya::Pod + Ord, V: aya::Pod>(
+pub(crate) fn dump_map<K: aya::Pod + Ord, V: aya::Pod>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,
 ) -> Result<BTreeMap<K, V>, LbMapsError> {

@@ -16,6 +16,7 @@
 pub mod loader;
 pub mod maps;
 pub mod mounts;
+pub mod nodeport;
 pub mod plan;
 
 use std::collections::BTreeMap;

@@ -111,12 +111,7 @@ fn load_check(object: &PathBuf) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
         println!("kernel accepted {program}");
     }
-    for map in [
-        skiff_ebpf_common::SERVICES_MAP,
-        skiff_ebpf_common::SLOTS_MAP,
-        skiff_ebpf_common::BACKENDS_MAP,
-        skiff_ebpf_common::REVNAT_MAP,
-    ] {
+    for map in skiff_ebpf_common::MAPS {
         ensure!(
             pins.join(map).exists(),
             "map {map} was not pinned under {}",

@@ -9,7 +9,7 @@
 //! the maps its predecessor pinned and writes nothing when nothing changed.
 //!
 //! [`loader`] loads the object, pins the maps and attaches the programs to the node's cgroup;
-//! [`trace`] reads map contents back as behaviour, for tests.
+//! [`dump`] and [`trace`] read map contents back as text and as behaviour, for golden tests.
 //!
 //! Covered: ClusterIP, and NodePort (node IPs and 127.0.0.1), external IPs and LB IPs for
 //! traffic from the node's own processes, over TCP and UDP; random choice or ClientIP affinity
@@ -19,6 +19,7 @@
 //! (that needs tc/XDP programs), SCTP, ranges that split local sources (left to the packet
 //! path), Maglev.
 
+pub mod dump;
 pub mod fake;
 pub mod loader;
 pub mod maps;

@@ -1,26 +1,34 @@
 //! L1 golden tests: YAML fixtures of Services and EndpointSlices → the exact restore text of a
-//! full sync on an empty node (`testdata/<name>.rules`), plus packet traces over that ruleset.
+//! full sync on an empty node (`testdata/<name>.rules`) and the eBPF maps a first sync writes
+//! (`testdata/<name>.maps`, in `ebpf::dump`'s form), plus traces over both.
 //!
 //! Each fixture lists the node, the objects, and traces: a packet (source, destination, protocol,
 //! from a Pod or from the node itself) and what must happen to it — which endpoints it may be
 //! DNATed to (each with probability 1/n), whether it is masqueraded, and whether it is accepted,
-//! rejected or dropped. `UPDATE_GOLDEN=1 cargo test -p skiff-proxy --test golden` rewrites the
-//! `.rules` files; review their diff like code. Traces are never regenerated.
+//! rejected or dropped. The iptables ruleset must pass every trace; the eBPF maps every trace
+//! that starts on this node (from a Pod or the node itself: the socket hooks see nothing else)
+//! over TCP or UDP, read as the kernel program reads them — masquerade aside, which has no
+//! meaning at the socket. `UPDATE_GOLDEN=1 cargo test -p skiff-proxy --test golden` rewrites
+//! the `.rules` and `.maps` files; review their diff like code. Traces are never regenerated.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
+use skiff_proxy::ebpf::dump::{dump, service_names};
+use skiff_proxy::ebpf::trace::{Outcome, honours_pin, trace};
+use skiff_proxy::ebpf::{LbState, plan};
 use skiff_proxy::iptables::render::{RenderOptions, render};
 use skiff_proxy::iptables::restore::{KernelTable, full};
 use skiff_proxy::iptables::trace::{Packet, Tables, Verdict};
 use skiff_proxy::iptables::{Ruleset, Table};
 use skiff_proxy::model::{
-    EndpointSliceTracker, EndpointsMap, NodeFacts, Protocol, ServiceChangeTracker, ServiceMap,
-    desired_state,
+    DesiredState, EndpointSliceTracker, EndpointsMap, NodeFacts, Protocol, ServiceChangeTracker,
+    ServiceMap, desired_state,
 };
 
 #[derive(Deserialize)]
@@ -66,7 +74,7 @@ fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata")
 }
 
-fn load(name: &str) -> (Fixture, Ruleset, String) {
+fn load(name: &str) -> (Fixture, DesiredState) {
     let path = testdata().join(format!("{name}.yaml"));
     let text = std::fs::read_to_string(&path).unwrap();
     let fixture: Fixture =
@@ -94,16 +102,28 @@ fn load(name: &str) -> (Fixture, Ruleset, String) {
             .map(|c| c.parse().unwrap()),
     };
     let desired = desired_state(&services, &endpoints, &node);
-    let ruleset = render(&desired, &RenderOptions::default());
+    (fixture, desired)
+}
+
+/// The ruleset of a full sync on an empty node, and its restore text.
+fn rules(desired: &DesiredState) -> (Ruleset, String) {
+    let ruleset = render(desired, &RenderOptions::default());
     let text: String = Table::ALL
         .iter()
         .map(|t| full(*t, &ruleset, &KernelTable::default()))
         .collect();
-    (fixture, ruleset, text)
+    (ruleset, text)
 }
 
-fn check_golden(name: &str, text: &str) {
-    let path = testdata().join(format!("{name}.rules"));
+/// The maps a first eBPF sync writes, and their dump.
+fn maps(desired: &DesiredState) -> (LbState, String) {
+    let maps = plan(desired, &LbState::default());
+    let text = dump(&maps, &service_names(desired, &maps));
+    (maps, text)
+}
+
+fn check_golden(name: &str, kind: &str, text: &str) {
+    let path = testdata().join(format!("{name}.{kind}"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, text).unwrap();
         return;
@@ -112,7 +132,7 @@ fn check_golden(name: &str, text: &str) {
         .unwrap_or_else(|_| panic!("{} is missing: run with UPDATE_GOLDEN=1", path.display()));
     if expected != text {
         panic!(
-            "{name}: rendered rules differ from {} (UPDATE_GOLDEN=1 rewrites it):\n{}",
+            "{name}: the {kind} differ from {} (UPDATE_GOLDEN=1 rewrites it):\n{}",
             path.display(),
             diff(&expected, text)
         );
@@ -198,10 +218,54 @@ fn run_traces(name: &str, fixture: &Fixture, ruleset: &Ruleset) {
     }
 }
 
+/// Checks the fixture's traces that the socket hooks see against the maps.
+fn run_map_traces(name: &str, fixture: &Fixture, maps: &LbState) {
+    let cluster: Option<Ipv4Net> = fixture
+        .node
+        .cluster_cidr
+        .as_ref()
+        .map(|c| c.parse().unwrap());
+    let mut ran = 0;
+    for t in &fixture.traces {
+        let what = format!("{name} (maps): {}", t.name);
+        let (dst, dport, protocol) = parse_dst(&t.dst);
+        let local = t.from_node || cluster.is_some_and(|c| c.contains(&t.src));
+        if !local || protocol == Protocol::Sctp {
+            continue;
+        }
+        ran += 1;
+        let dst = SocketAddrV4::new(dst, dport);
+        let outcome = trace(maps, dst, protocol);
+        if let Some(pin) = t.pinned_to {
+            assert!(
+                honours_pin(maps, dst, protocol, pin),
+                "{what}: a client pinned to {pin} is not sent back to it ({outcome:?})"
+            );
+            continue;
+        }
+        match (t.verdict.as_str(), &outcome) {
+            ("reject", Outcome::Refused) | ("drop", Outcome::Dropped) => {}
+            ("accept", Outcome::Untouched) if t.endpoints.is_empty() => {}
+            ("accept", Outcome::Balanced { backends, .. }) => {
+                let want: BTreeSet<SocketAddrV4> = t.endpoints.iter().copied().collect();
+                let got: BTreeSet<SocketAddrV4> = backends.iter().copied().collect();
+                assert_eq!(got, want, "{what}: backends");
+                assert_eq!(got.len(), backends.len(), "{what}: a backend twice");
+            }
+            (verdict, outcome) => panic!("{what}: want {verdict}, the maps give {outcome:?}"),
+        }
+    }
+    assert!(ran > 0, "{name} has no trace from this node");
+}
+
 fn golden(name: &str) {
-    let (fixture, ruleset, text) = load(name);
-    check_golden(name, &text);
+    let (fixture, desired) = load(name);
+    let (ruleset, text) = rules(&desired);
+    check_golden(name, "rules", &text);
     run_traces(name, &fixture, &ruleset);
+    let (maps, text) = maps(&desired);
+    check_golden(name, "maps", &text);
+    run_map_traces(name, &fixture, &maps);
 }
 
 #[test]
@@ -226,8 +290,9 @@ fn policies() {
 
 #[test]
 fn skipped() {
-    let (fixture, ruleset, text) = load("skipped");
-    check_golden("skipped", &text);
+    golden("skipped");
+    let (_, desired) = load("skipped");
+    let (ruleset, _) = rules(&desired);
     assert!(
         ruleset
             .chains(Table::Nat)
@@ -235,5 +300,5 @@ fn skipped() {
             .all(|c| !c.starts_with("SKIFF-SVC-")),
         "headless and foreign Services get no chains"
     );
-    run_traces("skipped", &fixture, &ruleset);
+    assert!(maps(&desired).0.is_empty(), "nor map entries");
 }

@@ -43,12 +43,6 @@ impl Mode {
         self == Mode::Iptables
     }
 
-    /// Does `sessionAffinity: ClientIP` pin a client? The eBPF programs' affinity map is
-    /// being written.
-    fn pins_affinity(self) -> bool {
-        self == Mode::Iptables
-    }
-
     /// Does a connected UDP socket reach a Service's new backend when its old one is gone?
     /// iptables deletes the stale conntrack entry; the socket load balancer rewrote the
     /// socket's peer at `connect()`, so it must end such sockets (Cilium: `bpf_sock_destroy`),
@@ -445,7 +439,7 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
         &slice_yaml("sticky", 8080, "TCP", &refs(&everyone)),
     )?;
     let (sticky_ip, _, _) = world.service("sticky")?;
-    for k in (1..=NODES).filter(|_| mode.pins_affinity()) {
+    for k in 1..=NODES {
         let seen = servers_seen(
             &world.pod(k).client,
             SocketAddr::from((sticky_ip, 80)),

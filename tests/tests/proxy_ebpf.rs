@@ -1,12 +1,14 @@
 //! The eBPF socket load balancer in network namespaces, checked with real traffic.
 //!
-//! Two nodes; a skiff-test-server on each is a backend of one ClusterIP. The programs are
+//! Two nodes; a skiff-test-server on each is a backend of the Services. The programs are
 //! attached to this run's own cgroup (never the root one) and the maps are written through the
 //! proxy's real `EbpfDataplane`; a Python client is put into that cgroup inside node1's
-//! namespace. Nothing routes the ClusterIP anywhere, so an answer at all proves the socket hook
-//! rewrote it; the answers name *which* backend answered, the peer name and UDP reply source
-//! must show the ClusterIP, and a Service without endpoints must be refused at once. Needs root
-//! and `cargo xtask build-ebpf`.
+//! namespace. Nothing routes the ClusterIP anywhere (and nothing listens on the node port), so
+//! an answer at all proves the socket hook rewrote it; the answers name *which* backend
+//! answered, the peer name and UDP reply source must show the address the client asked for, a
+//! Service without endpoints must be refused at once and one without usable endpoints denied
+//! (the socket's drop). Session affinity must pin the client (its netns) to one backend until
+//! the timeout passes. Needs root and `cargo xtask build-ebpf`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -15,14 +17,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use skiff_proxy::Dataplane;
-use skiff_proxy::ebpf::{EbpfDataplane, SocketLb, SocketLbConfig};
+use skiff_proxy::ebpf::{AyaLbMaps, EbpfDataplane, SocketLb, SocketLbConfig};
 use skiff_proxy::model::{
-    DesiredService, DesiredState, EndpointAddr, Protocol, ServicePort, ServicePortName,
+    DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
 };
 use skiff_tests::{Process, Topology, TopologyOptions, binaries, wait};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+const STICKY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
+const NODE_PORT_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 13);
+const DROP_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 14);
+const NODE_PORT: u16 = 30080;
 
 const CLIENT: &str = r#"
 import socket, sys, time
@@ -43,6 +49,8 @@ try:
         print("ok", "%s:%d" % src, data.decode().strip())
 except ConnectionRefusedError:
     print("refused %.3f" % (time.monotonic() - start))
+except PermissionError:
+    print("denied %.3f" % (time.monotonic() - start))
 "#;
 
 fn object() -> Result<PathBuf> {
@@ -95,76 +103,119 @@ fn client(topo: &Topology, cgroup: &Path, proto: &str, ip: Ipv4Addr, port: u16) 
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
+/// Backends on both nodes, the programs on this run's cgroup, and the data plane over them.
+/// Fields drop in order: the servers and maps go before the topology (and its run) does.
+struct Bed {
+    _servers: Vec<Process>,
+    dataplane: EbpfDataplane<AyaLbMaps>,
+    _lb: SocketLb,
+    cgroup: PathBuf,
+    backends: Vec<Ipv4Addr>,
+    topo: Topology,
+}
+
+impl Bed {
+    fn build(label: &str) -> Result<Bed> {
+        skiff_tests::run::require_root()?;
+        let object = object()?;
+        let topo = Topology::build(&TopologyOptions::nodes(2, label))?;
+        let run = topo.run();
+        let server = binaries::binary("skiff-test-server")?;
+        let server = server.to_str().context("path")?;
+        let mut servers = Vec::new();
+        for (k, node) in topo.nodes().iter().enumerate() {
+            let name = format!("backend{}", k + 1);
+            servers.push(Process::spawn(
+                run,
+                &node.netns,
+                &name,
+                &[
+                    server,
+                    "--name",
+                    &name,
+                    "--http-port",
+                    "8080",
+                    "--udp-port",
+                    "8081",
+                ],
+                &[],
+            )?);
+        }
+        let cgroup = run.cgroup_dir()?;
+        let (lb, maps) = SocketLb::load_and_attach(&SocketLbConfig {
+            object,
+            pin_dir: run.bpf_pin_dir()?,
+            cgroup: cgroup.clone(),
+        })?;
+        let backends = topo.nodes().iter().map(|n| n.ip).collect();
+        Ok(Bed {
+            _servers: servers,
+            dataplane: EbpfDataplane::new(maps),
+            _lb: lb,
+            cgroup,
+            backends,
+            topo,
+        })
+    }
+
+    /// Both backends on `port`.
+    fn both(&self, port: u16) -> Vec<(Ipv4Addr, u16)> {
+        self.backends.iter().map(|ip| (*ip, port)).collect()
+    }
+
+    /// `ok <peer> <backend>`, `refused <s>` or `denied <s>` from a client in the cgroup.
+    fn client(&self, proto: &str, ip: Ipv4Addr, port: u16) -> Result<String> {
+        client(&self.topo, &self.cgroup, proto, ip, port)
+    }
+
+    /// The backend that answered a TCP connect to `ip:port`; the peer name must be `ip:port`.
+    fn answer(&self, ip: Ipv4Addr, port: u16) -> Result<String> {
+        let line = self.client("tcp", ip, port)?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        ensure!(words.first() == Some(&"ok"), "tcp {ip}:{port}: {line}");
+        ensure!(
+            words[1] == format!("{ip}:{port}"),
+            "peer name shows the backend: {line}"
+        );
+        Ok(words[2].to_owned())
+    }
+}
+
+fn name(n: &str, protocol: Protocol) -> ServicePortName {
+    ServicePortName::new("default", n, "", protocol)
+}
+
 #[test]
 fn clusterip_is_balanced_at_the_socket_and_refused_without_endpoints() -> Result<()> {
-    skiff_tests::run::require_root()?;
-    let object = object()?;
-    let topo = Topology::build(&TopologyOptions::nodes(2, "proxy-ebpf"))?;
-    let run = topo.run();
-    let server = binaries::binary("skiff-test-server")?;
-    let server = server.to_str().context("path")?;
-    let mut servers = Vec::new();
-    for (k, node) in topo.nodes().iter().enumerate() {
-        let name = format!("backend{}", k + 1);
-        servers.push(Process::spawn(
-            run,
-            &node.netns,
-            &name,
-            &[
-                server,
-                "--name",
-                &name,
-                "--http-port",
-                "8080",
-                "--udp-port",
-                "8081",
-            ],
-            &[],
-        )?);
-    }
-    let cgroup = run.cgroup_dir()?;
-    let (_lb, maps) = SocketLb::load_and_attach(&SocketLbConfig {
-        object,
-        pin_dir: run.bpf_pin_dir()?,
-        cgroup: cgroup.clone(),
-    })?;
-    let mut dataplane = EbpfDataplane::new(maps);
-    let backends: Vec<Ipv4Addr> = topo.nodes().iter().map(|n| n.ip).collect();
-    let name = |n: &str, p| ServicePortName::new("default", n, "", p);
+    let mut bed = Bed::build("proxy-ebpf")?;
+    let (topo, cgroup) = (&bed.topo, &bed.cgroup);
     let desired = DesiredState {
         services: BTreeMap::from([
             (
                 name("web", Protocol::Tcp),
-                service(VIP, 80, &[(backends[0], 8080), (backends[1], 8080)]),
+                service(VIP, 80, &bed.both(8080)),
             ),
             (
                 name("dns", Protocol::Udp),
-                service(VIP, 53, &[(backends[0], 8081), (backends[1], 8081)]),
+                service(VIP, 53, &bed.both(8081)),
             ),
             (name("empty", Protocol::Tcp), service(EMPTY_VIP, 80, &[])),
         ]),
         ..DesiredState::default()
     };
-    let report = dataplane.sync(&desired)?;
+    let report = bed.dataplane.sync(&desired)?;
     ensure!(report.written > 0, "{report:?}");
 
     // TCP: both backends answer, and the peer name is the ClusterIP.
     let mut answered = BTreeSet::new();
     wait::retry(Duration::from_secs(20), || {
-        let line = client(&topo, &cgroup, "tcp", VIP, 80)?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        ensure!(words.first() == Some(&"ok"), "tcp: {line}");
-        ensure!(
-            words[1] == "10.96.0.10:80",
-            "peer name shows the backend: {line}"
-        );
-        answered.insert(words[2].to_owned());
+        answered.insert(bed.answer(VIP, 80)?);
         ensure!(answered.len() == 2, "only {answered:?} answered so far");
         Ok(())
     })?;
 
     // UDP (unconnected sendto): answered, and the reply's source is the ClusterIP.
-    let line = client(&topo, &cgroup, "udp", VIP, 53)?;
+    let line = client(topo, cgroup, "udp", VIP, 53)?;
     let words: Vec<&str> = line.split_whitespace().collect();
     ensure!(
         words.first() == Some(&"ok") && words[1] == "10.96.0.10:53",
@@ -174,7 +225,7 @@ fn clusterip_is_balanced_at_the_socket_and_refused_without_endpoints() -> Result
 
     // No endpoints: refused, at once.
     let started = Instant::now();
-    let line = client(&topo, &cgroup, "tcp", EMPTY_VIP, 80)?;
+    let line = client(topo, cgroup, "tcp", EMPTY_VIP, 80)?;
     ensure!(line.starts_with("refused"), "no endpoints: {line}");
     ensure!(
         started.elapsed() < Duration::from_secs(3),
@@ -196,6 +247,103 @@ fn clusterip_is_balanced_at_the_socket_and_refused_without_endpoints() -> Result
         !out.status.success(),
         "a process outside the node cgroup reached the ClusterIP"
     );
-    drop(servers);
+    Ok(())
+}
+
+#[test]
+fn node_ports_affinity_and_drops_at_the_socket() -> Result<()> {
+    let mut bed = Bed::build("proxy-ebpf-np")?;
+    let node_ip = bed.topo.node(1).ip;
+    let both = bed.both(8080);
+    let with_node_port = {
+        let mut svc = service(NODE_PORT_VIP, 80, &both);
+        svc.port.node_port = Some(NODE_PORT);
+        svc.external_endpoints = svc.internal_endpoints.clone();
+        svc
+    };
+    let sticky = |seconds: Option<u32>| {
+        let mut svc = service(STICKY_VIP, 80, &both);
+        svc.port.affinity_seconds = seconds;
+        svc
+    };
+    // internalTrafficPolicy Local, every endpoint on another node: dropped, not refused.
+    let no_local = {
+        let mut svc = service(DROP_VIP, 80, &[]);
+        svc.port.internal_policy_local = true;
+        svc.has_endpoints = true;
+        svc
+    };
+    let desired = |affinity: Option<u32>| DesiredState {
+        node: NodeFacts {
+            name: "node1".into(),
+            ips: vec![node_ip],
+            ..NodeFacts::default()
+        },
+        services: BTreeMap::from([
+            (name("np", Protocol::Tcp), with_node_port.clone()),
+            (name("sticky", Protocol::Tcp), sticky(affinity)),
+            (name("no-local", Protocol::Tcp), no_local.clone()),
+        ]),
+    };
+    bed.dataplane.sync(&desired(Some(10_800)))?;
+
+    // The node port on the node's IP and on 127.0.0.1 reaches both backends; nothing listens
+    // on it, so only the translation can answer; the peer name is what the client asked for.
+    for ip in [node_ip, Ipv4Addr::LOCALHOST] {
+        let mut answered = BTreeSet::new();
+        wait::retry(Duration::from_secs(20), || {
+            answered.insert(bed.answer(ip, NODE_PORT)?);
+            ensure!(answered.len() == 2, "{ip}: only {answered:?} so far");
+            Ok(())
+        })?;
+    }
+
+    // No usable endpoint here: denied (the socket's drop), at once, not refused.
+    let line = bed.client("tcp", DROP_VIP, 80)?;
+    ensure!(line.starts_with("denied"), "no local endpoint: {line}");
+
+    // Affinity: every client of this netns lands where the first one did.
+    let first = bed.answer(STICKY_VIP, 80)?;
+    for n in 0..12 {
+        let again = bed.answer(STICKY_VIP, 80)?;
+        ensure!(
+            again == first,
+            "connect {n} went to {again}, the pin is {first}"
+        );
+    }
+
+    // Affinity off: the pins are ignored (and cleared), both backends answer again.
+    bed.dataplane.sync(&desired(None))?;
+    let mut answered = BTreeSet::new();
+    wait::retry(Duration::from_secs(20), || {
+        answered.insert(bed.answer(STICKY_VIP, 80)?);
+        ensure!(
+            answered.len() == 2,
+            "without affinity only {answered:?} answered"
+        );
+        Ok(())
+    })?;
+
+    // A one-second timeout: a pin outlives quick reconnects but not a pause past it.
+    bed.dataplane.sync(&desired(Some(1)))?;
+    let first = bed.answer(STICKY_VIP, 80)?;
+    for _ in 0..4 {
+        ensure!(
+            bed.answer(STICKY_VIP, 80)? == first,
+            "pin lost within the timeout"
+        );
+    }
+    let mut answered = BTreeSet::from([first]);
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(1_200));
+        answered.insert(bed.answer(STICKY_VIP, 80)?);
+        if answered.len() == 2 {
+            break;
+        }
+    }
+    ensure!(
+        answered.len() == 2,
+        "the pin never expired: only {answered:?} answered"
+    );
     Ok(())
 }

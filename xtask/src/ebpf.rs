@@ -125,15 +125,8 @@ fn load_check(object: &PathBuf) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
         println!("kernel accepted {program}");
     }
-    for map in [
-        skiff_ebpf_common::SERVICES_MAP,
-        skiff_ebpf_common::SLOTS_MAP,
-        skiff_ebpf_common::BACKENDS_MAP,
-        skiff_ebpf_common::REVNAT_MAP,
-        EXT_SERVICES_MAP,
-        EXT_SLOTS_MAP,
-        NAT_MAP,
-    ] {
+    let nodeport_maps = [EXT_SERVICES_MAP, EXT_SLOTS_MAP, NAT_MAP];
+    for map in skiff_ebpf_common::MAPS.iter().chain(&nodeport_maps) {
         ensure!(
             pins.join(map).exists(),
             "map {map} was not pinned under {}",

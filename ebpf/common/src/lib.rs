@@ -8,12 +8,24 @@
 //! The socket load balancer's maps split a Service the way Cilium's do, so that one endpoint
 //! change rewrites one small entry instead of a whole Service:
 //! - `SKIFF_SERVICES`: [`ServiceKey`] (address, port, protocol) → [`ServiceValue`] (service id,
-//!   backend count, flags); one entry per cluster IP of a Service port.
-//! - `SKIFF_SLOTS`: [`SlotKey`] (service id, slot `0..count`) → backend id (`u32`).
+//!   backend count, flags, affinity timeout); one entry per frontend of a Service port: each
+//!   cluster IP, external IP and LB ingress IP with the port, each node IP and 127.0.0.1 with
+//!   the node port. All frontends of a Service port share its id.
+//! - `SKIFF_SLOTS`: [`SlotKey`] (service id, slot) → backend id (`u32`). Slots `0..count` hold
+//!   the endpoints for cluster-internal traffic; when a Service's external frontends need a
+//!   different list (`externalTrafficPolicy: Cluster` with `internalTrafficPolicy: Local`), it
+//!   sits at [`EXTERNAL_SLOT_BASE`]`..+count`, so neither list shifts when the other changes.
 //! - `SKIFF_BACKENDS`: backend id → [`L4Addr`] (address, port), shared by every Service that
 //!   reaches the same endpoint.
 //! - `SKIFF_REVNAT`: [`RevNatKey`] (socket cookie, backend) → [`L4Addr`] (the Service address),
 //!   so `recvmsg4` / `getpeername4` can show the application the address it asked for.
+//! - `SKIFF_AFFINITY`: [`AffinityKey`] (client netns cookie, service id) → [`AffinityValue`]
+//!   (backend id, last use): ClientIP session affinity, an LRU the kernel fills. At `connect()`
+//!   an unbound socket has no source address yet, so the client is its network namespace (one
+//!   per Pod), as in Cilium's socket LB.
+//! - `SKIFF_AFFINITY_MATCH`: [`AffinityMatchKey`] (service id, backend id) → `AFFINITY_MATCH_*`
+//!   bits: which of the Service's slot lists hold the backend, so a remembered backend is only
+//!   reused while it still serves that traffic (written for Services with affinity only).
 //!
 //! Addresses and ports are kept in network byte order, exactly as `bpf_sock_addr` hands them
 //! to the kernel side, so the hot path never swaps bytes; the constructors here do it once on
@@ -39,6 +51,19 @@ pub const SLOTS_MAP: &str = "SKIFF_SLOTS";
 pub const BACKENDS_MAP: &str = "SKIFF_BACKENDS";
 /// See [`SERVICES_MAP`].
 pub const REVNAT_MAP: &str = "SKIFF_REVNAT";
+/// See [`SERVICES_MAP`].
+pub const AFFINITY_MAP: &str = "SKIFF_AFFINITY";
+/// See [`SERVICES_MAP`].
+pub const AFFINITY_MATCH_MAP: &str = "SKIFF_AFFINITY_MATCH";
+/// Every map the object declares (and the proxy pins).
+pub const MAPS: [&str; 6] = [
+    SERVICES_MAP,
+    SLOTS_MAP,
+    BACKENDS_MAP,
+    REVNAT_MAP,
+    AFFINITY_MAP,
+    AFFINITY_MATCH_MAP,
+];
 
 /// Capacity of `SKIFF_SERVICES` (Service port × cluster IP).
 pub const MAX_SERVICES: u32 = 65_536;
@@ -46,6 +71,8 @@ pub const MAX_SERVICES: u32 = 65_536;
 pub const MAX_BACKENDS: u32 = 131_072;
 /// Capacity of the `SKIFF_REVNAT` LRU.
 pub const MAX_REVNAT: u32 = 65_536;
+/// Capacity of the `SKIFF_AFFINITY` LRU (client netns × Service with affinity).
+pub const MAX_AFFINITY: u32 = 65_536;
 
 /// Program names (function names in the object), in the order the proxy attaches them.
 pub const PROGRAMS: [&str; 4] = [
@@ -61,9 +88,22 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 /// [`ServiceValue::flags`]: the Service has usable endpoints somewhere. With a backend count of
-/// zero this means "none for this traffic on this node" (dropped, as iptables does), without it
-/// "none at all" (refused at once with `ECONNREFUSED`).
+/// zero this means "none for this traffic on this node" (iptables drops it; the socket fails the
+/// call with `EPERM`), without it "none at all" (refused at once with `ECONNREFUSED`).
 pub const SERVICE_FLAG_HAS_ENDPOINTS: u32 = 1;
+/// [`ServiceValue::flags`]: ClientIP session affinity, for [`ServiceValue::affinity_seconds`].
+pub const SERVICE_FLAG_AFFINITY: u32 = 2;
+/// [`ServiceValue::flags`]: this frontend reads the external slot list (from
+/// [`EXTERNAL_SLOT_BASE`]) rather than the internal one (from 0).
+pub const SERVICE_FLAG_EXTERNAL_SLOTS: u32 = 4;
+
+/// Where a Service's external slot list starts (see the crate notes).
+pub const EXTERNAL_SLOT_BASE: u32 = 1 << 31;
+
+/// `SKIFF_AFFINITY_MATCH` value bit: the backend is in the Service's internal slot list.
+pub const AFFINITY_MATCH_INTERNAL: u32 = 1;
+/// `SKIFF_AFFINITY_MATCH` value bit: the backend is in the Service's external slot list.
+pub const AFFINITY_MATCH_EXTERNAL: u32 = 2;
 
 /// A Service frontend: where clients send.
 #[repr(C)]
@@ -101,6 +141,36 @@ pub struct ServiceValue {
     pub backend_count: u32,
     /// `SERVICE_FLAG_*` bits.
     pub flags: u32,
+    /// How long a client stays with its backend after its last connect (0 without affinity).
+    pub affinity_seconds: u32,
+}
+
+impl ServiceValue {
+    /// The slot this frontend's list starts at: 0, or [`EXTERNAL_SLOT_BASE`].
+    pub const fn first_slot(&self) -> u32 {
+        if self.flags & SERVICE_FLAG_EXTERNAL_SLOTS != 0 {
+            EXTERNAL_SLOT_BASE
+        } else {
+            0
+        }
+    }
+
+    /// The `AFFINITY_MATCH_*` bit of this frontend's slot list.
+    pub const fn match_bit(&self) -> u32 {
+        if self.flags & SERVICE_FLAG_EXTERNAL_SLOTS != 0 {
+            AFFINITY_MATCH_EXTERNAL
+        } else {
+            AFFINITY_MATCH_INTERNAL
+        }
+    }
+
+    /// The key of the affinity match saying whether `backend_id` is in this frontend's list.
+    pub const fn match_key(&self, backend_id: u32) -> AffinityMatchKey {
+        AffinityMatchKey {
+            service_id: self.service_id,
+            backend_id,
+        }
+    }
 }
 
 /// One backend slot of one Service.
@@ -160,6 +230,40 @@ pub struct RevNatKey {
     pub backend: L4Addr,
 }
 
+/// A client of a Service with session affinity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AffinityKey {
+    /// `bpf_get_netns_cookie` of the client's socket: its Pod (or the node).
+    pub netns_cookie: u64,
+    /// The Service port's id.
+    pub service_id: u32,
+    /// Always zero.
+    pub pad: u32,
+}
+
+/// Where a client was last sent, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AffinityValue {
+    /// The backend chosen.
+    pub backend_id: u32,
+    /// Always zero.
+    pub pad: u32,
+    /// `bpf_ktime_get_ns` at the last connect or send that chose it.
+    pub last_used_ns: u64,
+}
+
+/// A backend of a Service, for checking a remembered choice.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AffinityMatchKey {
+    /// The Service port's id.
+    pub service_id: u32,
+    /// The backend's id.
+    pub backend_id: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: every type is `#[repr(C)]`, `Copy`, made only of integers, with explicit padding
@@ -173,6 +277,12 @@ mod user {
     unsafe impl aya::Pod for super::L4Addr {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RevNatKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AffinityKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AffinityValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AffinityMatchKey {}
 }
 
 #[cfg(test)]
@@ -182,10 +292,13 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<ServiceValue>(), 12);
+        assert_eq!(size_of::<ServiceValue>(), 16);
         assert_eq!(size_of::<SlotKey>(), 8);
         assert_eq!(size_of::<L4Addr>(), 8);
         assert_eq!(size_of::<RevNatKey>(), 16);
+        assert_eq!(size_of::<AffinityKey>(), 16);
+        assert_eq!(size_of::<AffinityValue>(), 16);
+        assert_eq!(size_of::<AffinityMatchKey>(), 8);
     }
 
     #[test]

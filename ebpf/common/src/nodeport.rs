@@ -36,9 +36,9 @@ pub const TC_INGRESS_PROGRAM: &str = "skiff_nodeport_ingress";
 /// See [`TC_INGRESS_PROGRAM`].
 pub const TC_EGRESS_PROGRAM: &str = "skiff_nodeport_egress";
 
-/// [`crate::ServiceValue::flags`] in `SKIFF_EXT_SERVICES`: remote backends are reached from the
-/// node's address (`externalTrafficPolicy: Cluster`).
-pub const EXT_FLAG_SNAT: u32 = 2;
+/// [`crate::ServiceValue::flags`] in `SKIFF_EXT_SERVICES` (clear of the `SERVICE_FLAG_*` bits):
+/// remote backends are reached from the node's address (`externalTrafficPolicy: Cluster`).
+pub const EXT_FLAG_SNAT: u32 = 0x100;
 
 /// [`ExtSlot::flags`]: the backend runs on this node (reached without source NAT).
 pub const EXT_SLOT_LOCAL: u32 = 1;

@@ -18,7 +18,9 @@ use aya::maps::{HashMap, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
-use skiff_ebpf_common::{BACKENDS_MAP, PROGRAMS, REVNAT_MAP, SERVICES_MAP, SLOTS_MAP};
+use skiff_ebpf_common::{
+    AFFINITY_MAP, AFFINITY_MATCH_MAP, BACKENDS_MAP, MAPS, PROGRAMS, SERVICES_MAP, SLOTS_MAP,
+};
 
 use super::maps::AyaLbMaps;
 
@@ -116,6 +118,8 @@ impl SocketLb {
             take_map(&mut ebpf, SERVICES_MAP)?,
             take_map(&mut ebpf, SLOTS_MAP)?,
             take_map(&mut ebpf, BACKENDS_MAP)?,
+            take_map(&mut ebpf, AFFINITY_MATCH_MAP)?,
+            take_map(&mut ebpf, AFFINITY_MAP)?,
         );
         Ok((SocketLb { _ebpf: ebpf }, maps))
     }
@@ -123,7 +127,7 @@ impl SocketLb {
     /// Detaches every program (unpins the links) and unpins the maps; missing pins are fine.
     pub fn remove(pin_dir: &Path) -> Result<(), LoaderError> {
         let names = PROGRAMS.iter().map(|p| link_pin_name(p));
-        let maps = [SERVICES_MAP, SLOTS_MAP, BACKENDS_MAP, REVNAT_MAP].map(String::from);
+        let maps = MAPS.map(String::from);
         for name in names.chain(maps) {
             let path = pin_dir.join(name);
             match std::fs::remove_file(&path) {

@@ -1,18 +1,25 @@
 //! The `LbMaps` seam: the only door between the eBPF data plane and its kernel maps.
 //!
-//! The data plane decides *what* the maps must hold; this door only reads them whole ([`LbMaps::dump`],
-//! used to adopt what a previous agent left pinned) and writes or deletes single entries. The
-//! real door ([`AyaLbMaps`]) speaks bpf syscalls through aya; the fake ([`FakeLbMaps`]) keeps
-//! the entries in memory and logs every write, so tests can assert that a sync touched only
-//! what changed, and can be told to fail after N writes, like Cilium's faulty maps.
+//! The data plane decides *what* the maps must hold; this door only reads them whole
+//! ([`LbMaps::dump`], used to adopt what a previous agent left pinned) and writes or deletes
+//! single entries. The real door ([`AyaLbMaps`]) speaks bpf syscalls through aya; the fakes
+//! (`super::fake`) keep the entries in memory, log every write, and can fail on purpose.
+//!
+//! The affinity LRU is the kernel's to fill, so it is not part of [`LbState`]; the one thing
+//! the proxy does to it is [`MapWrite::ClearAffinity`]: forget a Service's clients when its
+//! affinity is switched off or it goes, so that an id handed to another Service later starts
+//! with no pins.
 
 use std::collections::BTreeMap;
 
 use aya::maps::{HashMap, MapData, MapError};
-use skiff_ebpf_common::{L4Addr, ServiceKey, ServiceValue, SlotKey};
+use skiff_ebpf_common::{
+    AFFINITY_MAP, AFFINITY_MATCH_MAP, AffinityKey, AffinityMatchKey, AffinityValue, BACKENDS_MAP,
+    L4Addr, SERVICES_MAP, SLOTS_MAP, ServiceKey, ServiceValue, SlotKey,
+};
 
-/// Everything the socket load balancer's maps hold (the reverse-NAT LRU aside: the kernel
-/// fills it).
+/// Everything the socket load balancer's maps hold that the proxy writes (the reverse-NAT and
+/// affinity LRUs aside: the kernel fills them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LbState {
     /// `SKIFF_SERVICES`.
@@ -21,21 +28,23 @@ pub struct LbState {
     pub slots: BTreeMap<SlotKey, u32>,
     /// `SKIFF_BACKENDS`.
     pub backends: BTreeMap<u32, L4Addr>,
+    /// `SKIFF_AFFINITY_MATCH`.
+    pub affinity_match: BTreeMap<AffinityMatchKey, u32>,
 }
 
 impl LbState {
-    /// Entries in all three maps.
+    /// Entries in all four maps.
     pub fn len(&self) -> usize {
-        self.services.len() + self.slots.len() + self.backends.len()
+        self.services.len() + self.slots.len() + self.backends.len() + self.affinity_match.len()
     }
 
-    /// Are all three maps empty?
+    /// Are all four maps empty?
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// One entry written or deleted.
+/// One entry written or deleted (or one Service's affinity entries forgotten).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapWrite {
     /// A Service frontend written.
@@ -50,6 +59,12 @@ pub enum MapWrite {
     PutBackend(u32, L4Addr),
     /// A backend deleted.
     DeleteBackend(u32),
+    /// Which slot lists of a Service hold a backend, written.
+    PutAffinityMatch(AffinityMatchKey, u32),
+    /// A backend no longer in any slot list of a Service with affinity.
+    DeleteAffinityMatch(AffinityMatchKey),
+    /// Every client pin of this service id deleted.
+    ClearAffinity(u32),
 }
 
 /// Why a map operation failed.
@@ -79,60 +94,51 @@ pub trait LbMaps: Send {
     fn apply(&mut self, write: MapWrite) -> Result<(), LbMapsError>;
 }
 
-/// In-memory maps that log every write; optionally fail from the Nth write on.
-#[derive(Clone, Debug, Default)]
-pub struct FakeLbMaps {
-    /// What the maps hold.
-    pub state: LbState,
-    /// Every write applied, in order.
-    pub writes: Vec<MapWrite>,
-    /// Fail every write once this many have succeeded (a faulty map).
-    pub fail_after: Option<usize>,
-}
-
-impl LbMaps for FakeLbMaps {
-    fn dump(&self) -> Result<LbState, LbMapsError> {
-        Ok(self.state.clone())
-    }
-
-    fn apply(&mut self, write: MapWrite) -> Result<(), LbMapsError> {
-        if self.fail_after.is_some_and(|n| self.writes.len() >= n) {
-            return Err(LbMapsError::Injected(self.writes.len()));
-        }
-        let state = &mut self.state;
-        match write {
-            MapWrite::PutService(k, v) => _ = state.services.insert(k, v),
-            MapWrite::DeleteService(k) => _ = state.services.remove(&k),
-            MapWrite::PutSlot(k, v) => _ = state.slots.insert(k, v),
-            MapWrite::DeleteSlot(k) => _ = state.slots.remove(&k),
-            MapWrite::PutBackend(k, v) => _ = state.backends.insert(k, v),
-            MapWrite::DeleteBackend(k) => _ = state.backends.remove(&k),
-        }
-        self.writes.push(write);
-        Ok(())
-    }
-}
-
 /// The kernel's maps, through aya.
 #[derive(Debug)]
 pub struct AyaLbMaps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     slots: HashMap<MapData, SlotKey, u32>,
     backends: HashMap<MapData, u32, L4Addr>,
+    affinity_match: HashMap<MapData, AffinityMatchKey, u32>,
+    affinity: HashMap<MapData, AffinityKey, AffinityValue>,
 }
 
 impl AyaLbMaps {
-    /// Wraps the three maps (taken from a loaded object, or opened from their pins).
+    /// Wraps the maps (taken from a loaded object, or opened from their pins).
     pub fn new(
         services: HashMap<MapData, ServiceKey, ServiceValue>,
         slots: HashMap<MapData, SlotKey, u32>,
         backends: HashMap<MapData, u32, L4Addr>,
+        affinity_match: HashMap<MapData, AffinityMatchKey, u32>,
+        affinity: HashMap<MapData, AffinityKey, AffinityValue>,
     ) -> Self {
         AyaLbMaps {
             services,
             slots,
             backends,
+            affinity_match,
+            affinity,
         }
+    }
+
+    /// Deletes every affinity entry of `service_id`; entries the LRU evicts meanwhile are fine.
+    fn clear_affinity(&mut self, service_id: u32) -> Result<(), MapError> {
+        let mut keys = Vec::new();
+        for key in self.affinity.keys() {
+            let key = key?;
+            if key.service_id == service_id {
+                keys.push(key);
+            }
+        }
+        for key in keys {
+            match self.affinity.remove(&key) {
+                Err(MapError::SyscallError(e))
+                    if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -153,16 +159,15 @@ pub(crate) fn dump_map<K: aya::Pod + Ord, V: aya::Pod>(
 
 impl LbMaps for AyaLbMaps {
     fn dump(&self) -> Result<LbState, LbMapsError> {
-        use skiff_ebpf_common::{BACKENDS_MAP, SERVICES_MAP, SLOTS_MAP};
         Ok(LbState {
             services: dump_map(&self.services, SERVICES_MAP)?,
             slots: dump_map(&self.slots, SLOTS_MAP)?,
             backends: dump_map(&self.backends, BACKENDS_MAP)?,
+            affinity_match: dump_map(&self.affinity_match, AFFINITY_MATCH_MAP)?,
         })
     }
 
     fn apply(&mut self, write: MapWrite) -> Result<(), LbMapsError> {
-        use skiff_ebpf_common::{BACKENDS_MAP, SERVICES_MAP, SLOTS_MAP};
         let (result, op, map) = match write {
             MapWrite::PutService(k, v) => (self.services.insert(k, v, 0), "write", SERVICES_MAP),
             MapWrite::DeleteService(k) => (self.services.remove(&k), "delete", SERVICES_MAP),
@@ -170,6 +175,15 @@ impl LbMaps for AyaLbMaps {
             MapWrite::DeleteSlot(k) => (self.slots.remove(&k), "delete", SLOTS_MAP),
             MapWrite::PutBackend(k, v) => (self.backends.insert(k, v, 0), "write", BACKENDS_MAP),
             MapWrite::DeleteBackend(k) => (self.backends.remove(&k), "delete", BACKENDS_MAP),
+            MapWrite::PutAffinityMatch(k, v) => (
+                self.affinity_match.insert(k, v, 0),
+                "write",
+                AFFINITY_MATCH_MAP,
+            ),
+            MapWrite::DeleteAffinityMatch(k) => {
+                (self.affinity_match.remove(&k), "delete", AFFINITY_MATCH_MAP)
+            }
+            MapWrite::ClearAffinity(id) => (self.clear_affinity(id), "clear", AFFINITY_MAP),
         };
         result.map_err(|source| LbMapsError::Map { op, map, source })
     }

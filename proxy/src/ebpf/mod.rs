@@ -1,4 +1,4 @@
-//! The eBPF data plane: a socket-level load balancer for ClusterIPs.
+//! The eBPF data plane: a socket-level load balancer for the traffic of the node's processes.
 //!
 //! iptables matches a Service by walking rules; here the kernel programs (`ebpf/programs`) look
 //! the address up in a hash map at `connect()`/`sendmsg()` and rewrite it to a backend once per
@@ -8,21 +8,31 @@
 //! and any after a failure, reads the maps back first — which is how a restarted agent adopts
 //! the maps its predecessor pinned and writes nothing when nothing changed.
 //!
-//! [`loader`] loads the object, pins the maps and attaches the programs to the node's cgroup.
+//! [`loader`] loads the object, pins the maps and attaches the programs to the node's cgroup;
+//! [`dump`] and [`trace`] read map contents back as text and as behaviour, for golden tests.
 //!
-//! Phase 1 covers ClusterIP (TCP, UDP), random backend choice, reject without endpoints and
-//! internal traffic policy. NodePort, external/LB IPs, affinity and Maglev are not here yet.
+//! Covered: ClusterIP, and NodePort (node IPs and 127.0.0.1), external IPs and LB IPs for
+//! traffic from the node's own processes, over TCP and UDP; random choice or ClientIP affinity
+//! (keyed by the client's netns); reject without endpoints, drop (`EPERM`) without usable ones
+//! here; traffic policies and terminating fallback as the model selects them; LB source ranges
+//! as far as they let all local sources in or none. Not here: traffic from outside the node
+//! (that needs tc/XDP programs), SCTP, ranges that split local sources (left to the packet
+//! path), Maglev.
 
+pub mod dump;
+pub mod fake;
 pub mod loader;
 pub mod maps;
 pub mod mounts;
 pub mod nodeport;
 pub mod plan;
+pub mod trace;
 
 use std::collections::BTreeMap;
 
+pub use fake::{FakeLbMaps, FaultyLbMaps};
 pub use loader::{LoaderError, SocketLb, SocketLbConfig};
-pub use maps::{AyaLbMaps, FakeLbMaps, LbMaps, LbMapsError, LbState, MapWrite};
+pub use maps::{AyaLbMaps, LbMaps, LbMapsError, LbState, MapWrite};
 pub use plan::{diff, plan};
 
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
@@ -75,6 +85,7 @@ impl<M: LbMaps> EbpfDataplane<M> {
                 ("services", want.services.len()),
                 ("slots", want.slots.len()),
                 ("backends", want.backends.len()),
+                ("affinity_matches", want.affinity_match.len()),
             ]),
             written: writes.len(),
             ..SyncReport::default()
@@ -101,5 +112,9 @@ impl<M: LbMaps> Dataplane for EbpfDataplane<M> {
     }
 }
 
+#[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
+mod frontend_tests;
 #[cfg(test)]
 mod tests;

@@ -1,74 +1,250 @@
 //! From a [`DesiredState`] to the map contents it needs, and from two map contents to the
 //! ordered writes that turn one into the other.
 //!
-//! Ids are the subtle part. A Service port keeps its id for as long as any of its frontends is
-//! in the maps, and a backend (address, port) keeps its id for as long as it is in the backends
-//! map, so a restarted agent that adopts pinned maps computes the *same* entries and writes
-//! nothing, and an endpoint change rewrites only its slots. New ids take the lowest free number.
+//! Frontends. Every process the programs see is local (a Pod on this node, or the node), so
+//! each Service port gets a frontend for each address local traffic may use: its cluster IPs
+//! and, for traffic that iptables sends through the `SKIFF-EXT-*` chain, the external IPs, the
+//! LB ingress IPs, and the node port on every node IP and 127.0.0.1 (NodePorts answer on
+//! localhost). Cluster IPs lead to `internal_endpoints`. External frontends lead to
+//! `external_endpoints` — except under `externalTrafficPolicy: Local`, where kube-proxy (and
+//! render.rs) short-circuit Pod and node traffic to the internal endpoints: the client IP that
+//! policy preserves is a local one anyway. An LB IP guarded by `loadBalancerSourceRanges` is
+//! checked against every source local traffic can have (the node IPs and the cluster CIDR),
+//! because at `connect()` an unbound socket has no source address yet: if the ranges hold all
+//! of them, it is a plain frontend; if none, it drops (or refuses, without endpoints), as
+//! iptables' `SKIFF-FW-*` chain would; if some, it gets no frontend and the traffic takes the
+//! packet path through the load balancer, which applies the ranges itself. When two Services
+//! claim one frontend, a cluster IP beats a node port beats an external IP beats an LB IP (an
+//! externalIP cannot hijack a ClusterIP), then the first Service in name order wins.
 //!
-//! Order matters because the kernel reads the maps while we write them: new backends and slots
-//! go in before a Service's count grows to reach them, and a count shrinks before the slots
-//! and backends beyond it are deleted. A connect in between sees either the old or the new
-//! Service, never a slot without a backend.
+//! Ids are the subtle part. A Service port keeps its id for as long as any of its frontends is
+//! in the maps — all its frontends share it, and so does its affinity — and a backend (address,
+//! port) keeps its id for as long as it is in the backends map, so a restarted agent that adopts
+//! pinned maps computes the *same* entries and writes nothing, and an endpoint change rewrites
+//! only its slots. New ids take the lowest free number.
+//!
+//! Order matters because the kernel reads the maps while we write them: new backends, slots
+//! and affinity matches go in before a frontend's count grows to reach them, and a count
+//! shrinks before the slots, matches and backends beyond it are deleted. A connect in between
+//! goes where the old or the new state sends it (or, while slots are rewritten, to a backend of
+//! either), never to a slot without a backend; `fault_tests` checks this at every write.
+//!
+//! A Service's client pins are cleared once none of its frontends has affinity on (switched off,
+//! or the Service gone). Pins that survive anyway (a sync cut short before the clear) are
+//! harmless: the kernel honours one only while the flag is on, within the timeout, and to a
+//! backend the match map still lists for that Service and slot list.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::iter;
+use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
 use skiff_ebpf_common::{
-    IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
+    AFFINITY_MATCH_EXTERNAL, AFFINITY_MATCH_INTERNAL, AffinityMatchKey, EXTERNAL_SLOT_BASE,
+    IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_EXTERNAL_SLOTS,
+    SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
 };
 
 use super::maps::{LbState, MapWrite};
-use crate::model::{DesiredState, Protocol};
+use crate::model::{
+    DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePortName,
+};
+
+/// What kind of address a frontend is; the order is the priority when two Services claim one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    ClusterIp,
+    NodePort,
+    ExternalIp,
+    LoadBalancerIp,
+    /// An LB IP whose source ranges hold no local source: every connect is dropped.
+    ClosedLoadBalancerIp,
+}
+
+/// A Service port's frontends, each with its kind.
+type Frontends = Vec<(ServiceKey, Kind)>;
 
 /// The map contents `desired` needs, reusing the ids `held` already gives.
 pub fn plan(desired: &DesiredState, held: &LbState) -> LbState {
+    let all: Vec<(&ServicePortName, &DesiredService, Frontends)> = desired
+        .services
+        .iter()
+        .map(|(name, service)| (name, service, frontends(name, service, &desired.node)))
+        .collect();
+    let mut claims: BTreeMap<ServiceKey, (Kind, &ServicePortName)> = BTreeMap::new();
+    for (name, _, frontends) in &all {
+        for (key, kind) in frontends {
+            let claim = claims.entry(*key).or_insert((*kind, name));
+            if *kind < claim.0 {
+                *claim = (*kind, name);
+            }
+        }
+    }
     let mut ids = Ids::new(held);
     let mut want = LbState::default();
-    for (name, service) in &desired.services {
-        let port = &service.port;
-        let Some(protocol) = ip_protocol(name.protocol) else {
-            continue;
-        };
-        let keys: Vec<ServiceKey> = port
-            .cluster_ips
-            .iter()
-            .map(|ip| ServiceKey::new(ip.octets(), port.port, protocol))
+    for (name, service, frontends) in all {
+        let mine: Frontends = frontends
+            .into_iter()
+            .filter(|(key, _)| claims.get(key).is_some_and(|(_, owner)| *owner == name))
             .collect();
-        if keys.is_empty() {
-            continue;
-        }
-        let service_id = ids.service(&keys);
-        let flags = if service.has_endpoints {
-            SERVICE_FLAG_HAS_ENDPOINTS
-        } else {
-            0
-        };
-        let value = ServiceValue {
-            service_id,
-            backend_count: service.internal_endpoints.len() as u32,
-            flags,
-        };
-        for key in keys {
-            want.services.insert(key, value);
-        }
-        for (slot, ep) in service.internal_endpoints.iter().enumerate() {
-            let addr = L4Addr::new(ep.ip.octets(), ep.port);
-            let backend_id = ids.backend(addr);
-            want.backends.insert(backend_id, addr);
-            want.slots.insert(
-                SlotKey {
-                    service_id,
-                    slot: slot as u32,
-                },
-                backend_id,
-            );
+        if !mine.is_empty() {
+            add_service(&mut want, &mut ids, service, &mine);
         }
     }
     want
 }
 
+/// Every frontend of one Service port, before collisions are settled.
+fn frontends(name: &ServicePortName, service: &DesiredService, node: &NodeFacts) -> Frontends {
+    let Some(protocol) = ip_protocol(name.protocol) else {
+        return Vec::new();
+    };
+    let port = &service.port;
+    let key = |ip: &Ipv4Addr, number: u16| ServiceKey::new(ip.octets(), number, protocol);
+    let on_port = |ips: &[Ipv4Addr], kind: Kind| {
+        ips.iter()
+            .map(move |ip| (key(ip, port.port), kind))
+            .collect::<Vec<_>>()
+    };
+    let mut out = on_port(&port.cluster_ips, Kind::ClusterIp);
+    if let Some(node_port) = port.node_port {
+        let local = node.ips.iter().chain(iter::once(&Ipv4Addr::LOCALHOST));
+        out.extend(local.map(|ip| (key(ip, node_port), Kind::NodePort)));
+    }
+    out.extend(on_port(&port.external_ips, Kind::ExternalIp));
+    let lb_kind = match local_sources_allowed(&port.load_balancer_source_ranges, node) {
+        Some(true) => Some(Kind::LoadBalancerIp),
+        Some(false) => Some(Kind::ClosedLoadBalancerIp),
+        None => None,
+    };
+    if let Some(kind) = lb_kind {
+        out.extend(on_port(&port.load_balancer_ips, kind));
+    }
+    out
+}
+
+/// Do `ranges` let local traffic in: all of it (`Some(true)`), none (`Some(false)`), or it
+/// depends on the source address, which a socket may not have yet (`None`)?
+fn local_sources_allowed(ranges: &[Ipv4Net], node: &NodeFacts) -> Option<bool> {
+    if ranges.is_empty() {
+        return Some(true);
+    }
+    let sources: Vec<Ipv4Net> = node
+        .ips
+        .iter()
+        .map(|ip| Ipv4Net::from(*ip))
+        .chain(node.cluster_cidr)
+        .collect();
+    let inside = |net: &Ipv4Net| ranges.iter().any(|r| r.contains(net));
+    let overlaps = |net: &Ipv4Net| {
+        ranges
+            .iter()
+            .any(|r| r.contains(&net.network()) || net.contains(&r.network()))
+    };
+    if node.cluster_cidr.is_some() && sources.iter().all(inside) {
+        Some(true)
+    } else if node.cluster_cidr.is_some() && !sources.iter().any(overlaps) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Adds one Service port's frontends, slots, backends and affinity matches to `want`.
+fn add_service(
+    want: &mut LbState,
+    ids: &mut Ids<'_>,
+    service: &DesiredService,
+    frontends: &[(ServiceKey, Kind)],
+) {
+    let port = &service.port;
+    let internal = &service.internal_endpoints;
+    let external = if port.external_policy_local {
+        internal
+    } else {
+        &service.external_endpoints
+    };
+    // External frontends read their own slot list only when it differs from the internal one.
+    let separate = external != internal;
+    let reads_external = |kind: Kind| separate && kind != Kind::ClusterIp;
+    let open = |kind: &Kind| *kind != Kind::ClosedLoadBalancerIp;
+    let uses_internal = frontends
+        .iter()
+        .any(|(_, kind)| open(kind) && !reads_external(*kind));
+    let uses_external = frontends
+        .iter()
+        .any(|(_, kind)| open(kind) && reads_external(*kind));
+
+    let keys: Vec<ServiceKey> = frontends.iter().map(|(key, _)| *key).collect();
+    let service_id = ids.service(&keys);
+    let mut flags = 0;
+    if service.has_endpoints {
+        flags |= SERVICE_FLAG_HAS_ENDPOINTS;
+    }
+    if port.affinity_seconds.is_some() {
+        flags |= SERVICE_FLAG_AFFINITY;
+    }
+    for (key, kind) in frontends {
+        if *kind == Kind::ClosedLoadBalancerIp {
+            let closed = ServiceValue {
+                service_id,
+                backend_count: 0,
+                flags: flags & SERVICE_FLAG_HAS_ENDPOINTS,
+                affinity_seconds: 0,
+            };
+            want.services.insert(*key, closed);
+            continue;
+        }
+        let (list, extra) = if reads_external(*kind) {
+            (external, SERVICE_FLAG_EXTERNAL_SLOTS)
+        } else {
+            (internal, 0)
+        };
+        let value = ServiceValue {
+            service_id,
+            backend_count: list.len() as u32,
+            flags: flags | extra,
+            affinity_seconds: port.affinity_seconds.unwrap_or(0),
+        };
+        want.services.insert(*key, value);
+    }
+    let lists = [
+        (uses_internal, internal, 0, AFFINITY_MATCH_INTERNAL),
+        (
+            uses_external,
+            external,
+            EXTERNAL_SLOT_BASE,
+            AFFINITY_MATCH_EXTERNAL,
+        ),
+    ];
+    for (used, list, base, bit) in lists {
+        if !used {
+            continue;
+        }
+        for (slot, ep) in list.iter().enumerate() {
+            let backend_id = add_backend(want, ids, ep);
+            let slot = base + slot as u32;
+            want.slots.insert(SlotKey { service_id, slot }, backend_id);
+            if port.affinity_seconds.is_some() {
+                let key = AffinityMatchKey {
+                    service_id,
+                    backend_id,
+                };
+                *want.affinity_match.entry(key).or_default() |= bit;
+            }
+        }
+    }
+}
+
+fn add_backend(want: &mut LbState, ids: &mut Ids<'_>, ep: &EndpointAddr) -> u32 {
+    let addr = L4Addr::new(ep.ip.octets(), ep.port);
+    let backend_id = ids.backend(addr);
+    want.backends.insert(backend_id, addr);
+    backend_id
+}
+
 /// The socket hooks see TCP and UDP; SCTP Services are left to the kernel (not translated).
-fn ip_protocol(protocol: Protocol) -> Option<u8> {
+pub(super) fn ip_protocol(protocol: Protocol) -> Option<u8> {
     match protocol {
         Protocol::Tcp => Some(IPPROTO_TCP),
         Protocol::Udp => Some(IPPROTO_UDP),
@@ -138,35 +314,72 @@ impl<'a> Ids<'a> {
 /// The writes that turn `held` into `want`, in an order the kernel may read at any point of.
 pub fn diff(held: &LbState, want: &LbState) -> Vec<MapWrite> {
     let mut writes = Vec::new();
-    for (id, addr) in &want.backends {
-        if held.backends.get(id) != Some(addr) {
-            writes.push(MapWrite::PutBackend(*id, *addr));
-        }
-    }
-    for (key, backend) in &want.slots {
-        if held.slots.get(key) != Some(backend) {
-            writes.push(MapWrite::PutSlot(*key, *backend));
-        }
-    }
-    for (key, value) in &want.services {
-        if held.services.get(key) != Some(value) {
-            writes.push(MapWrite::PutService(*key, *value));
-        }
-    }
-    for key in held.services.keys() {
-        if !want.services.contains_key(key) {
-            writes.push(MapWrite::DeleteService(*key));
-        }
-    }
-    for key in held.slots.keys() {
-        if !want.slots.contains_key(key) {
-            writes.push(MapWrite::DeleteSlot(*key));
-        }
-    }
-    for id in held.backends.keys() {
-        if !want.backends.contains_key(id) {
-            writes.push(MapWrite::DeleteBackend(*id));
-        }
-    }
+    puts(
+        &mut writes,
+        &held.backends,
+        &want.backends,
+        MapWrite::PutBackend,
+    );
+    puts(&mut writes, &held.slots, &want.slots, MapWrite::PutSlot);
+    let (old, new) = (&held.affinity_match, &want.affinity_match);
+    puts(&mut writes, old, new, MapWrite::PutAffinityMatch);
+    puts(
+        &mut writes,
+        &held.services,
+        &want.services,
+        MapWrite::PutService,
+    );
+    deletes(
+        &mut writes,
+        &held.services,
+        &want.services,
+        MapWrite::DeleteService,
+    );
+    let pinned = |state: &LbState| -> BTreeSet<u32> {
+        state
+            .services
+            .values()
+            .filter(|v| v.flags & SERVICE_FLAG_AFFINITY != 0)
+            .map(|v| v.service_id)
+            .collect()
+    };
+    let (had, has) = (pinned(held), pinned(want));
+    writes.extend(had.difference(&has).map(|id| MapWrite::ClearAffinity(*id)));
+    deletes(&mut writes, &held.slots, &want.slots, MapWrite::DeleteSlot);
+    deletes(&mut writes, old, new, MapWrite::DeleteAffinityMatch);
+    deletes(
+        &mut writes,
+        &held.backends,
+        &want.backends,
+        MapWrite::DeleteBackend,
+    );
     writes
+}
+
+/// Writes for the entries of `want` that `held` lacks or holds otherwise.
+fn puts<K: Ord + Copy, V: PartialEq + Copy>(
+    writes: &mut Vec<MapWrite>,
+    held: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    put: fn(K, V) -> MapWrite,
+) {
+    for (key, value) in want {
+        if held.get(key) != Some(value) {
+            writes.push(put(*key, *value));
+        }
+    }
+}
+
+/// Deletes for the entries of `held` that `want` lacks.
+fn deletes<K: Ord + Copy, V>(
+    writes: &mut Vec<MapWrite>,
+    held: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    delete: fn(K) -> MapWrite,
+) {
+    writes.extend(
+        held.keys()
+            .filter(|key| !want.contains_key(key))
+            .map(|key| delete(*key)),
+    );
 }

@@ -6,7 +6,7 @@ use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_HAS_ENDPO
 use super::*;
 use crate::model::{DesiredService, EndpointAddr, Protocol, ServicePort, ServicePortName};
 
-fn ep(last: u8) -> EndpointAddr {
+pub(super) fn ep(last: u8) -> EndpointAddr {
     EndpointAddr {
         ip: Ipv4Addr::new(10, 244, 0, last),
         port: 8080,
@@ -14,7 +14,7 @@ fn ep(last: u8) -> EndpointAddr {
     }
 }
 
-fn service(vip_last: u8, endpoints: &[u8]) -> DesiredService {
+pub(super) fn service(vip_last: u8, endpoints: &[u8]) -> DesiredService {
     let internal: Vec<EndpointAddr> = endpoints.iter().map(|l| ep(*l)).collect();
     DesiredService {
         port: ServicePort {
@@ -29,11 +29,20 @@ fn service(vip_last: u8, endpoints: &[u8]) -> DesiredService {
     }
 }
 
-fn name(n: &str, protocol: Protocol) -> ServicePortName {
+/// A NodePort Service on `vip_last` with node port `30000 + vip_last`, eTP Cluster.
+pub(super) fn node_port(vip_last: u8, internal: &[u8], external: &[u8]) -> DesiredService {
+    let mut svc = service(vip_last, internal);
+    svc.port.node_port = Some(30_000 + u16::from(vip_last));
+    svc.external_endpoints = external.iter().map(|l| ep(*l)).collect();
+    svc.has_endpoints = !internal.is_empty() || !external.is_empty();
+    svc
+}
+
+pub(super) fn name(n: &str, protocol: Protocol) -> ServicePortName {
     ServicePortName::new("default", n, "", protocol)
 }
 
-fn state(services: &[(&str, DesiredService)]) -> DesiredState {
+pub(super) fn state(services: &[(&str, DesiredService)]) -> DesiredState {
     DesiredState {
         services: services
             .iter()
@@ -43,12 +52,12 @@ fn state(services: &[(&str, DesiredService)]) -> DesiredState {
     }
 }
 
-fn vip(last: u8) -> ServiceKey {
+pub(super) fn vip(last: u8) -> ServiceKey {
     ServiceKey::new([10, 96, 0, last], 80, IPPROTO_TCP)
 }
 
 /// Where a connect to `key` can go, read from the maps as the kernel program reads them.
-fn backends_of(maps: &LbState, key: &ServiceKey) -> Option<Vec<u8>> {
+pub(super) fn backends_of(maps: &LbState, key: &ServiceKey) -> Option<Vec<u8>> {
     let value = maps.services.get(key)?;
     let mut out: Vec<u8> = (0..value.backend_count)
         .map(|slot| {
@@ -212,23 +221,20 @@ fn a_restarted_agent_adopts_pinned_maps_and_writes_nothing_when_nothing_changed(
 #[test]
 fn a_failed_write_makes_the_next_sync_read_the_maps_back_and_finish_the_job() {
     let desired = state(&[("a", service(1, &[1, 2, 3]))]);
-    let mut dp = EbpfDataplane::new(FakeLbMaps {
-        fail_after: Some(2),
-        ..FakeLbMaps::default()
-    });
+    let mut dp = EbpfDataplane::new(FaultyLbMaps::new(FakeLbMaps::default(), [2]));
     assert!(dp.sync(&desired).is_err());
     assert_eq!(
-        backends_of(&dp.maps().state, &vip(1)),
+        backends_of(&dp.maps().inner.state, &vip(1)),
         None,
         "no frontend yet"
     );
-    let mut maps = dp.maps().clone();
-    maps.fail_after = None;
-    let mut dp = EbpfDataplane { maps, held: None };
     let report = dp.sync(&desired).unwrap();
     assert!(report.full);
     assert_eq!(report.written, 5, "the 2 backends already written stay");
-    assert_eq!(backends_of(&dp.maps().state, &vip(1)), Some(vec![1, 2, 3]));
+    assert_eq!(
+        backends_of(&dp.maps().inner.state, &vip(1)),
+        Some(vec![1, 2, 3])
+    );
 }
 
 #[test]

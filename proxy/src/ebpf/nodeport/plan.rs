@@ -93,6 +93,8 @@ pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
             service_id,
             backend_count: service.external_endpoints.len() as u32,
             flags,
+            // Affinity for clients on other machines is not kept here yet.
+            affinity_seconds: 0,
         };
         for key in keys {
             want.services.insert(key, value);

@@ -112,6 +112,12 @@ impl Cluster {
 
     /// Starts (or restarts) the agent of node `n` (from 1), minting its kubeconfig first.
     pub fn start_agent(&mut self, n: usize) -> Result<()> {
+        self.start_agent_with(n, &[])
+    }
+
+    /// [`start_agent`](Self::start_agent) with `extra` flags after the cluster's own (e.g.
+    /// `--proxy-mode ebpf`, when the cluster's own flags do not name a mode).
+    pub fn start_agent_with(&mut self, n: usize, extra: &[&str]) -> Result<()> {
         let node = self.topology.node(n).clone();
         let kubeconfig = self.data_dir.join(format!("{}.kubeconfig", node.name));
         if !kubeconfig.exists() {
@@ -171,12 +177,34 @@ impl Cluster {
             self.overlay.clone(),
         ];
         argv.extend(self.agent_args.iter().cloned());
+        argv.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let name = format!("skiff-node-{}", node.name);
         let command = node.netns.command_keeping_mounts(&argv);
         let agent = Process::spawn_command(self.topology.run(), &name, command)?;
         self.agents[n - 1] = Some(agent);
         Ok(())
+    }
+
+    /// A client inside Pod `name` (default namespace): its network namespace and cgroup.
+    pub fn pod_client(&self, name: &str) -> Result<crate::Client> {
+        let pod = self.get_json(&["pod", name])?;
+        let node = pod["spec"]["nodeName"]
+            .as_str()
+            .with_context(|| format!("{name} is not bound to a node"))?;
+        let uid = pod["metadata"]["uid"]
+            .as_str()
+            .context("a Pod without uid")?;
+        let n = self
+            .topology
+            .nodes()
+            .iter()
+            .position(|candidate| candidate.name == node)
+            .with_context(|| format!("{name} runs on unknown node {node}"))?;
+        Ok(crate::Client {
+            netns: self.pod_netns(node, uid),
+            cgroup: Some(self.node_cgroup(n + 1)?.join(format!("pod-{uid}"))),
+        })
     }
 
     /// Node `n`'s cgroup: its agent puts every Pod below it, and the eBPF proxy attaches to it

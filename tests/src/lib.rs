@@ -9,6 +9,7 @@
 //! run may add to the host is the optional host link, named `sk-<run id>-h`.
 
 pub mod binaries;
+pub mod client;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
@@ -21,6 +22,7 @@ pub mod throughput;
 pub mod topology;
 pub mod wait;
 
+pub use client::Client;
 pub use cluster::{Cluster, ClusterOptions};
 pub use cni::{Chain, Pod};
 pub use netns::Netns;

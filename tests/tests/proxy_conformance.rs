@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use skiff_tests::{Cluster, ClusterOptions, Node, Process, binaries, wait};
+use skiff_tests::{Client, Cluster, ClusterOptions, Node, Process, binaries, wait};
 
 const WAIT: Duration = Duration::from_secs(20);
 const NODES: usize = 3;
@@ -60,65 +60,6 @@ struct TestPod {
     ip: Ipv4Addr,
     /// A client inside this Pod (its namespace and cgroup).
     client: Client,
-}
-
-/// Where requests come from: a process inside a Pod (its namespace and cgroup, as
-/// `kubectl exec` places one — the eBPF proxy only sees processes in its node's cgroup), or
-/// one in a namespace outside the cluster. Every request is a `curl` process there.
-#[derive(Clone, Debug)]
-struct Client {
-    netns: skiff_tests::Netns,
-    cgroup: Option<PathBuf>,
-}
-
-impl Client {
-    fn command(&self, argv: &[&str]) -> Result<std::process::Command> {
-        match &self.cgroup {
-            Some(cgroup) => self.netns.command_in_cgroup(cgroup, argv),
-            None => Ok(self.netns.command_keeping_mounts(argv)),
-        }
-    }
-
-    /// `GET /` to `addr`: the name of the server that answered and the client address it saw
-    /// (its body is "POD_NAME CLIENT_IP").
-    fn who(&self, addr: SocketAddr) -> Result<(String, String)> {
-        let url = format!("http://{addr}/");
-        let out = skiff_tests::cmd::output(
-            &mut self.command(&["curl", "-sS", "-m", "2", "-w", "\n%{http_code}", &url])?,
-            Duration::from_secs(5),
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success(),
-            "curl {url}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        let (body, status) = text.rsplit_once('\n').context("no status line")?;
-        ensure!(status.trim() == "200", "status {status} from {url}");
-        let mut words = body.split_whitespace();
-        let name = words.next().context("empty body")?.to_owned();
-        let client = words.next().unwrap_or_default().to_owned();
-        Ok((name, client))
-    }
-
-    /// Connects to `addr` over TCP; `Ok(took)` when it was refused, an error otherwise.
-    fn refused(&self, addr: SocketAddr) -> Result<Duration> {
-        let url = format!("http://{addr}/");
-        let started = Instant::now();
-        let out = skiff_tests::cmd::output(
-            &mut self.command(&["curl", "-sSv", "-m", "3", &url])?,
-            Duration::from_secs(6),
-        )?;
-        let took = started.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        ensure!(
-            out.status.code() == Some(7) && stderr.contains("Connection refused"),
-            "not refused: {:?} {}",
-            out.status.code(),
-            stderr.lines().last().unwrap_or_default()
-        );
-        Ok(took)
-    }
 }
 
 /// A cluster with a server Pod and a standalone skiff-proxy per node (the agents host none, so
@@ -705,28 +646,11 @@ fn udp_survives_backend_replacement_restart_loses_nothing_and_cleanup_removes_al
     let web = SocketAddr::from((web_ip, 80));
     let client = world.pod(3).client.clone();
     wait::retry(WAIT, || client.who(web))?;
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let requests = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0usize, Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while stop_rx.try_recv().is_err() && Instant::now() < deadline {
-            match client.who(web) {
-                Ok(_) => ok += 1,
-                Err(e) => failed.push(format!("{e:#}")),
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (ok, failed)
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    world.proxies[2].take();
-    std::thread::sleep(Duration::from_millis(500));
-    world.start_proxy(3)?;
-    std::thread::sleep(Duration::from_secs(3));
-    let _ = stop_tx.send(());
-    let (ok, failed) = requests
-        .join()
-        .map_err(|_| anyhow::anyhow!("request loop panicked"))?;
+    let (ok, failed) = client.ask_while(web, || {
+        world.proxies[2].take();
+        std::thread::sleep(Duration::from_millis(500));
+        world.start_proxy(3)
+    })?;
     assert!(ok > 50, "only {ok} requests went through");
     assert!(
         failed.is_empty(),

@@ -68,7 +68,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Explain what this node does with a connection to ip:port/proto (from its live rules).
+    /// Explain what this node does with a connection to ip:port/proto (from its live rules,
+    /// or with --proxy-mode ebpf from its pinned maps).
     Explain {
         /// e.g. 10.96.0.10:53/udp.
         target: String,
@@ -139,6 +140,12 @@ async fn main() -> Result<()> {
     }) = &args.command
     {
         let (target, protocol) = skiff_proxy::explain::parse_target(target)?;
+        if args.proxy_mode == ProxyMode::Ebpf {
+            use skiff_proxy::ebpf::explain;
+            let (lb, ext) = explain::read_pinned(&args.bpf_pin_dir)?;
+            print!("{}", explain::explain(&lb, &ext, target, protocol));
+            return Ok(());
+        }
         let iptables = RealIptables::new();
         let mut save = String::new();
         for table in Table::ALL {

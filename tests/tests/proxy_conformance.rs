@@ -475,43 +475,37 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
         );
     }
     assert_eq!(healthz.status, 200, "{}", healthz.body);
-    if mode == Mode::Ebpf {
-        // `explain` reads iptables rules only, so far.
-        return Ok(());
-    }
+    // `explain` reads what the kernel holds: iptables rules, or the pinned maps.
     let bin = binaries::binary("skiff-proxy")?;
-    let bin = bin.to_string_lossy();
+    let bin = bin.to_string_lossy().into_owned();
     let source = world.pod(1).ip.to_string();
-    let explained = node1_ns.exec(
-        &[
-            &bin,
-            "explain",
-            &format!("{web_ip}:80/tcp"),
-            "--source",
-            &source,
-        ],
-        Duration::from_secs(10),
-    )?;
-    assert!(
-        explained.contains("default/web:p/tcp cluster IP"),
-        "{explained}"
-    );
+    let pins = world.cluster.node_pin_dir(1)?;
+    let pins = pins.to_string_lossy().into_owned();
+    let explain = |target: String| -> Result<String> {
+        let mut argv = vec![bin.as_str()];
+        if mode == Mode::Ebpf {
+            argv.extend(["--proxy-mode", "ebpf", "--bpf-pin-dir", &pins]);
+        }
+        argv.extend(["explain", &target, "--source", &source]);
+        skiff_tests::cmd::run(
+            &mut node1_ns.command_keeping_mounts(&argv),
+            Duration::from_secs(10),
+        )
+    };
+    let explained = explain(format!("{web_ip}:80/tcp"))?;
+    if mode == Mode::Iptables {
+        assert!(
+            explained.contains("default/web:p/tcp cluster IP"),
+            "{explained}"
+        );
+    }
     assert_eq!(
         explained.matches("endpoint: ").count(),
         NODES,
         "{explained}"
     );
     assert!(explained.contains("verdict: accepted"), "{explained}");
-    let explained = node1_ns.exec(
-        &[
-            &bin,
-            "explain",
-            &format!("{empty_ip}:80/tcp"),
-            "--source",
-            &source,
-        ],
-        Duration::from_secs(10),
-    )?;
+    let explained = explain(format!("{empty_ip}:80/tcp"))?;
     assert!(explained.contains("verdict: rejected"), "{explained}");
     Ok(())
 }

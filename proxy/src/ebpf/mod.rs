@@ -20,6 +20,7 @@
 //! path), Maglev.
 
 pub mod dump;
+pub mod explain;
 pub mod fake;
 pub mod loader;
 pub mod maps;

@@ -244,7 +244,7 @@ fn add_backend(want: &mut LbState, ids: &mut Ids<'_>, ep: &EndpointAddr) -> u32 
 }
 
 /// The socket hooks see TCP and UDP; SCTP Services are left to the kernel (not translated).
-pub(super) fn ip_protocol(protocol: Protocol) -> Option<u8> {
+pub(crate) fn ip_protocol(protocol: Protocol) -> Option<u8> {
     match protocol {
         Protocol::Tcp => Some(IPPROTO_TCP),
         Protocol::Udp => Some(IPPROTO_UDP),

@@ -19,7 +19,10 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
+use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES};
+use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey, SlotKey};
 use skiff_proxy::ebpf::dump::{dump, service_names};
+use skiff_proxy::ebpf::nodeport::{ExtState, dump_external, plan_external};
 use skiff_proxy::ebpf::trace::{Outcome, honours_pin, trace};
 use skiff_proxy::ebpf::{LbState, plan};
 use skiff_proxy::iptables::render::{RenderOptions, render};
@@ -115,11 +118,13 @@ fn rules(desired: &DesiredState) -> (Ruleset, String) {
     (ruleset, text)
 }
 
-/// The maps a first eBPF sync writes, and their dump.
-fn maps(desired: &DesiredState) -> (LbState, String) {
+/// The maps a first eBPF sync writes (socket and NodePort), and their dump.
+fn maps(desired: &DesiredState) -> (LbState, ExtState, String) {
     let maps = plan(desired, &LbState::default());
-    let text = dump(&maps, &service_names(desired, &maps));
-    (maps, text)
+    let external = plan_external(desired, &ExtState::default());
+    let mut text = dump(&maps, &service_names(desired, &maps));
+    text.push_str(&dump_external(&external));
+    (maps, external, text)
 }
 
 fn check_golden(name: &str, kind: &str, text: &str) {
@@ -218,6 +223,81 @@ fn run_traces(name: &str, fixture: &Fixture, ruleset: &Ruleset) {
     }
 }
 
+/// Checks the fixture's traces from other machines against the NodePort maps, the way the TC
+/// ingress program reads them. The TC path differs from iptables in two places, both checked
+/// here as they are: a frontend without endpoints drops (iptables rejects), and under the
+/// `Cluster` policy only remote backends are source-NATed (iptables masquerades all).
+fn run_external_traces(name: &str, fixture: &Fixture, external: &ExtState) {
+    let cluster: Option<Ipv4Net> = fixture
+        .node
+        .cluster_cidr
+        .as_ref()
+        .map(|c| c.parse().unwrap());
+    for t in &fixture.traces {
+        let what = format!("{name} (external maps): {}", t.name);
+        let (dst, dport, protocol) = parse_dst(&t.dst);
+        let local = t.from_node || cluster.is_some_and(|c| c.contains(&t.src));
+        let proto = match protocol {
+            Protocol::Tcp => IPPROTO_TCP,
+            Protocol::Udp => IPPROTO_UDP,
+            Protocol::Sctp => continue,
+        };
+        if local || t.pinned_to.is_some() {
+            continue;
+        }
+        let frontend = external
+            .services
+            .get(&ServiceKey::new(dst.octets(), dport, proto));
+        let Some(value) = frontend else {
+            // Not ours (a ClusterIP from outside, a port elsewhere): the TC program lets it be.
+            assert!(
+                t.verdict != "accept" || t.endpoints.is_empty() || !fixture.node.ips.contains(&dst),
+                "{what}: no external frontend for {dst}:{dport}"
+            );
+            continue;
+        };
+        let admitted = value.flags & EXT_FLAG_SOURCE_RANGES == 0
+            || external
+                .sources
+                .iter()
+                .any(|(id, range)| *id == value.service_id && range.contains(&t.src));
+        if !admitted {
+            assert_eq!(
+                t.verdict, "drop",
+                "{what}: a source outside the ranges is dropped"
+            );
+            continue;
+        }
+        let backends: BTreeSet<SocketAddrV4> = (0..value.backend_count)
+            .filter_map(|slot| {
+                external.slots.get(&SlotKey {
+                    service_id: value.service_id,
+                    slot,
+                })
+            })
+            .map(|slot| {
+                SocketAddrV4::new(
+                    Ipv4Addr::from(slot.backend.octets()),
+                    slot.backend.host_port(),
+                )
+            })
+            .collect();
+        match t.verdict.as_str() {
+            "accept" => {
+                let want: BTreeSet<SocketAddrV4> = t.endpoints.iter().copied().collect();
+                assert_eq!(backends, want, "{what}: backends");
+                assert_eq!(
+                    value.flags & EXT_FLAG_SNAT != 0,
+                    t.masquerade,
+                    "{what}: source NAT for remote backends"
+                );
+            }
+            "reject" | "drop" => assert!(backends.is_empty(), "{what}: {backends:?}"),
+            other => panic!("{what}: unknown verdict {other}"),
+        }
+    }
+}
+
 /// Checks the fixture's traces that the socket hooks see against the maps.
 fn run_map_traces(name: &str, fixture: &Fixture, maps: &LbState) {
     let cluster: Option<Ipv4Net> = fixture
@@ -263,9 +343,10 @@ fn golden(name: &str) {
     let (ruleset, text) = rules(&desired);
     check_golden(name, "rules", &text);
     run_traces(name, &fixture, &ruleset);
-    let (maps, text) = maps(&desired);
+    let (maps, external, text) = maps(&desired);
     check_golden(name, "maps", &text);
     run_map_traces(name, &fixture, &maps);
+    run_external_traces(name, &fixture, &external);
 }
 
 #[test]
@@ -300,5 +381,9 @@ fn skipped() {
             .all(|c| !c.starts_with("SKIFF-SVC-")),
         "headless and foreign Services get no chains"
     );
-    assert!(maps(&desired).0.is_empty(), "nor map entries");
+    let (socket, external, _) = maps(&desired);
+    assert!(
+        socket.is_empty() && external.services.is_empty(),
+        "nor map entries"
+    );
 }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, ensure};
 
 use skiff_ebpf_common::nodeport::{
-    EXT_SERVICES_MAP, EXT_SLOTS_MAP, NAT_MAP, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM,
+    EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
+    TC_INGRESS_PROGRAM,
 };
 
 use crate::{setup, shell};
@@ -125,7 +126,7 @@ fn load_check(object: &PathBuf) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
         println!("kernel accepted {program}");
     }
-    let nodeport_maps = [EXT_SERVICES_MAP, EXT_SLOTS_MAP, NAT_MAP];
+    let nodeport_maps = [EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP];
     for map in skiff_ebpf_common::MAPS.iter().chain(&nodeport_maps) {
         ensure!(
             pins.join(map).exists(),

@@ -7,6 +7,8 @@
 //!   slots; [`EXT_FLAG_SNAT`] when the policy is `Cluster`.
 //! - `SKIFF_EXT_SLOTS`: [`SlotKey`](crate::SlotKey) → [`ExtSlot`] (the backend and whether it
 //!   runs on this node). Addresses sit in the slot itself: external backend lists are short.
+//! - `SKIFF_EXT_SOURCES`: an LPM trie of each Service's `loadBalancerSourceRanges`
+//!   ([`SourceRange`]), consulted for frontends flagged [`EXT_FLAG_SOURCE_RANGES`] (its LB IPs).
 //! - `SKIFF_NAT`: an LRU connection table, [`NatKey`] (a packet's 5-tuple as seen on the wire)
 //!   → [`NatValue`] (the tuple to write instead). A new connection writes two entries: the
 //!   forward one (client → frontend) and the reverse one (backend → whoever it answers).
@@ -22,11 +24,15 @@ pub const EXT_SERVICES_MAP: &str = "SKIFF_EXT_SERVICES";
 pub const EXT_SLOTS_MAP: &str = "SKIFF_EXT_SLOTS";
 /// See [`EXT_SERVICES_MAP`].
 pub const NAT_MAP: &str = "SKIFF_NAT";
+/// See [`EXT_SERVICES_MAP`].
+pub const EXT_SOURCES_MAP: &str = "SKIFF_EXT_SOURCES";
 
 /// Capacity of `SKIFF_EXT_SERVICES` (frontends: node IPs × nodePorts, external and LB IPs).
 pub const MAX_EXT_SERVICES: u32 = 65_536;
 /// Capacity of `SKIFF_EXT_SLOTS`.
 pub const MAX_EXT_SLOTS: u32 = 131_072;
+/// Capacity of `SKIFF_EXT_SOURCES` (source ranges over all Services).
+pub const MAX_EXT_SOURCES: u32 = 16_384;
 /// Capacity of the `SKIFF_NAT` LRU (two entries per connection).
 pub const MAX_NAT: u32 = 262_144;
 
@@ -39,6 +45,10 @@ pub const TC_EGRESS_PROGRAM: &str = "skiff_nodeport_egress";
 /// [`crate::ServiceValue::flags`] in `SKIFF_EXT_SERVICES` (clear of the `SERVICE_FLAG_*` bits):
 /// remote backends are reached from the node's address (`externalTrafficPolicy: Cluster`).
 pub const EXT_FLAG_SNAT: u32 = 0x100;
+
+/// [`crate::ServiceValue::flags`] in `SKIFF_EXT_SERVICES`: only sources inside the Service's
+/// ranges in `SKIFF_EXT_SOURCES` may use this frontend; others are dropped.
+pub const EXT_FLAG_SOURCE_RANGES: u32 = 0x200;
 
 /// [`ExtSlot::flags`]: the backend runs on this node (reached without source NAT).
 pub const EXT_SLOT_LOCAL: u32 = 1;
@@ -65,6 +75,27 @@ pub struct ExtSlot {
     pub flags: u32,
     /// Always zero.
     pub pad: u32,
+}
+
+/// The data of a `SKIFF_EXT_SOURCES` key: the Service's id, always matched whole, then a
+/// source prefix; the key's prefix length is 32 + the range's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceRange {
+    /// The external Service id, big-endian (an LPM trie matches bytes from the first).
+    pub service_id_be: u32,
+    /// The range's address, network byte order.
+    pub addr: u32,
+}
+
+impl SourceRange {
+    /// A key's data from host-order parts.
+    pub const fn new(service_id: u32, octets: [u8; 4]) -> Self {
+        SourceRange {
+            service_id_be: service_id.to_be(),
+            addr: u32::from_ne_bytes(octets),
+        }
+    }
 }
 
 /// A packet's 5-tuple, network byte order.
@@ -109,6 +140,8 @@ mod user {
     unsafe impl aya::Pod for super::NatKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NatValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceRange {}
 }
 
 #[cfg(test)]

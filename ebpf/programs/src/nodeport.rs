@@ -15,6 +15,7 @@
 //!   comes back to that port, is turned back into frontend → client on ingress and redirected
 //!   out the same way.
 //!
+//! A LoadBalancer IP with `loadBalancerSourceRanges` admits only sources inside them.
 //! Packets that match nothing go on untouched (`TC_ACT_UNSPEC`: the next program, if any).
 //! A frontend whose Service has no endpoints at all drops the packet (no RST from here yet).
 
@@ -25,14 +26,15 @@ use aya_ebpf::{
     },
     helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh},
     macros::{classifier, map},
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
 use skiff_ebpf_common::{
     IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceValue, SlotKey,
     nodeport::{
-        EXT_FLAG_SNAT, EXT_SLOT_LOCAL, ExtSlot, MAX_EXT_SERVICES, MAX_EXT_SLOTS, MAX_NAT,
-        NAT_EGRESS, NAT_REDIRECT, NatKey, NatValue, SNAT_PORT_COUNT, SNAT_PORT_MIN,
+        EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL, ExtSlot, MAX_EXT_SERVICES,
+        MAX_EXT_SLOTS, MAX_EXT_SOURCES, MAX_NAT, NAT_EGRESS, NAT_REDIRECT, NatKey, NatValue,
+        SNAT_PORT_COUNT, SNAT_PORT_MIN, SourceRange,
     },
 };
 
@@ -42,6 +44,8 @@ static SKIFF_EXT_SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(M
 static SKIFF_EXT_SLOTS: HashMap<SlotKey, ExtSlot> = HashMap::pinned(MAX_EXT_SLOTS, 0);
 #[map]
 static SKIFF_NAT: LruHashMap<NatKey, NatValue> = LruHashMap::pinned(MAX_NAT, 0);
+#[map]
+static SKIFF_EXT_SOURCES: LpmTrie<SourceRange, u32> = LpmTrie::pinned(MAX_EXT_SOURCES, 0);
 
 /// Go on to the next program (tcx) or the default action (cls_bpf): "not ours".
 const TC_ACT_UNSPEC: i32 = -1;
@@ -89,6 +93,19 @@ pub fn skiff_nodeport_ingress(ctx: TcContext) -> i32 {
     let Some(service) = unsafe { SKIFF_EXT_SERVICES.get(frontend) }.copied() else {
         return TC_ACT_UNSPEC;
     };
+    if service.flags & EXT_FLAG_SOURCE_RANGES != 0 {
+        let source = Key::new(
+            64,
+            SourceRange {
+                service_id_be: service.service_id.to_be(),
+                addr: packet.key.saddr,
+            },
+        );
+        if SKIFF_EXT_SOURCES.get(&source).is_none() {
+            // Outside loadBalancerSourceRanges.
+            return TC_ACT_SHOT;
+        }
+    }
     if service.backend_count == 0 {
         // No endpoints at all, or none for a Local policy on this node: nothing answers here.
         return TC_ACT_SHOT;

@@ -9,8 +9,11 @@ use std::fmt::Write;
 use std::net::SocketAddrV4;
 use std::path::Path;
 
+use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{HashMap, Map, MapData};
-use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_SERVICES_MAP, EXT_SLOT_LOCAL, EXT_SLOTS_MAP};
+use skiff_ebpf_common::nodeport::{
+    EXT_FLAG_SNAT, EXT_SERVICES_MAP, EXT_SLOT_LOCAL, EXT_SLOTS_MAP, EXT_SOURCES_MAP,
+};
 use skiff_ebpf_common::{
     AFFINITY_MAP, AFFINITY_MATCH_MAP, BACKENDS_MAP, SERVICES_MAP, SLOTS_MAP, ServiceKey, SlotKey,
 };
@@ -63,9 +66,18 @@ pub fn read_pinned(pin_dir: &Path) -> Result<(LbState, ExtState), MapsExplainErr
         pinned(pin_dir, AFFINITY_MATCH_MAP)?,
         pinned(pin_dir, AFFINITY_MAP)?,
     );
+    let sources_path = pin_dir.join(EXT_SOURCES_MAP);
+    let open_sources = || -> Result<_, aya::maps::MapError> {
+        LpmTrie::try_from(Map::from_map_data(MapData::from_pin(&sources_path)?)?)
+    };
+    let sources = open_sources().map_err(|source| MapsExplainError::Open {
+        path: sources_path.display().to_string(),
+        source,
+    })?;
     let ext = AyaExtMaps::new(
         pinned(pin_dir, EXT_SERVICES_MAP)?,
         pinned(pin_dir, EXT_SLOTS_MAP)?,
+        sources,
     );
     Ok((lb.dump()?, ext.dump()?))
 }

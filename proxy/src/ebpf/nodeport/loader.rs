@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use aya::EbpfLoader;
+use aya::maps::lpm_trie::LpmTrie;
 use aya::programs::links::FdLink;
 use aya::programs::{SchedClassifier, TcAttachType};
 use skiff_ebpf_common::nodeport::{
-    EXT_SERVICES_MAP, EXT_SLOTS_MAP, NAT_MAP, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM,
+    EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
+    TC_INGRESS_PROGRAM,
 };
 
 use super::maps::AyaExtMaps;
@@ -75,9 +77,17 @@ impl NodePortLb {
                 pin_link(link, &path, program)?;
             }
         }
+        let sources = ebpf
+            .take_map(EXT_SOURCES_MAP)
+            .ok_or(LoaderError::Missing(EXT_SOURCES_MAP))?;
+        let sources = LpmTrie::try_from(sources).map_err(|source| LoaderError::Map {
+            map: EXT_SOURCES_MAP,
+            source,
+        })?;
         let maps = AyaExtMaps::new(
             take_map(&mut ebpf, EXT_SERVICES_MAP)?,
             take_map(&mut ebpf, EXT_SLOTS_MAP)?,
+            sources,
         );
         Ok((NodePortLb { _ebpf: ebpf }, maps))
     }
@@ -91,7 +101,7 @@ impl NodePortLb {
             .flatten()
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with(LINK_PREFIX));
-        let maps = [EXT_SERVICES_MAP, EXT_SLOTS_MAP, NAT_MAP].map(String::from);
+        let maps = [EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP].map(String::from);
         for name in links.collect::<Vec<_>>().into_iter().chain(maps) {
             let path = pin_dir.join(name);
             match std::fs::remove_file(&path) {

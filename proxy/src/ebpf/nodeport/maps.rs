@@ -1,7 +1,11 @@
 //! The `ExtMaps` seam: the NodePort data path's door to its two kernel maps, real or fake.
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
-use skiff_ebpf_common::nodeport::{EXT_SERVICES_MAP, EXT_SLOTS_MAP, ExtSlot};
+use ipnet::Ipv4Net;
+use skiff_ebpf_common::nodeport::{
+    EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, ExtSlot, SourceRange,
+};
 use skiff_ebpf_common::{ServiceKey, ServiceValue, SlotKey};
 
 use super::plan::{ExtState, ExtWrite};
@@ -42,6 +46,8 @@ impl ExtMaps for FakeExtMaps {
             ExtWrite::DeleteService(k) => _ = state.services.remove(&k),
             ExtWrite::PutSlot(k, v) => _ = state.slots.insert(k, v),
             ExtWrite::DeleteSlot(k) => _ = state.slots.remove(&k),
+            ExtWrite::PutSource(id, range) => _ = state.sources.insert((id, range)),
+            ExtWrite::DeleteSource(id, range) => _ = state.sources.remove(&(id, range)),
         }
         self.writes.push(write);
         Ok(())
@@ -53,23 +59,51 @@ impl ExtMaps for FakeExtMaps {
 pub struct AyaExtMaps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     slots: HashMap<MapData, SlotKey, ExtSlot>,
+    sources: LpmTrie<MapData, SourceRange, u32>,
 }
 
 impl AyaExtMaps {
-    /// Wraps the two maps (taken from a loaded object).
+    /// Wraps the three maps (taken from a loaded object, or opened from their pins).
     pub fn new(
         services: HashMap<MapData, ServiceKey, ServiceValue>,
         slots: HashMap<MapData, SlotKey, ExtSlot>,
+        sources: LpmTrie<MapData, SourceRange, u32>,
     ) -> Self {
-        AyaExtMaps { services, slots }
+        AyaExtMaps {
+            services,
+            slots,
+            sources,
+        }
     }
+}
+
+/// The trie key of `range` for external Service `id`.
+fn source_key(id: u32, range: Ipv4Net) -> Key<SourceRange> {
+    Key::new(
+        32 + u32::from(range.prefix_len()),
+        SourceRange::new(id, range.network().octets()),
+    )
 }
 
 impl ExtMaps for AyaExtMaps {
     fn dump(&self) -> Result<ExtState, LbMapsError> {
+        let mut sources = std::collections::BTreeSet::new();
+        for key in self.sources.keys() {
+            let key = key.map_err(|source| LbMapsError::Map {
+                op: "read",
+                map: EXT_SOURCES_MAP,
+                source,
+            })?;
+            let data = key.data();
+            let len = key.prefix_len().saturating_sub(32).min(32) as u8;
+            let addr = std::net::Ipv4Addr::from(data.addr.to_ne_bytes());
+            let range = Ipv4Net::new(addr, len).expect("a length of at most 32");
+            sources.insert((u32::from_be(data.service_id_be), range));
+        }
         Ok(ExtState {
             services: dump_map(&self.services, EXT_SERVICES_MAP)?,
             slots: dump_map(&self.slots, EXT_SLOTS_MAP)?,
+            sources,
         })
     }
 
@@ -81,6 +115,16 @@ impl ExtMaps for AyaExtMaps {
             ExtWrite::DeleteService(k) => (self.services.remove(&k), "delete", EXT_SERVICES_MAP),
             ExtWrite::PutSlot(k, v) => (self.slots.insert(k, v, 0), "write", EXT_SLOTS_MAP),
             ExtWrite::DeleteSlot(k) => (self.slots.remove(&k), "delete", EXT_SLOTS_MAP),
+            ExtWrite::PutSource(id, range) => (
+                self.sources.insert(&source_key(id, range), 1, 0),
+                "write",
+                EXT_SOURCES_MAP,
+            ),
+            ExtWrite::DeleteSource(id, range) => (
+                self.sources.remove(&source_key(id, range)),
+                "delete",
+                EXT_SOURCES_MAP,
+            ),
         };
         result.map_err(|source| LbMapsError::Map { op, map, source })
     }

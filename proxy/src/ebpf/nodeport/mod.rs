@@ -6,12 +6,14 @@
 //! [`EbpfDataplane`](crate::ebpf::EbpfDataplane) keeps the socket maps: [`plan`] and diff
 //! against what it last wrote (reading the pinned maps back after a restart or a failure).
 
+pub mod dump;
 pub mod loader;
 pub mod maps;
 pub mod plan;
 
 use std::collections::BTreeMap;
 
+pub use dump::dump_external;
 pub use loader::{NodePortConfig, NodePortLb};
 pub use maps::{AyaExtMaps, ExtMaps, FakeExtMaps};
 pub use plan::{ExtState, ExtWrite, diff_external, plan_external};

@@ -4,12 +4,15 @@
 //! IP × port, each leading to the Service's *external* endpoints (only local ones under
 //! `externalTrafficPolicy: Local`, which also turns source NAT off). Ids are kept from what
 //! the maps hold, as in [`crate::ebpf::plan`], so a restarted agent writes nothing and an
-//! endpoint change rewrites only its slots; writes are ordered so the kernel never reaches a
+//! endpoint change rewrites only its slots. LoadBalancer IPs of a Service with
+//! `loadBalancerSourceRanges` admit only those sources (as the iptables `SKIFF-FW-*` chain
+//! does; node ports and externalIPs are not limited). Writes are ordered so the kernel never reaches a
 //! slot that is not there yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_SLOT_LOCAL, ExtSlot};
+use ipnet::Ipv4Net;
+use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL, ExtSlot};
 use skiff_ebpf_common::{
     IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
 };
@@ -23,6 +26,8 @@ pub struct ExtState {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     /// `SKIFF_EXT_SLOTS`.
     pub slots: BTreeMap<SlotKey, ExtSlot>,
+    /// `SKIFF_EXT_SOURCES`: (external Service id, allowed source range).
+    pub sources: BTreeSet<(u32, Ipv4Net)>,
 }
 
 /// One entry written or deleted.
@@ -36,6 +41,10 @@ pub enum ExtWrite {
     PutSlot(SlotKey, ExtSlot),
     /// A slot deleted.
     DeleteSlot(SlotKey),
+    /// A source range admitted.
+    PutSource(u32, Ipv4Net),
+    /// A source range deleted.
+    DeleteSource(u32, Ipv4Net),
 }
 
 /// The NodePort map contents `desired` needs, reusing the ids `held` gives.
@@ -64,9 +73,14 @@ pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
         keys.extend(
             port.external_ips
                 .iter()
-                .chain(&port.load_balancer_ips)
                 .map(|ip| ServiceKey::new(ip.octets(), port.port, protocol)),
         );
+        let lb_keys: Vec<ServiceKey> = port
+            .load_balancer_ips
+            .iter()
+            .map(|ip| ServiceKey::new(ip.octets(), port.port, protocol))
+            .collect();
+        keys.extend(&lb_keys);
         if keys.is_empty() {
             continue;
         }
@@ -96,8 +110,18 @@ pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
             // Affinity for clients on other machines is not kept here yet.
             affinity_seconds: 0,
         };
+        let ranged = !port.load_balancer_source_ranges.is_empty();
         for key in keys {
+            let mut value = value;
+            if ranged && lb_keys.contains(&key) {
+                value.flags |= EXT_FLAG_SOURCE_RANGES;
+            }
             want.services.insert(key, value);
+        }
+        if ranged && !lb_keys.is_empty() {
+            for range in &port.load_balancer_source_ranges {
+                want.sources.insert((service_id, range.trunc()));
+            }
         }
         for (slot, ep) in service.external_endpoints.iter().enumerate() {
             want.slots.insert(
@@ -116,10 +140,13 @@ pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
     want
 }
 
-/// The writes that turn `held` into `want`: slots before the counts that reach them, counts
-/// that shrink before the slots beyond them go.
+/// The writes that turn `held` into `want`: slots and source ranges before the frontends that
+/// reach them, frontends that shrink or lose their ranges before the slots and ranges go.
 pub fn diff_external(held: &ExtState, want: &ExtState) -> Vec<ExtWrite> {
     let mut writes = Vec::new();
+    for (id, range) in want.sources.difference(&held.sources) {
+        writes.push(ExtWrite::PutSource(*id, *range));
+    }
     for (key, slot) in &want.slots {
         if held.slots.get(key) != Some(slot) {
             writes.push(ExtWrite::PutSlot(*key, *slot));
@@ -139,6 +166,9 @@ pub fn diff_external(held: &ExtState, want: &ExtState) -> Vec<ExtWrite> {
         if !want.slots.contains_key(key) {
             writes.push(ExtWrite::DeleteSlot(*key));
         }
+    }
+    for (id, range) in held.sources.difference(&want.sources) {
+        writes.push(ExtWrite::DeleteSource(*id, *range));
     }
     writes
 }

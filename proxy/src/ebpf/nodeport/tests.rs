@@ -1,6 +1,6 @@
 use std::net::Ipv4Addr;
 
-use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_SLOT_LOCAL};
+use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL};
 use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey};
 
 use super::*;
@@ -161,4 +161,39 @@ fn after_a_faulty_write_the_next_sync_reads_back_and_converges_and_slots_lead_co
     plane.sync(&want).unwrap();
     plane.cleanup().unwrap();
     assert_eq!(plane.maps().state, ExtState::default());
+}
+
+#[test]
+fn source_ranges_guard_only_lb_ips_and_go_in_before_the_flag_and_out_after_it() {
+    let plain = state(false, vec![ep(1, true)]);
+    let mut ranged = plain.clone();
+    for service in ranged.services.values_mut() {
+        service.port.load_balancer_source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
+    }
+    let want = plan_external(&ranged, &ExtState::default());
+    let lb = ServiceKey::new([203, 0, 113, 8], 80, IPPROTO_TCP);
+    let node_port = ServiceKey::new([192, 0, 2, 11], 30080, IPPROTO_TCP);
+    assert_ne!(want.services[&lb].flags & EXT_FLAG_SOURCE_RANGES, 0);
+    assert_eq!(want.services[&node_port].flags & EXT_FLAG_SOURCE_RANGES, 0);
+    assert_eq!(
+        want.sources.len(),
+        1,
+        "the dns Service has no LB IP: no ranges"
+    );
+
+    let held = plan_external(&plain, &ExtState::default());
+    let on = diff_external(&held, &want);
+    let source_at = on.iter().position(|w| matches!(w, ExtWrite::PutSource(..)));
+    let flag_at = on
+        .iter()
+        .position(|w| matches!(w, ExtWrite::PutService(k, _) if *k == lb));
+    assert!(source_at < flag_at, "{on:?}");
+    let off = diff_external(&want, &held);
+    let flag_at = off
+        .iter()
+        .position(|w| matches!(w, ExtWrite::PutService(k, _) if *k == lb));
+    let source_at = off
+        .iter()
+        .position(|w| matches!(w, ExtWrite::DeleteSource(..)));
+    assert!(flag_at < source_at, "{off:?}");
 }

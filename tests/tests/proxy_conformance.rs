@@ -370,16 +370,17 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
         "refused after {refused:?}"
     );
 
-    // Session affinity pins a client to one backend.
+    // Session affinity pins a client to one backend, from a Pod and from outside.
     world.apply(
         "sticky",
-        &service_yaml("sticky", "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n", 80, "TCP"),
+        &service_yaml("sticky", "  type: NodePort\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n", 80, "TCP"),
     )?;
     world.apply(
         "sticky-slice",
         &slice_yaml("sticky", 8080, "TCP", &refs(&everyone)),
     )?;
-    let (sticky_ip, _, _) = world.service("sticky")?;
+    let (sticky_ip, sticky_np, _) = world.service("sticky")?;
+    let sticky_np = sticky_np.context("sticky has no nodePort")?;
     for k in 1..=NODES {
         let seen = servers_seen(
             &world.pod(k).client,
@@ -388,6 +389,13 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
             20,
         )?;
         assert_eq!(seen.len(), 1, "p{k} was not pinned: {seen:?}");
+        let through_node = SocketAddr::from((world.node(k).ip, sticky_np));
+        let seen = servers_seen(&outside, through_node, NODES, 20)?;
+        assert_eq!(
+            seen.len(),
+            1,
+            "outside via node{k} was not pinned: {seen:?}"
+        );
     }
 
     // externalTrafficPolicy: Local with the only endpoint on node2.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, ensure};
 
 use skiff_ebpf_common::nodeport::{
-    EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
+    EXT_AFFINITY_MAP, EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
     TC_INGRESS_PROGRAM,
 };
 
@@ -126,7 +126,13 @@ fn load_check(object: &PathBuf) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
         println!("kernel accepted {program}");
     }
-    let nodeport_maps = [EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP];
+    let nodeport_maps = [
+        EXT_SERVICES_MAP,
+        EXT_SLOTS_MAP,
+        EXT_SOURCES_MAP,
+        EXT_AFFINITY_MAP,
+        NAT_MAP,
+    ];
     for map in skiff_ebpf_common::MAPS.iter().chain(&nodeport_maps) {
         ensure!(
             pins.join(map).exists(),

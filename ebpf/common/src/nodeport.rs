@@ -9,6 +9,10 @@
 //!   runs on this node). Addresses sit in the slot itself: external backend lists are short.
 //! - `SKIFF_EXT_SOURCES`: an LPM trie of each Service's `loadBalancerSourceRanges`
 //!   ([`SourceRange`]), consulted for frontends flagged [`EXT_FLAG_SOURCE_RANGES`] (its LB IPs).
+//! - `SKIFF_EXT_AFFINITY`: an LRU of `sessionAffinity: ClientIP` choices, [`ExtAffinityKey`]
+//!   (client address, external Service id) → [`ExtAffinityValue`] (slot, backend, last use);
+//!   honoured while the frontend has `SERVICE_FLAG_AFFINITY`, within its timeout, and while
+//!   that slot still holds that backend.
 //! - `SKIFF_NAT`: an LRU connection table, [`NatKey`] (a packet's 5-tuple as seen on the wire)
 //!   → [`NatValue`] (the tuple to write instead). A new connection writes two entries: the
 //!   forward one (client → frontend) and the reverse one (backend → whoever it answers).
@@ -26,6 +30,10 @@ pub const EXT_SLOTS_MAP: &str = "SKIFF_EXT_SLOTS";
 pub const NAT_MAP: &str = "SKIFF_NAT";
 /// See [`EXT_SERVICES_MAP`].
 pub const EXT_SOURCES_MAP: &str = "SKIFF_EXT_SOURCES";
+/// See [`EXT_SERVICES_MAP`].
+pub const EXT_AFFINITY_MAP: &str = "SKIFF_EXT_AFFINITY";
+/// Capacity of the `SKIFF_EXT_AFFINITY` LRU.
+pub const MAX_EXT_AFFINITY: u32 = 65_536;
 
 /// Capacity of `SKIFF_EXT_SERVICES` (frontends: node IPs × nodePorts, external and LB IPs).
 pub const MAX_EXT_SERVICES: u32 = 65_536;
@@ -98,6 +106,30 @@ impl SourceRange {
     }
 }
 
+/// Who an external affinity entry pins.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExtAffinityKey {
+    /// The client's address, network byte order.
+    pub client: u32,
+    /// The external Service id.
+    pub service_id: u32,
+}
+
+/// Where an external client is pinned, and since when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExtAffinityValue {
+    /// The backend chosen.
+    pub backend: crate::L4Addr,
+    /// The slot it was in (checked again before it is reused).
+    pub slot: u32,
+    /// Always zero.
+    pub pad: u32,
+    /// `bpf_ktime_get_ns` of the last new connection.
+    pub last_used_ns: u64,
+}
+
 /// A packet's 5-tuple, network byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -142,6 +174,10 @@ mod user {
     unsafe impl aya::Pod for super::NatValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceRange {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExtAffinityKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExtAffinityValue {}
 }
 
 #[cfg(test)]
@@ -153,6 +189,8 @@ mod tests {
         assert_eq!(size_of::<ExtSlot>(), 16);
         assert_eq!(size_of::<NatKey>(), 16);
         assert_eq!(size_of::<NatValue>(), 16);
+        assert_eq!(size_of::<ExtAffinityKey>(), 8);
+        assert_eq!(size_of::<ExtAffinityValue>(), 24);
         assert!(u32::from(SNAT_PORT_MIN) + u32::from(SNAT_PORT_COUNT) <= 65_536);
     }
 }

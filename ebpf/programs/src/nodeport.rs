@@ -24,17 +24,19 @@ use aya_ebpf::{
         BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, bpf_fib_lookup as FibParams, bpf_redir_neigh,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh},
+    helpers::generated::{
+        bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+    },
     macros::{classifier, map},
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
 use skiff_ebpf_common::{
-    IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceValue, SlotKey,
+    IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_AFFINITY, ServiceKey, ServiceValue, SlotKey,
     nodeport::{
-        EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL, ExtSlot, MAX_EXT_SERVICES,
-        MAX_EXT_SLOTS, MAX_EXT_SOURCES, MAX_NAT, NAT_EGRESS, NAT_REDIRECT, NatKey, NatValue,
-        SNAT_PORT_COUNT, SNAT_PORT_MIN, SourceRange,
+        EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL, ExtAffinityKey, ExtAffinityValue,
+        ExtSlot, MAX_EXT_AFFINITY, MAX_EXT_SERVICES, MAX_EXT_SLOTS, MAX_EXT_SOURCES, MAX_NAT,
+        NAT_EGRESS, NAT_REDIRECT, NatKey, NatValue, SNAT_PORT_COUNT, SNAT_PORT_MIN, SourceRange,
     },
 };
 
@@ -44,6 +46,9 @@ static SKIFF_EXT_SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(M
 static SKIFF_EXT_SLOTS: HashMap<SlotKey, ExtSlot> = HashMap::pinned(MAX_EXT_SLOTS, 0);
 #[map]
 static SKIFF_NAT: LruHashMap<NatKey, NatValue> = LruHashMap::pinned(MAX_NAT, 0);
+#[map]
+static SKIFF_EXT_AFFINITY: LruHashMap<ExtAffinityKey, ExtAffinityValue> =
+    LruHashMap::pinned(MAX_EXT_AFFINITY, 0);
 #[map]
 static SKIFF_EXT_SOURCES: LpmTrie<SourceRange, u32> = LpmTrie::pinned(MAX_EXT_SOURCES, 0);
 
@@ -110,14 +115,7 @@ pub fn skiff_nodeport_ingress(ctx: TcContext) -> i32 {
         // No endpoints at all, or none for a Local policy on this node: nothing answers here.
         return TC_ACT_SHOT;
     }
-    // SAFETY: a plain helper call.
-    let slot = unsafe { bpf_get_prandom_u32() } % service.backend_count;
-    let slot_key = SlotKey {
-        service_id: service.service_id,
-        slot,
-    };
-    // SAFETY: copied out at once.
-    let Some(slot) = unsafe { SKIFF_EXT_SLOTS.get(slot_key) }.copied() else {
+    let Some(slot) = choose(&service, packet.key.saddr) else {
         return TC_ACT_UNSPEC;
     };
     let key = packet.key;
@@ -184,6 +182,59 @@ pub fn skiff_nodeport_ingress(ctx: TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     apply(&ctx, &packet, &forward)
+}
+
+/// Picks the slot for a new connection from `client`: its pinned one while affinity holds
+/// (same backend still in that slot, within the timeout), else a random one (and pins it).
+fn choose(service: &ServiceValue, client: u32) -> Option<ExtSlot> {
+    let affinity = service.flags & SERVICE_FLAG_AFFINITY != 0;
+    let key = ExtAffinityKey {
+        client,
+        service_id: service.service_id,
+    };
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if affinity
+        // SAFETY: copied out at once.
+        && let Some(pin) = unsafe { SKIFF_EXT_AFFINITY.get(key) }.copied()
+        && now.saturating_sub(pin.last_used_ns) < u64::from(service.affinity_seconds) * 1_000_000_000
+        && pin.slot < service.backend_count
+    {
+        let slot_key = SlotKey {
+            service_id: service.service_id,
+            slot: pin.slot,
+        };
+        // SAFETY: copied out at once.
+        if let Some(slot) = unsafe { SKIFF_EXT_SLOTS.get(slot_key) }.copied()
+            && slot.backend == pin.backend
+        {
+            let pin = ExtAffinityValue {
+                last_used_ns: now,
+                ..pin
+            };
+            let _ = SKIFF_EXT_AFFINITY.insert(key, pin, 0);
+            return Some(slot);
+        }
+    }
+    // SAFETY: a plain helper call.
+    let index = unsafe { bpf_get_prandom_u32() } % service.backend_count;
+    let slot_key = SlotKey {
+        service_id: service.service_id,
+        slot: index,
+    };
+    // SAFETY: copied out at once.
+    let slot = unsafe { SKIFF_EXT_SLOTS.get(slot_key) }.copied()?;
+    if affinity {
+        let pin = ExtAffinityValue {
+            backend: slot.backend,
+            slot: index,
+            pad: 0,
+            last_used_ns: now,
+        };
+        // A full LRU evicts its oldest pin; failing to pin only loses stickiness.
+        let _ = SKIFF_EXT_AFFINITY.insert(key, pin, 0);
+    }
+    Some(slot)
 }
 
 /// TC egress: replies of local backends leave with the frontend as their source.

@@ -135,6 +135,10 @@ pub fn explain(lb: &LbState, ext: &ExtState, target: SocketAddrV4, protocol: Pro
             let _ = writeln!(out, "  no endpoint for external traffic here: dropped");
         }
         Some(value) => {
+            if value.flags & skiff_ebpf_common::SERVICE_FLAG_AFFINITY != 0 {
+                let seconds = value.affinity_seconds;
+                let _ = writeln!(out, "  sessionAffinity: ClientIP for {seconds}s");
+            }
             for slot in 0..value.backend_count {
                 let key = SlotKey {
                     service_id: value.service_id,

@@ -11,8 +11,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use skiff_ebpf_common::SERVICE_FLAG_HAS_ENDPOINTS;
 use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL};
+use skiff_ebpf_common::{SERVICE_FLAG_AFFINITY, SERVICE_FLAG_HAS_ENDPOINTS};
 
 use super::plan::ExtState;
 use crate::ebpf::trace::{show_key, socket_addr};
@@ -31,13 +31,16 @@ pub fn dump_external(state: &ExtState) -> String {
         for (key, value) in state.services.iter().filter(|(_, v)| v.service_id == id) {
             let mut flags = Vec::new();
             if value.flags & SERVICE_FLAG_HAS_ENDPOINTS != 0 {
-                flags.push("has-endpoints");
+                flags.push("has-endpoints".to_owned());
             }
             if value.flags & EXT_FLAG_SNAT != 0 {
-                flags.push("snat");
+                flags.push("snat".to_owned());
             }
             if value.flags & EXT_FLAG_SOURCE_RANGES != 0 {
-                flags.push("source-ranges");
+                flags.push("source-ranges".to_owned());
+            }
+            if value.flags & SERVICE_FLAG_AFFINITY != 0 {
+                flags.push(format!("affinity({}s)", value.affinity_seconds));
             }
             let flags = if flags.is_empty() {
                 "none".to_owned()

@@ -11,7 +11,7 @@ use aya::maps::lpm_trie::LpmTrie;
 use aya::programs::links::FdLink;
 use aya::programs::{SchedClassifier, TcAttachType};
 use skiff_ebpf_common::nodeport::{
-    EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
+    EXT_AFFINITY_MAP, EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
     TC_INGRESS_PROGRAM,
 };
 
@@ -101,7 +101,14 @@ impl NodePortLb {
             .flatten()
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with(LINK_PREFIX));
-        let maps = [EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP].map(String::from);
+        let maps = [
+            EXT_SERVICES_MAP,
+            EXT_SLOTS_MAP,
+            EXT_SOURCES_MAP,
+            EXT_AFFINITY_MAP,
+            NAT_MAP,
+        ]
+        .map(String::from);
         for name in links.collect::<Vec<_>>().into_iter().chain(maps) {
             let path = pin_dir.join(name);
             match std::fs::remove_file(&path) {

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::Ipv4Net;
 use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL, ExtSlot};
 use skiff_ebpf_common::{
-    IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
+    IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_HAS_ENDPOINTS,
+    ServiceKey, ServiceValue, SlotKey,
 };
 
 use crate::model::{DesiredState, Protocol};
@@ -103,12 +104,14 @@ pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
         if !port.external_policy_local {
             flags |= EXT_FLAG_SNAT;
         }
+        if port.affinity_seconds.is_some() {
+            flags |= SERVICE_FLAG_AFFINITY;
+        }
         let value = ServiceValue {
             service_id,
             backend_count: service.external_endpoints.len() as u32,
             flags,
-            // Affinity for clients on other machines is not kept here yet.
-            affinity_seconds: 0,
+            affinity_seconds: port.affinity_seconds.unwrap_or(0),
         };
         let ranged = !port.load_balancer_source_ranges.is_empty();
         for key in keys {

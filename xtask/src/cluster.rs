@@ -24,6 +24,9 @@ pub struct UpArgs {
     /// How Pod traffic crosses between nodes.
     #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw"])]
     overlay: String,
+    /// The Service proxy's data plane on every node.
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "ebpf"])]
+    proxy_mode: String,
 }
 
 /// The demo's size.
@@ -48,12 +51,18 @@ pub fn up(args: &UpArgs) -> Result<()> {
         "skiff-cni",
         "--bins",
     ]))?;
+    if args.proxy_mode == "ebpf" {
+        crate::ebpf::build()?;
+    }
     for id in run::detached_runs() {
         println!("taking down the cluster already up (run {id})");
         run::destroy(&id)?;
     }
 
-    shell::step(&format!("up: {} nodes ({})", args.nodes, args.overlay));
+    shell::step(&format!(
+        "up: {} nodes ({}, {} proxy)",
+        args.nodes, args.overlay, args.proxy_mode
+    ));
     let started = Instant::now();
     let options = ClusterOptions {
         topology: TopologyOptions {
@@ -62,6 +71,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
             ..TopologyOptions::nodes(args.nodes, "up")
         },
         overlay: args.overlay.clone(),
+        agent_args: vec!["--proxy-mode".into(), args.proxy_mode.clone()],
         ..ClusterOptions::nodes(args.nodes, "up")
     };
     let cluster = Cluster::start(&options)?;
@@ -138,18 +148,15 @@ pub fn up(args: &UpArgs) -> Result<()> {
         "up: curl the Service web (ClusterIP {service}) from a Pod on every node"
     ));
     for from in &pods {
-        let ns = cluster.pod_netns(
-            from["spec"]["nodeName"].as_str().unwrap_or_default(),
-            from["metadata"]["uid"].as_str().unwrap_or_default(),
-        );
+        let client = cluster.pod_client(from["metadata"]["name"].as_str().unwrap_or_default())?;
         let url = format!("http://{service}/");
         // The proxy may still be syncing the new Service: a few tries, bounded.
         let mut answered: BTreeSet<String> = BTreeSet::new();
         let mut replies = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while answered.len() < DEMO_REPLICAS && Instant::now() < deadline {
-            let out = ns.output(
-                &["curl", "-sS", "--max-time", "2", &url],
+            let out = skiff_tests::cmd::output(
+                &mut client.command(&["curl", "-sS", "--max-time", "2", &url])?,
                 Duration::from_secs(5),
             )?;
             let reply = String::from_utf8_lossy(&out.stdout).trim().to_owned();

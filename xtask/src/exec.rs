@@ -1,5 +1,5 @@
-//! `cargo xtask exec`: run a command inside a Pod's or a node's network namespace of the
-//! cluster `cargo xtask up` left running, the way `kubectl exec` would with containers:
+//! `cargo xtask exec`: run a command inside a Pod's or a node's network namespace (and cgroup)
+//! of the cluster `cargo xtask up` left running, the way `kubectl exec` would with containers:
 //!
 //! ```text
 //! cargo xtask exec web-648d95fdf6-2fxc9 -- curl -s 10.96.0.2
@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use skiff_tests::run;
+use skiff_tests::{Netns, kernelfs, run};
 
 use crate::shell;
 
@@ -36,13 +36,18 @@ pub fn exec(args: &ExecArgs) -> Result<()> {
         [] => bail!("no cluster is up: `cargo xtask up` first"),
         _ => bail!("several clusters are up: `cargo xtask down` and up again"),
     };
-    let netns = match (&args.node, &args.pod) {
+    let cgroups = kernelfs::cgroup2_mount()
+        .context("no cgroup v2 hierarchy is mounted")?
+        .join(id.object("cg"));
+    // The node's cgroup stands for its root cgroup, a Pod's for its containers': in eBPF mode
+    // only processes inside them see Service addresses translated.
+    let (netns, cgroup) = match (&args.node, &args.pod) {
         (Some(node), _) => {
             let n = node
                 .strip_prefix("node")
                 .filter(|n| n.parse::<usize>().is_ok())
                 .with_context(|| format!("nodes are named node1, node2, ...: not {node:?}"))?;
-            id.object(&format!("n{n}"))
+            (id.object(&format!("n{n}")), cgroups.join(node))
         }
         (None, Some(pod)) => {
             let kubeconfig = shell::root().join("target/skiff-up/admin.kubeconfig");
@@ -61,14 +66,17 @@ pub fn exec(args: &ExecArgs) -> Result<()> {
                 .split_once(' ')
                 .filter(|(node, _)| !node.is_empty())
                 .with_context(|| format!("pod {pod} is not on a node yet"))?;
-            id.object(&format!("{node}-{uid}"))
+            (
+                id.object(&format!("{node}-{uid}")),
+                cgroups.join(node).join(format!("pod-{uid}")),
+            )
         }
         (None, None) => bail!("name a Pod or --node"),
     };
-    let status = Command::new("ip")
-        .args(["netns", "exec", &netns])
-        .args(&args.command)
+    let argv: Vec<&str> = args.command.iter().map(String::as_str).collect();
+    let status = Netns::existing(&netns)
+        .command_in_cgroup(&cgroup, &argv)?
         .status()
-        .context("cannot run ip netns exec")?;
+        .with_context(|| format!("cannot run {}", args.command[0]))?;
     std::process::exit(status.code().unwrap_or(1))
 }

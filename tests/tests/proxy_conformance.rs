@@ -357,18 +357,27 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
         );
     }
 
-    // No endpoints: refused at once, not a timeout.
-    world.apply("empty", &service_yaml("empty", "", 80, "TCP"))?;
-    let (empty_ip, _, _) = world.service("empty")?;
-    let target = SocketAddr::from((empty_ip, 80));
-    // Until the proxy has synced the new Service a SYN may wait for its retransmit; once
-    // its rules are in, a connect is refused at once.
-    wait::retry(WAIT, || world.pod(1).client.refused(target))?;
-    let refused = world.pod(1).client.refused(target)?;
-    assert!(
-        refused < Duration::from_millis(500),
-        "refused after {refused:?}"
-    );
+    // No endpoints: refused at once, not a timeout — from a Pod, and from outside through a
+    // node port.
+    world.apply(
+        "empty",
+        &service_yaml("empty", "  type: NodePort\n", 80, "TCP"),
+    )?;
+    let (empty_ip, empty_np, _) = world.service("empty")?;
+    let empty_np = empty_np.context("empty has no nodePort")?;
+    for (client, target) in [
+        (&world.pod(1).client, SocketAddr::from((empty_ip, 80))),
+        (&outside, SocketAddr::from((world.node(2).ip, empty_np))),
+    ] {
+        // Until the proxy has synced the new Service a SYN may wait for its retransmit; once
+        // its rules are in, a connect is refused at once.
+        wait::retry(WAIT, || client.refused(target))?;
+        let refused = client.refused(target)?;
+        assert!(
+            refused < Duration::from_millis(500),
+            "{target} refused after {refused:?}"
+        );
+    }
 
     // Session affinity pins a client to one backend, from a Pod and from outside.
     world.apply(

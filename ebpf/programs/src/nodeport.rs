@@ -17,7 +17,8 @@
 //!
 //! A LoadBalancer IP with `loadBalancerSourceRanges` admits only sources inside them.
 //! Packets that match nothing go on untouched (`TC_ACT_UNSPEC`: the next program, if any).
-//! A frontend whose Service has no endpoints at all drops the packet (no RST from here yet).
+//! A frontend whose Service has no endpoints at all answers a TCP segment with a RST (UDP is
+//! dropped: no ICMP from here yet).
 
 use aya_ebpf::{
     bindings::{
@@ -26,13 +27,15 @@ use aya_ebpf::{
     },
     helpers::generated::{
         bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_skb_change_tail,
     },
     macros::{classifier, map},
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
 use skiff_ebpf_common::{
-    IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_AFFINITY, ServiceKey, ServiceValue, SlotKey,
+    IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey,
+    ServiceValue, SlotKey,
     nodeport::{
         EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL, ExtAffinityKey, ExtAffinityValue,
         ExtSlot, MAX_EXT_AFFINITY, MAX_EXT_SERVICES, MAX_EXT_SLOTS, MAX_EXT_SOURCES, MAX_NAT,
@@ -112,7 +115,11 @@ pub fn skiff_nodeport_ingress(ctx: TcContext) -> i32 {
         }
     }
     if service.backend_count == 0 {
-        // No endpoints at all, or none for a Local policy on this node: nothing answers here.
+        // No endpoints at all: refused, as iptables rejects (TCP; UDP is dropped). Endpoints
+        // elsewhere only (a Local policy): nothing answers here, dropped.
+        if service.flags & SERVICE_FLAG_HAS_ENDPOINTS == 0 && packet.key.protocol == IPPROTO_TCP {
+            return reset(&ctx, &packet).unwrap_or(TC_ACT_SHOT);
+        }
         return TC_ACT_SHOT;
     }
     let Some(slot) = choose(&service, packet.key.saddr) else {
@@ -182,6 +189,82 @@ pub fn skiff_nodeport_ingress(ctx: TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     apply(&ctx, &packet, &forward)
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Turns a TCP segment into the RST that refuses it and sends it back out of the interface it
+/// came in by: the client's connect fails at once, as with iptables' `REJECT --reject-with
+/// tcp-reset`. `None` when the segment cannot be answered (it is dropped instead).
+fn reset(ctx: &TcContext, packet: &Packet) -> Option<i32> {
+    let l4 = packet.l4;
+    let flags: u8 = ctx.load(l4 + 13).ok()?;
+    if flags & TCP_RST != 0 || l4 != ETH_HLEN + 20 {
+        return None;
+    }
+    let seq = u32::from_be(ctx.load::<u32>(l4 + 4).ok()?);
+    let ack = u32::from_be(ctx.load::<u32>(l4 + 8).ok()?);
+    let doff = u32::from(ctx.load::<u8>(l4 + 12).ok()? >> 4) * 4;
+    let payload = u32::from(packet.tot_len).checked_sub(20 + doff)?;
+    let (new_seq, new_ack, new_flags) = if flags & TCP_ACK != 0 {
+        (ack, 0, TCP_RST)
+    } else {
+        let consumed = payload + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+        (0, seq.wrapping_add(consumed), TCP_RST | TCP_ACK)
+    };
+    let dst_mac: [u8; 6] = ctx.load(0).ok()?;
+    let src_mac: [u8; 6] = ctx.load(6).ok()?;
+    // SAFETY: the context is the kernel's `__sk_buff`.
+    let (skb, ifindex) = unsafe { (ctx.skb.skb, (*ctx.skb.skb).ifindex) };
+    // SAFETY: shrinking a packet we own to Ethernet + IPv4 + TCP headers.
+    if unsafe { bpf_skb_change_tail(skb, (ETH_HLEN + 40) as u32, 0) } != 0 {
+        return None;
+    }
+    let key = &packet.key;
+    let mut ip = [0u16; 10];
+    ip[0] = 0x4500u16.to_be();
+    ip[1] = 40u16.to_be();
+    ip[3] = 0x4000u16.to_be(); // don't fragment
+    ip[4] = (0x4000u16 | u16::from(IPPROTO_TCP)).to_be(); // TTL 64, protocol
+    let (src, dst) = (key.daddr, key.saddr);
+    ip[6] = (src & 0xffff) as u16;
+    ip[7] = (src >> 16) as u16;
+    ip[8] = (dst & 0xffff) as u16;
+    ip[9] = (dst >> 16) as u16;
+    ip[5] = !fold(ip.iter().map(|w| u32::from(*w)).sum());
+    let mut tcp = [0u16; 10];
+    tcp[0] = key.dport;
+    tcp[1] = key.sport;
+    let seq_be = new_seq.to_be();
+    tcp[2] = (seq_be & 0xffff) as u16;
+    tcp[3] = (seq_be >> 16) as u16;
+    let ack_be = new_ack.to_be();
+    tcp[4] = (ack_be & 0xffff) as u16;
+    tcp[5] = (ack_be >> 16) as u16;
+    tcp[6] = ((5u16 << 12) | u16::from(new_flags)).to_be();
+    let pseudo = (src & 0xffff)
+        + (src >> 16)
+        + (dst & 0xffff)
+        + (dst >> 16)
+        + u32::from(u16::from(IPPROTO_TCP).to_be())
+        + u32::from(20u16.to_be());
+    tcp[8] = !fold(pseudo + tcp.iter().map(|w| u32::from(*w)).sum::<u32>());
+    ctx.store(0, &src_mac, 0).ok()?;
+    ctx.store(6, &dst_mac, 0).ok()?;
+    ctx.store(ETH_HLEN, &ip, 0).ok()?;
+    ctx.store(ETH_HLEN + 20, &tcp, 0).ok()?;
+    // SAFETY: a plain helper call.
+    Some(unsafe { bpf_redirect(ifindex, 0) } as i32)
+}
+
+/// Folds a one's-complement sum of 16-bit words into 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
 }
 
 /// Picks the slot for a new connection from `client`: its pinned one while affinity holds

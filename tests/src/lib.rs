@@ -8,6 +8,7 @@
 //! next one. Nothing here touches the host's own routes, addresses or firewall: the only thing a
 //! run may add to the host is the optional host link, named `sk-<run id>-h`.
 
+pub mod alloc_count;
 pub mod binaries;
 pub mod cluster;
 pub mod cmd;

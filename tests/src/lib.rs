@@ -13,6 +13,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod connect_latency;
 pub mod kernelfs;
 pub mod netns;
 pub mod podnet;

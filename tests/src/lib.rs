@@ -8,11 +8,13 @@
 //! next one. Nothing here touches the host's own routes, addresses or firewall: the only thing a
 //! run may add to the host is the optional host link, named `sk-<run id>-h`.
 
+pub mod alloc_count;
 pub mod binaries;
 pub mod client;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod connect_latency;
 pub mod kernelfs;
 pub mod netns;
 pub mod podnet;

@@ -34,7 +34,9 @@ enum BenchName {
     /// CNI ADD/DEL p50/p99, skiff-cni against Debian's bridge + host-local; Pod-to-Pod TCP
     /// throughput over host-gw and VXLAN against the bare underlay.
     Cni,
-    /// skiff's iptables sync at 1k/5k/10k Services against a kube-proxy-shaped ruleset.
+    /// skiff's iptables sync at 1k/5k/10k Services against a kube-proxy-shaped ruleset; Pod to
+    /// ClusterIP connect latency at 0/1k/5k/10k Services against direct Pod-IP connects; the
+    /// agent's memory.
     ProxyIptables,
 }
 
@@ -99,7 +101,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ),
         BenchName::ProxyIptables => (
             "proxy-iptables",
-            "kube-proxy's iptables ruleset for the same Services, same iptables-restore, same netns",
+            "sync: kube-proxy's iptables ruleset for the same Services, same iptables-restore, same \
+             netns; connect: direct Pod-IP connects interleaved with the Service's; memory: none",
             example::run_in("skiff-proxy", "proxy-iptables-bench")?,
         ),
     };
@@ -121,14 +124,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn print_table(name: &str, baseline: &str, figures: &[Figure]) {
     println!("\n{name} (baseline: {baseline})");
     println!(
-        "{:<36} {:>12} {:>12} {:>8}",
+        "{:<48} {:>12} {:>12} {:>8}",
         "figure", "value", "baseline", "ratio"
     );
     for f in figures {
         let base = f.baseline.map_or("-".to_owned(), |b| format!("{b:.1}"));
         let ratio = f.ratio().map_or("-".to_owned(), |r| format!("{r:.2}x"));
         println!(
-            "{:<36} {:>12} {:>12} {:>8}",
+            "{:<48} {:>12} {:>12} {:>8}",
             format!("{} ({})", f.name, f.unit),
             format!("{:.1}", f.value),
             base,

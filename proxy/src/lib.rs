@@ -18,6 +18,8 @@ pub mod model;
 pub mod proxy;
 pub mod runner;
 pub mod server;
+#[cfg(test)]
+mod test_rng;
 
 pub use dataplane::{Dataplane, DataplaneError, SyncReport};
 pub use mode::{EbpfPaths, ModeConfig, ModeError, NodeDataplane, ProxyMode};

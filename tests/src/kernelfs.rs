@@ -83,3 +83,40 @@ pub fn remove_cgroup_tree(dir: &Path) -> Result<()> {
         }
     }
 }
+
+/// This process inside a cgroup until dropped, when it goes back where it was.
+///
+/// For benchmarks that measure the eBPF proxy's socket programs from their own threads: the
+/// programs see only processes in the cgroup they are attached to (a run's, never the root).
+/// Drop it before the run that owns the cgroup, whose cleanup kills what is still inside.
+#[derive(Debug)]
+pub struct InCgroup {
+    back_to: PathBuf,
+}
+
+/// Moves this whole process into `dir` (a cgroup v2 folder).
+pub fn enter_cgroup(dir: &Path) -> Result<InCgroup> {
+    let mount = cgroup2_mount().context("no cgroup v2 hierarchy is mounted")?;
+    let own = fs::read_to_string("/proc/self/cgroup").context("cannot read /proc/self/cgroup")?;
+    let relative = own
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .context("this process has no cgroup v2 membership")?;
+    let back_to = mount.join(relative.trim_start_matches('/'));
+    move_self(dir)?;
+    Ok(InCgroup { back_to })
+}
+
+fn move_self(dir: &Path) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    fs::write(&procs, std::process::id().to_string())
+        .with_context(|| format!("cannot move this process into {}", dir.display()))
+}
+
+impl Drop for InCgroup {
+    fn drop(&mut self) {
+        if let Err(err) = move_self(&self.back_to) {
+            eprintln!("harness: {err:#}");
+        }
+    }
+}

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use skiff_proxy::iptables::door::jumps_to;
 use skiff_proxy::iptables::{Iptables, RealIptables, Table};
 
-use super::{CHANGED, ENDPOINTS, endpoint_ip, service_ip};
+use super::bench_common::{CHANGED, ENDPOINTS, endpoint_ip, service_ip};
 
 /// One Service port as kube-proxy lays it out.
 struct KubeService {

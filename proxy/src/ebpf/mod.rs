@@ -22,6 +22,7 @@
 pub mod dump;
 pub mod explain;
 pub mod fake;
+pub mod incremental;
 pub mod loader;
 pub mod maps;
 pub mod mounts;
@@ -32,6 +33,7 @@ pub mod trace;
 use std::collections::BTreeMap;
 
 pub use fake::{FakeLbMaps, FaultyLbMaps};
+pub use incremental::{Applied, plan_changes};
 pub use loader::{LoaderError, SocketLb, SocketLbConfig};
 pub use maps::{AyaLbMaps, LbMaps, LbMapsError, LbState, MapWrite};
 pub use plan::{diff, plan};
@@ -53,12 +55,18 @@ pub struct EbpfDataplane<M: LbMaps> {
     maps: M,
     /// What the maps hold, as far as we know; `None`: read them back before the next sync.
     held: Option<LbState>,
+    /// What the last sync applied (with `held`): the next one plans only what changed.
+    applied: Option<Applied>,
 }
 
 impl<M: LbMaps> EbpfDataplane<M> {
     /// A data plane whose first sync reads the maps back (and so adopts pinned ones).
     pub fn new(maps: M) -> Self {
-        EbpfDataplane { maps, held: None }
+        EbpfDataplane {
+            maps,
+            held: None,
+            applied: None,
+        }
     }
 
     /// The map door, for tests and `explain`.
@@ -68,30 +76,43 @@ impl<M: LbMaps> EbpfDataplane<M> {
 
     fn write(&mut self, want: Option<&DesiredState>) -> Result<SyncReport, EbpfError> {
         let full = self.held.is_none();
-        let held = match self.held.take() {
+        let mut held = match self.held.take() {
             Some(held) => held,
             None => self.maps.dump()?,
         };
-        let want = match want {
-            Some(desired) => plan(desired, &held),
-            None => LbState::default(),
+        let mut applied = self.applied.take();
+        let incremental = match (want, applied.as_mut()) {
+            (Some(desired), Some(applied)) if !full => plan_changes(applied, desired, &mut held),
+            _ => None,
         };
-        let writes = diff(&held, &want);
+        let (writes, now) = match incremental {
+            Some(change) => (diff(&change.before, &change.after), held),
+            None => {
+                let now = match want {
+                    Some(desired) => plan(desired, &held),
+                    None => LbState::default(),
+                };
+                applied = want.map(|desired| Applied::after_full(desired, &now));
+                (diff(&held, &now), now)
+            }
+        };
+        // On error `held` and `applied` stay `None`: the next sync reads the maps back.
         for write in &writes {
             self.maps.apply(*write)?;
         }
         let report = SyncReport {
             full,
             map_entries: BTreeMap::from([
-                ("services", want.services.len()),
-                ("slots", want.slots.len()),
-                ("backends", want.backends.len()),
-                ("affinity_matches", want.affinity_match.len()),
+                ("services", now.services.len()),
+                ("slots", now.slots.len()),
+                ("backends", now.backends.len()),
+                ("affinity_matches", now.affinity_match.len()),
             ]),
             written: writes.len(),
             ..SyncReport::default()
         };
-        self.held = Some(want);
+        self.held = Some(now);
+        self.applied = applied;
         Ok(report)
     }
 }
@@ -104,10 +125,12 @@ impl<M: LbMaps> Dataplane for EbpfDataplane<M> {
 
     fn force_full_sync(&mut self) {
         self.held = None;
+        self.applied = None;
     }
 
     fn cleanup(&mut self) -> Result<(), DataplaneError> {
         self.held = None;
+        self.applied = None;
         self.write(None)?;
         Ok(())
     }
@@ -117,5 +140,7 @@ impl<M: LbMaps> Dataplane for EbpfDataplane<M> {
 mod fault_tests;
 #[cfg(test)]
 mod frontend_tests;
+#[cfg(test)]
+mod incremental_tests;
 #[cfg(test)]
 mod tests;

@@ -94,6 +94,16 @@ pub fn plan(desired: &DesiredState, held: &LbState) -> LbState {
     want
 }
 
+/// How many frontends the Services of `desired` claim, counting a contested one once per
+/// claimant: more than the frontends [`plan`] writes when two Services claim one address.
+pub fn frontend_count(desired: &DesiredState) -> usize {
+    desired
+        .services
+        .iter()
+        .map(|(name, service)| frontends(name, service, &desired.node).len())
+        .sum()
+}
+
 /// Every frontend of one Service port, before collisions are settled.
 fn frontends(name: &ServicePortName, service: &DesiredService, node: &NodeFacts) -> Frontends {
     let Some(protocol) = ip_protocol(name.protocol) else {

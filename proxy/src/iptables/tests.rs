@@ -5,6 +5,7 @@ use crate::conntrack::FakeConntrack;
 use crate::model::{
     DesiredService, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
 };
+use crate::test_rng::Lcg;
 
 fn name(n: u8) -> ServicePortName {
     ServicePortName::new("ns", &format!("svc{n}"), "", Protocol::Tcp)
@@ -225,19 +226,6 @@ fn many_services_are_dispatched_through_a_prefix_tree() {
             .filter(|c| c.starts_with("nat/SKIFF-DST-"))
             .count();
         assert!((1..=2).contains(&hops), "{:?}", t.path);
-    }
-}
-
-/// A small deterministic generator (no dependency for one test).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
     }
 }
 

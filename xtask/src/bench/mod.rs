@@ -38,6 +38,9 @@ enum BenchName {
     /// ClusterIP connect latency at 0/1k/5k/10k Services against direct Pod-IP connects; the
     /// agent's memory.
     ProxyIptables,
+    /// skiff's eBPF data plane: full sync and one change at 1k/5k/10k Services against its
+    /// iptables one; ClusterIP connect latency under each against direct Pod-IP connects.
+    ProxyEbpf,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -105,6 +108,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
              netns; connect: direct Pod-IP connects interleaved with the Service's; memory: none",
             example::run_in("skiff-proxy", "proxy-iptables-bench")?,
         ),
+        BenchName::ProxyEbpf => {
+            crate::ebpf::build()?;
+            (
+                "proxy-ebpf",
+                "sync: skiff's iptables data plane on the same Services, same netns; connect: \
+                 direct Pod-IP connects interleaved with the Service's; memory: none",
+                example::run_in("skiff-proxy", "proxy-ebpf-bench")?,
+            )
+        }
     };
     print_table(name, baseline, &figures);
     let dir = shell::root().join("target/bench");

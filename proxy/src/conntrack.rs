@@ -6,8 +6,9 @@
 //! successful sync the proxy compares each changed Service's previous state with its new one
 //! (never the whole [`DesiredState`], which at 10k Services costs more than the sync) and deletes
 //! (a) entries DNATed to a UDP endpoint that no longer serves the Service, and (b) entries for a
-//! UDP Service's addresses when it goes from no endpoints to some. The comparison is pure and
-//! data-plane-neutral; the eBPF data plane will use it too.
+//! UDP Service's addresses when it goes from no endpoints to some. The eBPF data plane has no
+//! conntrack entries to delete; it ends the connected sockets of both cases instead, found by
+//! comparing its maps (`ebpf::sockterm::departed`).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -20,7 +20,8 @@ pub struct SyncReport {
     pub map_entries: BTreeMap<&'static str, usize>,
     /// Chains (or entries) written in this sync.
     pub written: usize,
-    /// Stale UDP flows deleted.
+    /// Stale UDP flows ended: conntrack entries deleted (iptables), connected sockets ended
+    /// (eBPF).
     pub flows_cleared: usize,
 }
 

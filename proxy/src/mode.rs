@@ -16,6 +16,7 @@ use crate::conntrack::RealConntrack;
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::ebpf::mounts::{self, MountError};
 use crate::ebpf::nodeport::{AyaExtMaps, NodePortConfig, NodePortLb, NodePortPlane};
+use crate::ebpf::sockterm::AyaSockTerm;
 use crate::ebpf::{AyaLbMaps, EbpfDataplane, LoaderError, SocketLb, SocketLbConfig};
 use crate::iptables::{IptablesDataplane, RealIptables, RenderOptions};
 use crate::model::DesiredState;
@@ -117,7 +118,8 @@ enum Plane {
 
 /// The eBPF mode's two map sets and the programs that read them.
 struct EbpfPlanes {
-    plane: EbpfDataplane<AyaLbMaps>,
+    /// `None` inside: the kernel cannot end sockets (no `bpf_sock_destroy`).
+    plane: EbpfDataplane<AyaLbMaps, Option<AyaSockTerm>>,
     nodeport: NodePortPlane<AyaExtMaps>,
     /// Keep the loaded objects (the links are pinned, so dropping them detaches nothing).
     _programs: (SocketLb, NodePortLb),
@@ -162,8 +164,19 @@ impl NodeDataplane {
                 })?;
                 info!(object = %lb.object.display(), cgroup = %lb.cgroup.display(),
                     pins = %lb.pin_dir.display(), ?devices, "eBPF programs attached");
+                let sockets = match AyaSockTerm::load(&lb.object, &lb.pin_dir, &lb.cgroup) {
+                    Ok(sockets) => Some(sockets),
+                    Err(err) => {
+                        warn!(
+                            error = &err as &dyn std::error::Error,
+                            "connected UDP sockets will keep a \
+                            backend that left their Service until the application reconnects"
+                        );
+                        None
+                    }
+                };
                 Plane::Ebpf(Box::new(EbpfPlanes {
-                    plane: EbpfDataplane::new(maps),
+                    plane: EbpfDataplane::with_terminator(maps, sockets),
                     nodeport: NodePortPlane::new(ext_maps),
                     _programs: (socket_programs, tc_programs),
                 }))

@@ -8,7 +8,10 @@
 //! answered, the peer name and UDP reply source must show the address the client asked for, a
 //! Service without endpoints must be refused at once and one without usable endpoints denied
 //! (the socket's drop). Session affinity must pin the client (its netns) to one backend until
-//! the timeout passes. Needs root and `cargo xtask build-ebpf`.
+//! the timeout passes. A connected UDP socket whose backend leaves the Service must be ended
+//! (and only such a socket: not one on a backend that stays, nor one connected to a Pod
+//! address directly), and so must one connected to a ClusterIP before its Service was written
+//! once the Service has backends. Needs root and `cargo xtask build-ebpf`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use skiff_proxy::Dataplane;
+use skiff_proxy::ebpf::sockterm::AyaSockTerm;
 use skiff_proxy::ebpf::{AyaLbMaps, EbpfDataplane, SocketLb, SocketLbConfig};
 use skiff_proxy::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
@@ -28,6 +32,7 @@ const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 const STICKY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
 const NODE_PORT_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 13);
 const DROP_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 14);
+const EARLY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 15);
 const NODE_PORT: u16 = 30080;
 
 const CLIENT: &str = r#"
@@ -107,7 +112,7 @@ fn client(topo: &Topology, cgroup: &Path, proto: &str, ip: Ipv4Addr, port: u16) 
 /// Fields drop in order: the servers and maps go before the topology (and its run) does.
 struct Bed {
     _servers: Vec<Process>,
-    dataplane: EbpfDataplane<AyaLbMaps>,
+    dataplane: EbpfDataplane<AyaLbMaps, AyaSockTerm>,
     _lb: SocketLb,
     cgroup: PathBuf,
     backends: Vec<Ipv4Addr>,
@@ -142,15 +147,17 @@ impl Bed {
             )?);
         }
         let cgroup = run.cgroup_dir()?;
+        let pin_dir = run.bpf_pin_dir()?;
         let (lb, maps) = SocketLb::load_and_attach(&SocketLbConfig {
-            object,
-            pin_dir: run.bpf_pin_dir()?,
+            object: object.clone(),
+            pin_dir: pin_dir.clone(),
             cgroup: cgroup.clone(),
         })?;
+        let sockets = AyaSockTerm::load(&object, &pin_dir, &cgroup)?;
         let backends = topo.nodes().iter().map(|n| n.ip).collect();
         Ok(Bed {
             _servers: servers,
-            dataplane: EbpfDataplane::new(maps),
+            dataplane: EbpfDataplane::with_terminator(maps, sockets),
             _lb: lb,
             cgroup,
             backends,
@@ -346,4 +353,173 @@ fn node_ports_affinity_and_drops_at_the_socket() -> Result<()> {
         "the pin never expired: only {answered:?} answered"
     );
     Ok(())
+}
+
+/// Connected UDP sockets in the cgroup: `v0`..`v3` to the ClusterIP, `d1`/`d2` straight to each
+/// backend's address, `e` to a ClusterIP with no Service yet. Every 100 ms each sends and
+/// prints `<label> <answer>`, `<label> error <errno>` or `<label> timeout`, for at most 20 s.
+const CONNECTED: &str = r#"
+import socket, sys, time
+cg, vip, early, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+direct, dport = sys.argv[5:7], int(sys.argv[7])
+open(cg + "/cgroup.procs", "w").write("0")
+socks = []
+def connected(label, ip, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((ip, port))
+    socks.append((label, s))
+for n in range(4):
+    connected("v%d" % n, vip, port)
+for n, ip in enumerate(direct):
+    connected("d%d" % (n + 1), ip, dport)
+connected("e", early, port)
+start = time.monotonic()
+while time.monotonic() - start < 20:
+    for label, s in socks:
+        s.settimeout(0.3)
+        try:
+            s.send(b"hostname")
+            print(label, s.recv(512).decode().strip(), flush=True)
+        except socket.timeout:
+            print(label, "timeout", flush=True)
+        except OSError as e:
+            print(label, "error", e.errno, flush=True)
+    time.sleep(0.1)
+"#;
+
+/// `ECONNABORTED` (the socket ended while a call waited) or `EDESTADDRREQ` (it ended before
+/// the send: it is no longer connected).
+const ENDED: [&str; 2] = ["103", "89"];
+
+#[test]
+fn connected_udp_sockets_end_when_their_backend_leaves_or_their_service_appears() -> Result<()> {
+    let mut bed = Bed::build("proxy-ebpf-udp")?;
+    let dns = |endpoints: &[(Ipv4Addr, u16)], early: Option<&[(Ipv4Addr, u16)]>| DesiredState {
+        services: BTreeMap::from_iter(
+            [(name("dns", Protocol::Udp), service(VIP, 53, endpoints))]
+                .into_iter()
+                .chain(
+                    early.map(|eps| (name("early", Protocol::Udp), service(EARLY_VIP, 53, eps))),
+                ),
+        ),
+        ..DesiredState::default()
+    };
+    bed.dataplane.sync(&dns(&bed.both(8081), None))?;
+    let (b1, b2) = (bed.backends[0].to_string(), bed.backends[1].to_string());
+    let cgroup = bed.cgroup.display().to_string();
+    let argv = [
+        "python3",
+        "-c",
+        CONNECTED,
+        &cgroup,
+        "10.96.0.10",
+        "10.96.0.15",
+        "53",
+        &b1,
+        &b2,
+        "8081",
+    ];
+    let mut child = bed
+        .topo
+        .node(1)
+        .netns
+        .command_keeping_mounts(&argv)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot run python3")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let _reap = Reap(child);
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |limit: Duration| -> Result<(String, String)> {
+        let line = lines
+            .recv_timeout(limit)
+            .context("the client fell silent")?;
+        let (label, rest) = line.split_once(' ').context("no label")?;
+        Ok((label.to_owned(), rest.to_owned()))
+    };
+
+    // One full round: every socket answered but `e`, which went out untranslated; note where
+    // each ClusterIP socket went.
+    let mut went = BTreeMap::new();
+    while went.len() < 7 {
+        let (label, answer) = next(Duration::from_secs(10))?;
+        let want = if label == "e" { "timeout" } else { "backend" };
+        ensure!(
+            answer.starts_with(want),
+            "{label} before the change: {answer}"
+        );
+        went.insert(label, answer);
+    }
+    ensure!(
+        went["d1"] == "backend1" && went["d2"] == "backend2",
+        "{went:?}"
+    );
+    // backend(k) is on node k: take away the one v0 reached; give `e`'s address a Service.
+    let gone = went["v0"].clone();
+    let stays = if gone == "backend1" { 1 } else { 0 };
+    let both = bed.both(8081);
+    let report = bed
+        .dataplane
+        .sync(&dns(&[(bed.backends[stays], 8081)], Some(&both)))?;
+    let expected: BTreeSet<&String> = went
+        .iter()
+        .filter(|(label, answer)| **label == "e" || (label.starts_with('v') && **answer == gone))
+        .map(|(label, _)| label)
+        .collect();
+    ensure!(
+        report.flows_cleared == expected.len(),
+        "ended {} sockets, expected {expected:?}",
+        report.flows_cleared
+    );
+
+    // Within a few rounds: each of those fails once as ended; no other socket misses a beat.
+    let mut ended = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rounds_after = 0;
+    while Instant::now() < deadline && rounds_after < 12 {
+        let (label, answer) = next(Duration::from_secs(5))?;
+        if expected.contains(&label) {
+            if let Some(errno) = answer.strip_prefix("error ") {
+                ensure!(ENDED.contains(&errno), "{label} failed otherwise: {answer}");
+                ended.insert(label.clone());
+            } else {
+                ensure!(
+                    !ended.contains(&label) && answer == went[&label],
+                    "{label} after the change: {answer}"
+                );
+            }
+        } else {
+            ensure!(
+                answer == went[&label],
+                "{label} should have kept {}: {answer}",
+                went[&label]
+            );
+        }
+        if ended.len() == expected.len() && label == "e" {
+            rounds_after += 1;
+        }
+    }
+    ensure!(
+        ended.len() == expected.len(),
+        "only {ended:?} of {expected:?} ended"
+    );
+    Ok(())
+}
+
+/// Kills and reaps a child when dropped.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

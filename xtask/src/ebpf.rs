@@ -4,6 +4,8 @@
 //! bpf-linker. An object that merely exists proves little, so the check reads its ELF header
 //! (machine must be EM_BPF) and, as root, loads every program through aya — the kernel's
 //! verifier has the last word — into a harness run's bpffs folder that is removed afterwards.
+//! The socket terminator's kfunc call is resolved first, as the proxy does; a kernel without
+//! the kfunc skips that one program (the proxy runs without it there too).
 
 use std::path::PathBuf;
 
@@ -13,6 +15,7 @@ use skiff_ebpf_common::nodeport::{
     EXT_AFFINITY_MAP, EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
     TC_INGRESS_PROGRAM,
 };
+use skiff_ebpf_common::sockterm::{SOCK_TERM_PROGRAM, resolve_for_kernel};
 
 use crate::{setup, shell};
 
@@ -102,9 +105,20 @@ fn load_check(object: &PathBuf) -> Result<()> {
     let log_root = shell::root().join("target/e2e-logs");
     let run = skiff_tests::Run::start("build-ebpf", &log_root)?;
     let pins = run.bpf_pin_dir()?;
+    let mut bytes =
+        std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
+    let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+    let kfunc = resolve_for_kernel(&mut bytes, &btf);
+    if let Ok(found) = kfunc {
+        ensure!(
+            found > 0,
+            "{SOCK_TERM_PROGRAM} has no bpf_sock_destroy call to resolve"
+        );
+    }
     let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
         .default_map_pin_directory(&pins)
-        .load_file(object)
+        .load(&bytes)
         .with_context(|| format!("cannot load {}", object.display()))?;
     for program in PROGRAMS {
         let prog: &mut aya::programs::CgroupSockAddr = ebpf
@@ -125,6 +139,19 @@ fn load_check(object: &PathBuf) -> Result<()> {
         prog.load()
             .map_err(|e| anyhow::anyhow!("the kernel refused {program}: {e:?}"))?;
         println!("kernel accepted {program}");
+    }
+    match kfunc {
+        Ok(_) => {
+            let prog: &mut aya::programs::Iter = ebpf
+                .program_mut(SOCK_TERM_PROGRAM)
+                .with_context(|| format!("program {SOCK_TERM_PROGRAM} is missing"))?
+                .try_into()
+                .with_context(|| format!("program {SOCK_TERM_PROGRAM} is not an iterator"))?;
+            prog.load("udp", &btf)
+                .map_err(|e| anyhow::anyhow!("the kernel refused {SOCK_TERM_PROGRAM}: {e:?}"))?;
+            println!("kernel accepted {SOCK_TERM_PROGRAM}");
+        }
+        Err(e) => println!("kernel has no bpf_sock_destroy ({e}): skipping {SOCK_TERM_PROGRAM}"),
     }
     let nodeport_maps = [
         EXT_SERVICES_MAP,

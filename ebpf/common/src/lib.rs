@@ -26,6 +26,8 @@
 //! - `SKIFF_AFFINITY_MATCH`: [`AffinityMatchKey`] (service id, backend id) → `AFFINITY_MATCH_*`
 //!   bits: which of the Service's slot lists hold the backend, so a remembered backend is only
 //!   reused while it still serves that traffic (written for Services with affinity only).
+//! - `SKIFF_SOCK_TERM`: (frontend, backend) pairs whose connected UDP sockets the `iter/udp`
+//!   program ends, filled only while the proxy runs it (see [`sockterm`]).
 //!
 //! Addresses and ports are kept in network byte order, exactly as `bpf_sock_addr` hands them
 //! to the kernel side, so the hot path never swaps bytes; the constructors here do it once on
@@ -33,6 +35,7 @@
 #![no_std]
 
 pub mod nodeport;
+pub mod sockterm;
 
 /// What a `cgroup/connect4`-style program returns to let the syscall go on.
 pub const SOCK_ADDR_ALLOW: i32 = 1;
@@ -55,14 +58,15 @@ pub const REVNAT_MAP: &str = "SKIFF_REVNAT";
 pub const AFFINITY_MAP: &str = "SKIFF_AFFINITY";
 /// See [`SERVICES_MAP`].
 pub const AFFINITY_MATCH_MAP: &str = "SKIFF_AFFINITY_MATCH";
-/// Every map the object declares (and the proxy pins).
-pub const MAPS: [&str; 6] = [
+/// Every map of the socket load balancer (and the proxy pins), its socket terminator's too.
+pub const MAPS: [&str; 7] = [
     SERVICES_MAP,
     SLOTS_MAP,
     BACKENDS_MAP,
     REVNAT_MAP,
     AFFINITY_MAP,
     AFFINITY_MATCH_MAP,
+    sockterm::SOCK_TERM_MAP,
 ];
 
 /// Capacity of `SKIFF_SERVICES` (Service port × cluster IP).
@@ -283,6 +287,8 @@ mod user {
     unsafe impl aya::Pod for super::AffinityValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AffinityMatchKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::sockterm::SockTermKey {}
 }
 
 #[cfg(test)]

@@ -20,8 +20,10 @@
 //! the refusal.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod nodeport;
+mod sockterm;
 
 use aya_ebpf::{
     EbpfContext,

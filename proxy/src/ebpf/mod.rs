@@ -10,6 +10,8 @@
 //!
 //! [`loader`] loads the object, pins the maps and attaches the programs to the node's cgroup;
 //! [`dump`] and [`trace`] read map contents back as text and as behaviour, for golden tests.
+//! After a sync that took backends away from UDP frontends, [`sockterm`] ends the connected
+//! sockets still sending to them, which the socket programs can no longer redirect.
 //!
 //! Covered: ClusterIP, and NodePort (node IPs and 127.0.0.1), external IPs and LB IPs for
 //! traffic from the node's own processes, over TCP and UDP; random choice or ClientIP affinity
@@ -28,15 +30,20 @@ pub mod maps;
 pub mod mounts;
 pub mod nodeport;
 pub mod plan;
+pub mod sockterm;
 pub mod trace;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use skiff_ebpf_common::sockterm::SockTermKey;
+use tracing::warn;
 
 pub use fake::{FakeLbMaps, FaultyLbMaps};
 pub use incremental::{Applied, plan_changes};
 pub use loader::{LoaderError, SocketLb, SocketLbConfig};
 pub use maps::{AyaLbMaps, LbMaps, LbMapsError, LbState, MapWrite};
 pub use plan::{diff, plan};
+pub use sockterm::{NoTermination, SocketTerminator};
 
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::model::DesiredState;
@@ -49,29 +56,48 @@ pub enum EbpfError {
     Maps(#[from] LbMapsError),
 }
 
-/// The eBPF data plane over an [`LbMaps`] door.
+/// The eBPF data plane over an [`LbMaps`] door, ending stale UDP sockets through `S`.
 #[derive(Debug)]
-pub struct EbpfDataplane<M: LbMaps> {
+pub struct EbpfDataplane<M: LbMaps, S: SocketTerminator = NoTermination> {
     maps: M,
+    sockets: S,
     /// What the maps hold, as far as we know; `None`: read them back before the next sync.
     held: Option<LbState>,
     /// What the last sync applied (with `held`): the next one plans only what changed.
     applied: Option<Applied>,
+    /// (frontend, backend) pairs whose sockets are still to be ended: a sync that failed
+    /// midway may already have written them out of the maps, where the next one cannot see.
+    departed: BTreeSet<SockTermKey>,
 }
 
 impl<M: LbMaps> EbpfDataplane<M> {
-    /// A data plane whose first sync reads the maps back (and so adopts pinned ones).
+    /// A data plane whose first sync reads the maps back (and so adopts pinned ones), and
+    /// which ends no sockets.
     pub fn new(maps: M) -> Self {
+        EbpfDataplane::with_terminator(maps, NoTermination)
+    }
+}
+
+impl<M: LbMaps, S: SocketTerminator> EbpfDataplane<M, S> {
+    /// A data plane that also ends connected UDP sockets whose backend left their Service.
+    pub fn with_terminator(maps: M, sockets: S) -> Self {
         EbpfDataplane {
             maps,
+            sockets,
             held: None,
             applied: None,
+            departed: BTreeSet::new(),
         }
     }
 
     /// The map door, for tests and `explain`.
     pub fn maps(&self) -> &M {
         &self.maps
+    }
+
+    /// The socket terminator, for tests.
+    pub fn sockets(&self) -> &S {
+        &self.sockets
     }
 
     fn write(&mut self, want: Option<&DesiredState>) -> Result<SyncReport, EbpfError> {
@@ -86,13 +112,22 @@ impl<M: LbMaps> EbpfDataplane<M> {
             _ => None,
         };
         let (writes, now) = match incremental {
-            Some(change) => (diff(&change.before, &change.after), held),
+            Some(change) => {
+                self.departed
+                    .extend(sockterm::departed(&change.before, &change.after));
+                (diff(&change.before, &change.after), held)
+            }
             None => {
                 let now = match want {
                     Some(desired) => plan(desired, &held),
                     None => LbState::default(),
                 };
                 applied = want.map(|desired| Applied::after_full(desired, &now));
+                if want.is_some() {
+                    self.departed.extend(sockterm::departed(&held, &now));
+                } else {
+                    self.departed.clear();
+                }
                 (diff(&held, &now), now)
             }
         };
@@ -100,6 +135,7 @@ impl<M: LbMaps> EbpfDataplane<M> {
         for write in &writes {
             self.maps.apply(*write)?;
         }
+        let flows_cleared = self.end_departed(&now);
         let report = SyncReport {
             full,
             map_entries: BTreeMap::from([
@@ -109,15 +145,37 @@ impl<M: LbMaps> EbpfDataplane<M> {
                 ("affinity_matches", now.affinity_match.len()),
             ]),
             written: writes.len(),
+            flows_cleared,
             ..SyncReport::default()
         };
         self.held = Some(now);
         self.applied = applied;
         Ok(report)
     }
+
+    /// Ends the sockets of the pairs still due in `want`; best effort, like conntrack deletes
+    /// in iptables mode. Returns how many ended.
+    fn end_departed(&mut self, want: &LbState) -> usize {
+        self.departed.retain(|key| sockterm::still_due(want, key));
+        let departed = std::mem::take(&mut self.departed);
+        if departed.is_empty() {
+            return 0;
+        }
+        match self.sockets.end_sockets(&departed) {
+            Ok(ended) => ended,
+            Err(err) => {
+                warn!(
+                    error = &err as &dyn std::error::Error,
+                    pairs = departed.len(),
+                    "cannot end UDP sockets connected to departed backends"
+                );
+                0
+            }
+        }
+    }
 }
 
-impl<M: LbMaps> Dataplane for EbpfDataplane<M> {
+impl<M: LbMaps, S: SocketTerminator> Dataplane for EbpfDataplane<M, S> {
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
         // On error `held` stays `None` (taken above), so the next sync reads the maps back.
         Ok(self.write(Some(desired))?)

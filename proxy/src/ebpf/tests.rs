@@ -43,10 +43,14 @@ pub(super) fn name(n: &str, protocol: Protocol) -> ServicePortName {
 }
 
 pub(super) fn state(services: &[(&str, DesiredService)]) -> DesiredState {
+    state_of(Protocol::Tcp, services)
+}
+
+pub(super) fn state_of(protocol: Protocol, services: &[(&str, DesiredService)]) -> DesiredState {
     DesiredState {
         services: services
             .iter()
-            .map(|(n, s)| (name(n, Protocol::Tcp), s.clone()))
+            .map(|(n, s)| (name(n, protocol), s.clone()))
             .collect(),
         ..DesiredState::default()
     }

@@ -54,11 +54,7 @@ pub fn trace(state: &LbState, dst: SocketAddrV4, protocol: Protocol) -> Outcome 
             Outcome::Dropped
         };
     }
-    let mut backends: Vec<SocketAddrV4> = slots(value)
-        .filter_map(|key| state.slots.get(&key))
-        .filter_map(|id| state.backends.get(id))
-        .map(socket_addr)
-        .collect();
+    let mut backends: Vec<SocketAddrV4> = reached(state, value).map(socket_addr).collect();
     backends.sort();
     Outcome::Balanced {
         backends,
@@ -152,6 +148,16 @@ fn frontend(
 ) -> Option<(ServiceKey, &ServiceValue)> {
     let key = ServiceKey::new(dst.ip().octets(), dst.port(), ip_protocol(protocol)?);
     state.services.get(&key).map(|value| (key, value))
+}
+
+/// The backends a frontend picks from, as the kernel finds them through its slots.
+pub fn reached<'a>(
+    state: &'a LbState,
+    value: &'a ServiceValue,
+) -> impl Iterator<Item = &'a L4Addr> {
+    slots(value)
+        .filter_map(|key| state.slots.get(&key))
+        .filter_map(|id| state.backends.get(id))
 }
 
 /// The slot keys a frontend picks from.

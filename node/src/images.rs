@@ -181,7 +181,10 @@ mod tests {
     use super::*;
 
     fn catalog() -> (Catalog, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("skiff-images-{}", std::process::id()));
+        // One folder per call: tests run in parallel and one's rewrite is another's empty read.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("skiff-images-{}-{n}", std::process::id()));
         std::fs::create_dir_all(dir.join("skiff")).unwrap();
         std::fs::write(
             dir.join("skiff/test-server.json"),

@@ -127,18 +127,25 @@ impl SocketLb {
     /// Detaches every program (unpins the links) and unpins the maps; missing pins are fine.
     pub fn remove(pin_dir: &Path) -> Result<(), LoaderError> {
         let names = PROGRAMS.iter().map(|p| link_pin_name(p));
-        let maps = MAPS.map(String::from);
-        for name in names.chain(maps) {
-            let path = pin_dir.join(name);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(LoaderError::Io { path, source: e });
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        unpin(pin_dir, names.chain(MAPS.map(String::from)))
     }
+}
+
+/// Removes the pins `names` under `pin_dir`; one already gone is fine.
+pub(super) fn unpin(
+    pin_dir: &Path,
+    names: impl IntoIterator<Item = String>,
+) -> Result<(), LoaderError> {
+    for name in names {
+        let path = pin_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LoaderError::Io { path, source: e });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn is_root_cgroup(path: &Path) -> bool {

@@ -17,7 +17,7 @@ use skiff_ebpf_common::nodeport::{
 
 use super::maps::AyaExtMaps;
 use crate::ebpf::LoaderError;
-use crate::ebpf::loader::{failed, pin_link, take_map};
+use crate::ebpf::loader::{failed, pin_link, take_map, unpin};
 
 /// Where the object is, where pins go, and which interfaces to watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,15 +109,6 @@ impl NodePortLb {
             NAT_MAP,
         ]
         .map(String::from);
-        for name in links.collect::<Vec<_>>().into_iter().chain(maps) {
-            let path = pin_dir.join(name);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(LoaderError::Io { path, source: e });
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        unpin(pin_dir, links.collect::<Vec<_>>().into_iter().chain(maps))
     }
 }

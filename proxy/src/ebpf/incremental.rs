@@ -12,10 +12,11 @@
 //! node-port frontend moves), and a frontend claimed by more than one Service (who wins depends
 //! on all of them), as well as many changes at once, where the full plan is as cheap.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::maps::LbState;
-use super::plan::{frontend_count, plan};
+use super::plan::{BackendIndex, backend_index, frontend_count, plan_indexed};
 use crate::model::{DesiredService, DesiredState, NodeFacts, ServicePortName};
 
 /// What the last sync applied, to find what the next one changes.
@@ -27,6 +28,8 @@ pub struct Applied {
     services: BTreeMap<ServicePortName, DesiredService>,
     /// Slots and affinity matches naming each backend id.
     backend_refs: BTreeMap<u32, usize>,
+    /// The held backends' ids by address, kept in step with the held map.
+    backend_ids: BackendIndex,
 }
 
 impl Applied {
@@ -41,6 +44,7 @@ impl Applied {
             node: desired.node.clone(),
             services: desired.services.clone(),
             backend_refs,
+            backend_ids: backend_index(state),
         }
     }
 }
@@ -73,17 +77,7 @@ pub fn plan_changes(
     if applied.contested || desired.node != applied.node {
         return None;
     }
-    let mut changed: Vec<ServicePortName> = Vec::new();
-    for (name, service) in &desired.services {
-        if applied.services.get(name) != Some(service) {
-            changed.push(name.clone());
-        }
-    }
-    for name in applied.services.keys() {
-        if !desired.services.contains_key(name) {
-            changed.push(name.clone());
-        }
-    }
+    let changed = changed_services(&applied.services, &desired.services);
     if changed.len() * 8 > desired.services.len().max(8) {
         return None;
     }
@@ -97,12 +91,12 @@ pub fn plan_changes(
     let old = subset(&applied.services);
     let new = subset(&desired.services);
     // The old entries of the changed Services: their ids, found through their frontends.
-    let old_plan = plan(&old, held);
+    let old_plan = plan_indexed(&old, held, &applied.backend_ids);
     let mut ids = BTreeSet::new();
     for key in old_plan.services.keys() {
         ids.insert(held.services.get(key)?.service_id);
     }
-    let after_plan = plan(&new, held);
+    let after_plan = plan_indexed(&new, held, &applied.backend_ids);
     // A frontend another Service holds, or held before: who owns it depends on everyone.
     for key in after_plan.services.keys().chain(old_plan.services.keys()) {
         if held
@@ -171,13 +165,17 @@ pub fn plan_changes(
     for key in before.affinity_match.keys() {
         held.affinity_match.remove(key);
     }
-    for id in before.backends.keys() {
+    for (id, addr) in &before.backends {
         held.backends.remove(id);
+        applied.backend_ids.remove(addr);
     }
     held.services.extend(&after.services);
     held.slots.extend(&after.slots);
     held.affinity_match.extend(&after.affinity_match);
     held.backends.extend(&after.backends);
+    applied
+        .backend_ids
+        .extend(after.backends.iter().map(|(id, addr)| (*addr, *id)));
     for name in changed {
         match desired.services.get(&name) {
             Some(service) => applied.services.insert(name, service.clone()),
@@ -187,7 +185,37 @@ pub fn plan_changes(
     Some(Change { before, after })
 }
 
-fn slot_range(id: u32) -> std::ops::RangeInclusive<skiff_ebpf_common::SlotKey> {
+/// The names whose Service differs between `before` and `now` (added, removed or changed), in
+/// one ordered walk of both: lookups by name cost ~10x more at 10,000 Services.
+pub fn changed_services(
+    before: &BTreeMap<ServicePortName, DesiredService>,
+    now: &BTreeMap<ServicePortName, DesiredService>,
+) -> Vec<ServicePortName> {
+    let mut changed = Vec::new();
+    let (mut old, mut new) = (before.iter().peekable(), now.iter().peekable());
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => return changed,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        match order {
+            Ordering::Less => changed.extend(old.next().map(|(name, _)| name.clone())),
+            Ordering::Greater => changed.extend(new.next().map(|(name, _)| name.clone())),
+            Ordering::Equal => {
+                if let (Some((name, x)), Some((_, y))) = (old.next(), new.next())
+                    && x != y
+                {
+                    changed.push(name.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Every slot key of Service `id`.
+pub(crate) fn slot_range(id: u32) -> std::ops::RangeInclusive<skiff_ebpf_common::SlotKey> {
     use skiff_ebpf_common::SlotKey;
     SlotKey {
         service_id: id,

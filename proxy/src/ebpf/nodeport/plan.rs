@@ -6,10 +6,11 @@
 //! the maps hold, as in [`crate::ebpf::plan`], so a restarted agent writes nothing and an
 //! endpoint change rewrites only its slots. LoadBalancer IPs of a Service with
 //! `loadBalancerSourceRanges` admit only those sources (as the iptables `SKIFF-FW-*` chain
-//! does; node ports and externalIPs are not limited). Writes are ordered so the kernel never reaches a
+//! does; node ports and externalIPs are not limited). A frontend two Services claim belongs to
+//! the first in name order, so ids do not swap between them from one sync to the next. Writes are ordered so the kernel never reaches a
 //! slot that is not there yet.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::Ipv4Net;
 use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL, ExtSlot};
@@ -18,7 +19,7 @@ use skiff_ebpf_common::{
     ServiceKey, ServiceValue, SlotKey,
 };
 
-use crate::model::{DesiredState, Protocol};
+use crate::model::{DesiredService, DesiredState, NodeFacts, Protocol, ServicePortName};
 
 /// Everything the NodePort maps hold (the NAT table aside: the kernel fills it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,40 +49,81 @@ pub enum ExtWrite {
     DeleteSource(u32, Ipv4Net),
 }
 
+/// A Service port's NodePort frontends: every one, and those that are LB IPs.
+struct Frontends {
+    all: Vec<ServiceKey>,
+    load_balancer: Vec<ServiceKey>,
+}
+
+/// The frontends of one Service port on `node` (none for SCTP, which the programs leave alone).
+fn frontends(name: &ServicePortName, service: &DesiredService, node: &NodeFacts) -> Frontends {
+    let protocol = match name.protocol {
+        Protocol::Tcp => IPPROTO_TCP,
+        Protocol::Udp => IPPROTO_UDP,
+        Protocol::Sctp => {
+            return Frontends {
+                all: Vec::new(),
+                load_balancer: Vec::new(),
+            };
+        }
+    };
+    let port = &service.port;
+    let mut all = Vec::new();
+    if let Some(node_port) = port.node_port {
+        all.extend(
+            node.ips
+                .iter()
+                .map(|ip| ServiceKey::new(ip.octets(), node_port, protocol)),
+        );
+    }
+    all.extend(
+        port.external_ips
+            .iter()
+            .map(|ip| ServiceKey::new(ip.octets(), port.port, protocol)),
+    );
+    let load_balancer: Vec<ServiceKey> = port
+        .load_balancer_ips
+        .iter()
+        .map(|ip| ServiceKey::new(ip.octets(), port.port, protocol))
+        .collect();
+    all.extend(&load_balancer);
+    Frontends { all, load_balancer }
+}
+
+/// How many frontends the Services of `desired` claim, counting one claimed twice twice: more
+/// than [`plan_external`] writes when two Services claim one address and port.
+pub fn external_frontend_count(desired: &DesiredState) -> usize {
+    desired
+        .services
+        .iter()
+        .map(|(name, service)| frontends(name, service, &desired.node).all.len())
+        .sum()
+}
+
 /// The NodePort map contents `desired` needs, reusing the ids `held` gives.
 pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
     let mut want = ExtState::default();
     let mut taken = BTreeSet::new();
-    let held_ids: BTreeSet<u32> = held.services.values().map(|v| v.service_id).collect();
+    // Collected when the first Service needs a new id.
+    let mut held_ids: Option<BTreeSet<u32>> = None;
     let mut next = 1;
-    for (name, service) in &desired.services {
-        let protocol = match name.protocol {
-            Protocol::Tcp => IPPROTO_TCP,
-            Protocol::Udp => IPPROTO_UDP,
-            Protocol::Sctp => continue,
-        };
-        let port = &service.port;
-        let mut keys = Vec::new();
-        if let Some(node_port) = port.node_port {
-            keys.extend(
-                desired
-                    .node
-                    .ips
-                    .iter()
-                    .map(|ip| ServiceKey::new(ip.octets(), node_port, protocol)),
-            );
+    let all: Vec<(&ServicePortName, &DesiredService, Frontends)> = desired
+        .services
+        .iter()
+        .map(|(name, service)| (name, service, frontends(name, service, &desired.node)))
+        .collect();
+    // A frontend two Services claim is the first one's, in name order, sync after sync.
+    let mut owners: HashMap<ServiceKey, &ServicePortName> = HashMap::new();
+    for (name, _, frontends) in &all {
+        for key in &frontends.all {
+            owners.entry(*key).or_insert(name);
         }
-        keys.extend(
-            port.external_ips
-                .iter()
-                .map(|ip| ServiceKey::new(ip.octets(), port.port, protocol)),
-        );
-        let lb_keys: Vec<ServiceKey> = port
-            .load_balancer_ips
-            .iter()
-            .map(|ip| ServiceKey::new(ip.octets(), port.port, protocol))
-            .collect();
-        keys.extend(&lb_keys);
+    }
+    for (name, service, frontends) in all {
+        let port = &service.port;
+        let mine = |key: &ServiceKey| owners.get(key) == Some(&name);
+        let keys: Vec<ServiceKey> = frontends.all.into_iter().filter(mine).collect();
+        let lb_keys: Vec<ServiceKey> = frontends.load_balancer.into_iter().filter(mine).collect();
         if keys.is_empty() {
             continue;
         }
@@ -91,6 +133,8 @@ pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
             .map(|v| v.service_id)
             .find(|id| !taken.contains(id));
         let service_id = reuse.unwrap_or_else(|| {
+            let held_ids = held_ids
+                .get_or_insert_with(|| held.services.values().map(|v| v.service_id).collect());
             while held_ids.contains(&next) || taken.contains(&next) {
                 next += 1;
             }

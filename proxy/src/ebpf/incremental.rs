@@ -16,7 +16,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::maps::LbState;
-use super::plan::{BackendIndex, backend_index, frontend_count, plan_indexed};
+use super::plan::{BackendIndex, frontend_count, plan_indexed};
 use crate::model::{DesiredService, DesiredState, NodeFacts, ServicePortName};
 
 /// What the last sync applied, to find what the next one changes.
@@ -44,7 +44,7 @@ impl Applied {
             node: desired.node.clone(),
             services: desired.services.clone(),
             backend_refs,
-            backend_ids: backend_index(state),
+            backend_ids: BackendIndex::of(state),
         }
     }
 }
@@ -167,15 +167,16 @@ pub fn plan_changes(
     }
     for (id, addr) in &before.backends {
         held.backends.remove(id);
-        applied.backend_ids.remove(addr);
+        applied.backend_ids.forget(*id, addr);
     }
     held.services.extend(&after.services);
     held.slots.extend(&after.slots);
     held.affinity_match.extend(&after.affinity_match);
     held.backends.extend(&after.backends);
-    applied
-        .backend_ids
-        .extend(after.backends.iter().map(|(id, addr)| (*addr, *id)));
+    for (id, addr) in &after.backends {
+        applied.backend_ids.learn(*id, *addr);
+    }
+    applied.backend_ids.settle(&held.backends);
     for name in changed {
         match desired.services.get(&name) {
             Some(service) => applied.services.insert(name, service.clone()),

@@ -66,22 +66,51 @@ type Frontends = Vec<(ServiceKey, Kind)>;
 
 /// The map contents `desired` needs, reusing the ids `held` already gives.
 pub fn plan(desired: &DesiredState, held: &LbState) -> LbState {
-    plan_indexed(desired, held, &backend_index(held))
+    plan_indexed(desired, held, &BackendIndex::of(held))
 }
 
-/// The backend ids of `state`, by address: what [`plan_indexed`] reuses.
-pub type BackendIndex = HashMap<L4Addr, u32>;
-
-/// Indexes `state`'s backends by address.
-pub fn backend_index(state: &LbState) -> BackendIndex {
-    state
-        .backends
-        .iter()
-        .map(|(id, addr)| (*addr, *id))
-        .collect()
+/// What [`plan_indexed`] needs to know of the held backends beyond the map: their ids by
+/// address (to reuse), and the lowest id that may be free (every id below it is held).
+#[derive(Clone, Debug, Default)]
+pub struct BackendIndex {
+    by_addr: HashMap<L4Addr, u32>,
+    first_free: u32,
 }
 
-/// [`plan`] with `held`'s backends already indexed (`backend_index(held)`), which an
+impl BackendIndex {
+    /// Indexes `state`'s backends.
+    pub fn of(state: &LbState) -> Self {
+        let mut index = BackendIndex {
+            by_addr: state.backends.iter().map(|(id, a)| (*a, *id)).collect(),
+            first_free: 1,
+        };
+        index.settle(&state.backends);
+        index
+    }
+
+    /// `id` (at `addr`) left the held backends.
+    pub fn forget(&mut self, id: u32, addr: &L4Addr) {
+        self.by_addr.remove(addr);
+        self.first_free = self.first_free.min(id);
+    }
+
+    /// `id` (at `addr`) joined the held backends; call [`BackendIndex::settle`] after the last.
+    pub fn learn(&mut self, id: u32, addr: L4Addr) {
+        self.by_addr.insert(addr, id);
+    }
+
+    /// Moves the first-free mark past the ids `backends` holds.
+    pub fn settle(&mut self, backends: &BTreeMap<u32, L4Addr>) {
+        for id in backends.range(self.first_free..).map(|(id, _)| *id) {
+            if id != self.first_free {
+                break;
+            }
+            self.first_free += 1;
+        }
+    }
+}
+
+/// [`plan`] with `held`'s backends already indexed (`BackendIndex::of(held)`), which an
 /// incremental sync keeps between syncs instead of rebuilding from 100,000 entries.
 pub fn plan_indexed(
     desired: &DesiredState,
@@ -308,7 +337,7 @@ impl<'a> Ids<'a> {
             services_taken: BTreeSet::new(),
             backends_taken: HashSet::new(),
             next_service: 1,
-            next_backend: 1,
+            next_backend: held_backends.first_free.max(1),
         }
     }
 
@@ -335,16 +364,13 @@ impl<'a> Ids<'a> {
     }
 
     fn backend(&mut self, addr: L4Addr) -> u32 {
-        if let Some(id) = self
-            .held_backends
-            .get(&addr)
-            .or(self.new_backends.get(&addr))
-        {
+        let known = self.held_backends.by_addr.get(&addr);
+        if let Some(id) = known.or(self.new_backends.get(&addr)) {
             self.backends_taken.insert(*id);
             return *id;
         }
-        // Walk the held ids in order from the last one given: dense ids make lookups one by
-        // one the slow way to find a gap.
+        // Walk the held ids in order from the last one given (or the first that may be free):
+        // dense ids make lookups one by one the slow way to find a gap.
         let mut held = self
             .held
             .backends

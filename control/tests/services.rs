@@ -126,3 +126,44 @@ async fn ten_thousand_services_get_distinct_cluster_ips_and_give_them_all_back()
         assert_eq!(code, 201, "{ip} was not freed: {svc}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_balancer_ingress_set_through_the_status_door_sticks_and_the_main_door_keeps_it() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let lb = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer",
+                    "selector": {"app": "lb"}, "ports": [{"port": 80}]}});
+    assert_eq!(post(&client, &lb).await.0, 201);
+    let ingress = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.10"}]}});
+    let (code, patched) = raw(
+        &client,
+        "PATCH",
+        &format!("{SERVICES}/lb/status"),
+        "application/merge-patch+json",
+        json!({"status": ingress, "spec": {"type": "ClusterIP"}})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    // Defaulted as Kubernetes does (1.30+): the address is a VIP, not a proxy's.
+    let stored = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.10", "ipMode": "VIP"}]}});
+    assert_eq!(patched["status"], stored);
+    assert_eq!(
+        patched["spec"]["type"], "LoadBalancer",
+        "the status door changes status alone"
+    );
+    // A spec change through the main door leaves the status as it is.
+    let (code, updated) = raw(
+        &client,
+        "PATCH",
+        &format!("{SERVICES}/lb"),
+        "application/merge-patch+json",
+        json!({"spec": {"sessionAffinity": "ClientIP"}, "status": {"loadBalancer": {}}})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["status"], stored);
+}

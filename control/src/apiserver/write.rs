@@ -381,7 +381,10 @@ pub(super) async fn store_update<S: Store>(
         );
     }
     validation::apply_defaults(resource.kind, &mut new);
-    validation::prepare_for_update(resource.kind, &mut new, old);
+    // The main door's preparation keeps the stored status, which the status door must change.
+    if sub != Some(Subresource::Status) {
+        validation::prepare_for_update(resource.kind, &mut new, old);
+    }
     // After defaulting, so a client that leaves defaults out does not bump the generation.
     objects::keep_server_fields(resource, old, &mut new);
     let reservation = allocate(api, resource, &mut new, Some(old))?;

@@ -167,3 +167,30 @@ async fn a_load_balancer_ingress_set_through_the_status_door_sticks_and_the_main
     assert_eq!(code, 200, "{updated}");
     assert_eq!(updated["status"], stored);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replace_without_the_allocated_addresses_keeps_them() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (code, created) = post(&client, &node_port_service("r", 30090)).await;
+    assert_eq!(code, 201, "{created}");
+    // What `kubectl replace -f` sends for a manifest that never named the addresses.
+    let manifest = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "r"},
+        "spec": {"type": "NodePort", "selector": {"app": "r"},
+                 "ports": [{"port": 80, "protocol": "TCP"}]}});
+    let (code, replaced) = raw(
+        &client,
+        "PUT",
+        &format!("{SERVICES}/r"),
+        "application/json",
+        manifest.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 200, "{replaced}");
+    assert_eq!(replaced["spec"]["clusterIP"], created["spec"]["clusterIP"]);
+    assert_eq!(
+        replaced["spec"]["clusterIPs"],
+        created["spec"]["clusterIPs"]
+    );
+    assert_eq!(replaced["spec"]["ports"][0]["nodePort"], 30090);
+}

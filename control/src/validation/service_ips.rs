@@ -235,6 +235,57 @@ pub(crate) fn validate_update(new: &Value, old: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// What the apiserver allocated and an update left out is kept (the registry's
+/// `patchAllocatedValues`): `kubectl replace` of a manifest without clusterIP, nodePorts or
+/// healthCheckNodePort keeps them rather than failing on an "immutable" field.
+fn patch_allocated_values(spec: &mut Value, old_spec: &Value) {
+    let (new_type, old_type) = (str_of(spec, "type").to_string(), str_of(old_spec, "type"));
+    let needs_cluster_ip = |t: &str| t != "ExternalName";
+    if needs_cluster_ip(old_type) && needs_cluster_ip(&new_type) {
+        if str_of(spec, "clusterIP").is_empty() && !str_of(old_spec, "clusterIP").is_empty() {
+            spec["clusterIP"] = old_spec["clusterIP"].clone();
+        }
+        if arr_of(spec, "clusterIPs").is_empty() && !arr_of(old_spec, "clusterIPs").is_empty() {
+            spec["clusterIPs"] = old_spec["clusterIPs"].clone();
+        }
+    }
+    let needs_node_port = |t: &str| matches!(t, "NodePort" | "LoadBalancer");
+    if needs_node_port(old_type) && needs_node_port(&new_type) {
+        let used = |s: &Value| -> Vec<i64> {
+            arr_of(s, "ports")
+                .iter()
+                .filter_map(|p| int_of(p, "nodePort"))
+                .collect()
+        };
+        let in_both: Vec<i64> = used(old_spec)
+            .into_iter()
+            .filter(|port| used(spec).contains(port))
+            .collect();
+        let by_name: Vec<(String, i64)> = arr_of(old_spec, "ports")
+            .iter()
+            .filter_map(|p| Some((str_of(p, "name").to_string(), int_of(p, "nodePort")?)))
+            .collect();
+        each_mut(spec, "ports", |port| {
+            if int_of(port, "nodePort").unwrap_or(0) != 0 {
+                return;
+            }
+            let name = str_of(port, "name").to_string();
+            if let Some((_, old)) = by_name.iter().find(|(n, _)| *n == name)
+                && !in_both.contains(old)
+            {
+                port["nodePort"] = json!(old);
+            }
+        });
+    }
+    if needs_health_check(old_spec)
+        && needs_health_check(spec)
+        && int_of(spec, "healthCheckNodePort").unwrap_or(0) == 0
+        && let Some(port) = int_of(old_spec, "healthCheckNodePort")
+    {
+        spec["healthCheckNodePort"] = json!(port);
+    }
+}
+
 /// The registry's `PrepareForUpdate` for Services: keep status, keep clusterIP and clusterIPs in
 /// step, and drop the fields a type change leaves unused when the client left them as they were.
 pub(crate) fn prepare_service_update(new: &mut Value, old: &Value) {
@@ -243,6 +294,7 @@ pub(crate) fn prepare_service_update(new: &mut Value, old: &Value) {
     }
     let old_spec = spec_of(old).clone();
     let spec = obj_mut(new, "spec");
+    patch_allocated_values(spec, &old_spec);
     let same = |spec: &Value, key: &str| get(spec, key) == get(&old_spec, key);
     let remove = |spec: &mut Value, key: &str| {
         spec.as_object_mut().map(|m| m.remove(key));

@@ -273,7 +273,7 @@ fn web_deployment(replicas: usize) -> Value {
 }
 
 /// A Service selecting the web Pods on port 80, TCP to the named port `http`.
-fn web_service(name: &str, spec: Value) -> Value {
+fn web_service(name: &str, spec: &Value) -> Value {
     let mut service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name},
@@ -327,7 +327,7 @@ fn endpoints_follow_pods(world: &mut World) -> Result<()> {
     let ports = json!({"ports": [
         {"name": "http", "port": 80, "targetPort": "http"},
         {"name": "dgram", "port": 53, "targetPort": "dgram", "protocol": "UDP"}]});
-    world.cluster.apply(&web_service("web", ports))?;
+    world.cluster.apply(&web_service("web", &ports))?;
     let web = SocketAddr::from((cluster_ip(&world.service("web")?)?, 80));
     let (ready, _) = world.ready_endpoints("web")?;
     ensure!(ready == 0, "{ready} ready endpoints with 0 replicas");
@@ -364,7 +364,7 @@ fn endpoints_follow_pods(world: &mut World) -> Result<()> {
 fn every_frontend(world: &mut World) -> Result<()> {
     world.cluster.apply(&web_service(
         "front",
-        json!({"type": "LoadBalancer", "externalIPs": [EXTERNAL_IP.to_string()]}),
+        &json!({"type": "LoadBalancer", "externalIPs": [EXTERNAL_IP.to_string()]}),
     ))?;
     world.kubectl(&[
         "patch",
@@ -411,7 +411,7 @@ fn every_frontend(world: &mut World) -> Result<()> {
 fn session_affinity(world: &mut World) -> Result<()> {
     world.cluster.apply(&web_service(
         "sticky",
-        json!({"sessionAffinity": "ClientIP"}),
+        &json!({"sessionAffinity": "ClientIP"}),
     ))?;
     let vip = SocketAddr::from((cluster_ip(&world.service("sticky")?)?, 80));
     let client = &world.pod_clients[2];
@@ -451,7 +451,7 @@ fn tcp_and_udp_on_one_port(world: &mut World) -> Result<()> {
     let both = json!({"ports": [
         {"name": "http", "port": 80, "targetPort": "http"},
         {"name": "dgram", "port": 80, "targetPort": "dgram", "protocol": "UDP"}]});
-    world.cluster.apply(&web_service("dual", both))?;
+    world.cluster.apply(&web_service("dual", &both))?;
     let vip = cluster_ip(&world.service("dual")?)?;
     let client = &world.pod_clients[0];
     let all = web_names(&world.web_pods()?);
@@ -467,7 +467,7 @@ fn tcp_and_udp_on_one_port(world: &mut World) -> Result<()> {
         {"name": "dgram", "port": 80, "targetPort": "dgram", "protocol": "UDP"}]});
     // `kubectl apply` merges ports by port number alone (Kubernetes' own issue 39188), so
     // one protocol of a shared port is taken away by a replace, as users do.
-    world.replace(&web_service("dual", udp_only))?;
+    world.replace(&web_service("dual", &udp_only))?;
     // No rule for that port any more: as with kube-proxy, the address alone answers nothing.
     wait::retry(WAIT, || {
         ensure!(
@@ -479,7 +479,7 @@ fn tcp_and_udp_on_one_port(world: &mut World) -> Result<()> {
     udp_answer()?;
     // And the other way round.
     let tcp_only = json!({"ports": [{"name": "http", "port": 80, "targetPort": "http"}]});
-    world.replace(&web_service("dual", tcp_only))?;
+    world.replace(&web_service("dual", &tcp_only))?;
     wait::retry(WAIT, || {
         ensure!(udp_answer().is_err(), "UDP still answers");
         Ok(())
@@ -565,11 +565,11 @@ fn hairpin_and_source_ip(world: &mut World) -> Result<()> {
 fn local_traffic_policies(world: &mut World) -> Result<()> {
     world.cluster.apply(&web_service(
         "itp",
-        json!({"internalTrafficPolicy": "Local"}),
+        &json!({"internalTrafficPolicy": "Local"}),
     ))?;
     world.cluster.apply(&web_service(
         "etp",
-        json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"}),
+        &json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"}),
     ))?;
     let itp = SocketAddr::from((cluster_ip(&world.service("itp")?)?, 80));
     let etp = world.service("etp")?;
@@ -635,7 +635,7 @@ fn service_churn(world: &mut World) -> Result<()> {
     let all = web_names(&world.web_pods()?);
     world
         .cluster
-        .apply(&web_service("churn", json!({"type": "NodePort"})))?;
+        .apply(&web_service("churn", &json!({"type": "NodePort"})))?;
     let first = world.service("churn")?;
     answerers(
         &world.pod_clients[0],
@@ -645,7 +645,7 @@ fn service_churn(world: &mut World) -> Result<()> {
     world.kubectl(&["delete", "service", "churn"])?;
     world
         .cluster
-        .apply(&web_service("churn", json!({"type": "NodePort"})))?;
+        .apply(&web_service("churn", &json!({"type": "NodePort"})))?;
     let again = world.service("churn")?;
     let vip = SocketAddr::from((cluster_ip(&again)?, 80));
     let seen = answerers(&world.pod_clients[0], vip, 4)?;

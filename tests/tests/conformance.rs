@@ -299,6 +299,21 @@ fn node_port(service: &Value) -> Result<u16> {
         .context("no nodePort")? as u16)
 }
 
+/// Who answers `addr` from `client` over `tries` requests, asked again until `expect` holds of
+/// them: the proxies may still be programming the change a case just made.
+fn answered_until(
+    client: &Client,
+    addr: SocketAddr,
+    tries: usize,
+    expect: impl Fn(&BTreeSet<String>) -> Result<()>,
+) -> Result<BTreeSet<String>> {
+    wait::retry(WAIT, || {
+        let seen = answerers(client, addr, tries)?;
+        expect(&seen)?;
+        Ok(seen)
+    })
+}
+
 /// Who answers `addr` from `client` over `tries` requests, once it answers at all.
 fn answerers(client: &Client, addr: SocketAddr, tries: usize) -> Result<BTreeSet<String>> {
     wait::retry(WAIT, || client.who(addr))?;
@@ -343,11 +358,13 @@ fn endpoints_follow_pods(world: &mut World) -> Result<()> {
     let want: BTreeSet<String> = ["dgram=8081/UDP", "http=8080/TCP"].map(String::from).into();
     ensure!(ports == want, "slice ports {ports:?}, {ready} ready");
     let pods = web_names(&world.web_pods()?);
-    let seen = answerers(&world.pod_clients[0], web, 24)?;
-    ensure!(
-        seen.is_subset(&pods) && seen.len() > 1,
-        "answered by {seen:?}; web Pods {pods:?}"
-    );
+    answered_until(&world.pod_clients[0], web, 24, |seen| {
+        ensure!(
+            seen.is_subset(&pods) && seen.len() > 1,
+            "answered by {seen:?}; web Pods {pods:?}"
+        );
+        Ok(())
+    })?;
 
     world.scale(0)?;
     wait::retry(WAIT, || {
@@ -386,22 +403,28 @@ fn every_frontend(world: &mut World) -> Result<()> {
             ("Pod", &world.pod_clients[k - 1]),
             ("node", &world.node_clients[k - 1]),
         ] {
-            let seen = answerers(client, vip, 16)?;
-            ensure!(
-                seen.is_subset(&all) && !seen.is_disjoint(&remote),
-                "ClusterIP from the {who} on node{k}: answered by {seen:?}; web Pods {pods:?}"
-            );
+            answered_until(client, vip, 16, |seen| {
+                ensure!(
+                    seen.is_subset(&all) && !seen.is_disjoint(&remote),
+                    "ClusterIP from the {who} on node{k}: answered by {seen:?}; web Pods {pods:?}"
+                );
+                Ok(())
+            })?;
         }
         let at = SocketAddr::from((world.node_ip(k), node_port));
-        let seen = answerers(&world.outside, at, 8)?;
-        ensure!(seen.is_subset(&all), "NodePort {at}: answered by {seen:?}");
+        answered_until(&world.outside, at, 8, |seen| {
+            ensure!(seen.is_subset(&all), "NodePort {at}: answered by {seen:?}");
+            Ok(())
+        })?;
         for address in [EXTERNAL_IP, LB_IP] {
             let at = SocketAddr::from((address, 80));
-            let seen = answerers(&world.pod_clients[k - 1], at, 8)?;
-            ensure!(
-                seen.is_subset(&all),
-                "{at} from node{k}: answered by {seen:?}"
-            );
+            answered_until(&world.pod_clients[k - 1], at, 8, |seen| {
+                ensure!(
+                    seen.is_subset(&all),
+                    "{at} from node{k}: answered by {seen:?}"
+                );
+                Ok(())
+            })?;
         }
     }
     Ok(())
@@ -533,13 +556,12 @@ fn hairpin_and_source_ip(world: &mut World) -> Result<()> {
     let vip = SocketAddr::from((cluster_ip(&world.service("self1")?)?, 80));
     let clients: BTreeSet<String> = (1..=NODES).map(|k| format!("client{k}")).collect();
     // Every client Pod is a backend: over enough tries, client1 meets itself.
-    let seen = wait::retry(WAIT, || {
-        let seen = answerers(&world.pod_clients[0], vip, 30)?;
+    let seen = answered_until(&world.pod_clients[0], vip, 30, |seen| {
         ensure!(
             seen.contains("client1"),
             "client1 never reached itself: {seen:?}"
         );
-        Ok(seen)
+        Ok(())
     })?;
     ensure!(seen.is_subset(&clients), "answered by {seen:?}");
     // The source IP a web Pod sees is the client Pod's own.
@@ -614,11 +636,13 @@ fn local_traffic_policies(world: &mut World) -> Result<()> {
             })?;
             continue;
         }
-        let seen = answerers(client, itp, 12)?;
-        ensure!(
-            seen.is_subset(&local),
-            "iTP Local from node{k}: {seen:?}, local {local:?}"
-        );
+        answered_until(client, itp, 12, |seen| {
+            ensure!(
+                seen.is_subset(&local),
+                "iTP Local from node{k}: {seen:?}, local {local:?}"
+            );
+            Ok(())
+        })?;
         let (name, seen_client) = wait::retry(WAIT, || world.outside.who(at))?;
         ensure!(local.contains(&name), "eTP Local on {at}: {name}");
         let seen_ip = seen_client.rsplit_once(':').map_or("", |(ip, _)| ip);
@@ -648,8 +672,10 @@ fn service_churn(world: &mut World) -> Result<()> {
         .apply(&web_service("churn", &json!({"type": "NodePort"})))?;
     let again = world.service("churn")?;
     let vip = SocketAddr::from((cluster_ip(&again)?, 80));
-    let seen = answerers(&world.pod_clients[0], vip, 4)?;
-    ensure!(seen.is_subset(&all), "recreated: {seen:?}");
+    answered_until(&world.pod_clients[0], vip, 4, |seen| {
+        ensure!(seen.is_subset(&all), "recreated: {seen:?}");
+        Ok(())
+    })?;
     let old = node_port(&again)?;
     let new = if old == 32000 { 32001 } else { 32000 };
     let patch = json!({"spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http",
@@ -705,9 +731,8 @@ fn node_killed(world: &mut World) -> Result<()> {
     }))?;
     let vip = SocketAddr::from((cluster_ip(&world.service("solo")?)?, 80));
     let both: BTreeSet<String> = ["solo2", "solo3"].map(String::from).into();
-    wait::retry(WAIT * 2, || {
-        let seen = answerers(&world.pod_clients[0], vip, 12)?;
-        ensure!(seen == both, "answered by {seen:?}");
+    answered_until(&world.pod_clients[0], vip, 12, |seen| {
+        ensure!(*seen == both, "answered by {seen:?}");
         Ok(())
     })?;
     world.cluster.kill_agent(3)?;
@@ -722,10 +747,12 @@ fn node_killed(world: &mut World) -> Result<()> {
         took < Duration::from_secs(NODE_GRACE * 3 + 10),
         "the endpoint left only after {took:?}"
     );
-    let seen = answerers(&world.pod_clients[0], vip, 12)?;
-    ensure!(
-        seen.len() == 1 && seen.contains("solo2"),
-        "answered by {seen:?} after node3 died"
-    );
+    answered_until(&world.pod_clients[0], vip, 12, |seen| {
+        ensure!(
+            seen.len() == 1 && seen.contains("solo2"),
+            "answered by {seen:?} after node3 died"
+        );
+        Ok(())
+    })?;
     Ok(())
 }

@@ -277,6 +277,16 @@ async fn three_ready_pods_make_one_slice_and_an_endpoints_mirror() {
         "Service labels copied"
     );
     assert!(!labels.contains_key("service.kubernetes.io/headless"));
+    // When the change it carries happened, for the proxies' programming latency.
+    let trigger: k8s_openapi::jiff::Timestamp = slice.metadata.annotations.as_ref().unwrap()
+        ["endpoints.kubernetes.io/last-change-trigger-time"]
+        .parse()
+        .unwrap();
+    let created = svc.metadata.creation_timestamp.as_ref().unwrap().0;
+    assert!(
+        trigger >= created && trigger <= k8s_openapi::jiff::Timestamp::now(),
+        "trigger {trigger}, Service created {created}"
+    );
     let owner = &slice.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),

@@ -20,6 +20,7 @@ mod cleanup;
 mod desired;
 mod plan;
 mod tracker;
+mod trigger_time;
 mod triggers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +38,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 
 use super::Settings;
 use tracker::{Kind, ServiceKey, Tracker};
+use trigger_time::{TRIGGER_TIME_ANNOTATION, TriggerTimes};
 
 /// At most this many endpoints go into one slice (kube-controller-manager's default).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
@@ -73,6 +75,7 @@ struct Context {
     endpoints: Store<Endpoints>,
     nodes: Store<Node>,
     tracker: Arc<Tracker>,
+    trigger_times: Arc<TriggerTimes>,
     failures: Mutex<HashMap<ServiceKey, u32>>,
 }
 
@@ -143,6 +146,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
     let (endpoints, endpoints_writer) = reflector::store::<Endpoints>();
     let (nodes, node_writer) = reflector::store::<Node>();
     let tracker = Arc::new(Tracker::default());
+    let trigger_times = Arc::new(TriggerTimes::default());
     let (gone_tx, gone_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -151,6 +155,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
         endpoints: endpoints.clone(),
         nodes,
         tracker: Arc::clone(&tracker),
+        trigger_times: Arc::clone(&trigger_times),
         failures: Mutex::new(HashMap::new()),
     });
     let pod_triggers = triggers::watch(client.clone(), pod_writer, services.clone(), {
@@ -197,7 +202,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
     });
     tokio::select! {
         () = controller => tracing::error!("endpointslice controller stream ended"),
-        () = cleanup::run(client, gone_rx, slices, endpoints, tracker) => {
+        () = cleanup::run(client, gone_rx, slices, endpoints, tracker, trigger_times) => {
             tracing::error!("endpointslice cleanup ended");
         }
     }
@@ -260,6 +265,18 @@ async fn sync(service: &Service, key: &ServiceKey, ctx: &Context) -> Result<Acti
     let groups = desired::slice_groups(service, &pods, |node| ctx.zone(node));
     let existing: Vec<&EndpointSlice> = existing.iter().map(AsRef::as_ref).collect();
     let plan = plan::plan(service, &existing, &groups, MAX_ENDPOINTS_PER_SLICE);
+    let trigger = ctx.trigger_times.changed_since_last(key, service, &pods);
+    let stamped = |slice: &EndpointSlice| {
+        let mut slice = slice.clone();
+        if let Some(time) = trigger {
+            slice
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(TRIGGER_TIME_ANNOTATION.into(), time.to_string());
+        }
+        slice
+    };
     if !plan.is_empty() {
         tracing::debug!(service = %key.1, create = plan.create.len(), update = plan.update.len(),
             delete = plan.delete.len(), "writing endpoint slices");
@@ -267,7 +284,7 @@ async fn sync(service: &Service, key: &ServiceKey, ctx: &Context) -> Result<Acti
     // Creates and updates before deletes, so readers never see endpoints vanish in between.
     for slice in &plan.create {
         let created = slices_api
-            .create(&PostParams::default(), slice)
+            .create(&PostParams::default(), &stamped(slice))
             .await
             .map_err(api_error("create", "EndpointSlice", &key.0, &key.1))?;
         let name = created.metadata.name.as_deref().unwrap_or_default();
@@ -281,7 +298,7 @@ async fn sync(service: &Service, key: &ServiceKey, ctx: &Context) -> Result<Acti
     for slice in &plan.update {
         let name = slice.metadata.name.as_deref().unwrap_or_default();
         let updated = slices_api
-            .replace(name, &PostParams::default(), slice)
+            .replace(name, &PostParams::default(), &stamped(slice))
             .await
             .map_err(api_error("update", "EndpointSlice", &key.0, name))?;
         ctx.tracker.wrote(

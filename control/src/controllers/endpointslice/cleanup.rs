@@ -17,6 +17,7 @@ use kube::runtime::reflector::Store;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::tracker::{ServiceKey, Tracker};
+use super::trigger_time::TriggerTimes;
 use super::{SKIP_MIRROR_LABEL, is_not_found, plan};
 
 /// What the Service watch reports for cleaning up.
@@ -35,11 +36,13 @@ pub async fn run(
     slices: Store<EndpointSlice>,
     endpoints: Store<Endpoints>,
     tracker: Arc<Tracker>,
+    trigger_times: Arc<TriggerTimes>,
 ) {
     while let Some(event) = gone.recv().await {
         match event {
             Gone::Service(key, uid) => {
                 tracker.forget(&key);
+                trigger_times.forget(&key);
                 remove(&client, &slices, &endpoints, &key, uid.as_deref()).await;
             }
             Gone::Sweep => sweep(&client, &slices, &endpoints).await,

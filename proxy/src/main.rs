@@ -50,7 +50,8 @@ struct Args {
     /// Where to serve /healthz (empty: nowhere).
     #[arg(long, default_value = "0.0.0.0:10256")]
     healthz_bind_address: String,
-    /// Least time between syncs (batches bursts).
+    /// Longest wait between syncs, to batch a burst; cheap syncs wait less (three times as
+    /// long as the last one took, at least 10 ms).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     min_sync_period: Duration,
     /// Most time between syncs.

@@ -6,6 +6,7 @@
 
 mod cni;
 mod example;
+mod programming;
 mod underlay_http;
 
 use anyhow::{Context, Result};
@@ -41,6 +42,9 @@ enum BenchName {
     /// skiff's eBPF data plane: full sync and one change at 1k/5k/10k Services against its
     /// iptables one; ClusterIP connect latency under each against direct Pod-IP connects.
     ProxyEbpf,
+    /// From a Service written to the API to its first answer from a Pod on every node, eBPF
+    /// against iptables, over `--iterations` Services (default 100).
+    ProgrammingLatency,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -115,6 +119,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 "sync: skiff's iptables data plane on the same Services, same netns; connect: \
                  direct Pod-IP connects interleaved with the Service's; memory: none",
                 example::run_in("skiff-proxy", "proxy-ebpf-bench")?,
+            )
+        }
+        BenchName::ProgrammingLatency => {
+            crate::ebpf::build()?;
+            shell::run(shell::cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
+            (
+                "programming-latency",
+                "the iptables data plane in the same kind of cluster",
+                programming::run(args.iterations.unwrap_or(100))?,
             )
         }
     };

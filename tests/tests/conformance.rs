@@ -51,7 +51,7 @@ fn ebpf_over_host_gw() -> Result<()> {
 fn suite(mode: &str, overlay: &str) -> Result<()> {
     let short = if overlay == "vxlan" { "vx" } else { "gw" };
     let mut world = World::start(mode, overlay, &format!("conf-{}-{short}", &mode[..2]))?;
-    let cases: [(&str, Case); 9] = [
+    let cases: [(&str, Case); 10] = [
         ("endpoints follow Pods 0 -> N -> 0", endpoints_follow_pods),
         (
             "ClusterIP from Pods and nodes, NodePort, externalIPs, LB IPs",
@@ -61,6 +61,10 @@ fn suite(mode: &str, overlay: &str) -> Result<()> {
         ("the same port over TCP and UDP", tcp_and_udp_on_one_port),
         ("hairpin and the Pod source IP", hairpin_and_source_ip),
         ("traffic policies Local", local_traffic_policies),
+        (
+            "terminating endpoints only when no ready ones",
+            terminating_endpoints,
+        ),
         ("Service recreated, nodePort changed", service_churn),
         ("node agent restarted under load", agent_restart),
         ("a Node killed", node_killed),
@@ -650,6 +654,68 @@ fn local_traffic_policies(world: &mut World) -> Result<()> {
     }
     world.kubectl(&["uncordon", "node3"])?;
     world.kubectl(&["delete", "service", "itp", "etp"])?;
+    Ok(())
+}
+
+/// A Pod `name` of the test server on node `k`, labelled `app: drain`, that keeps serving for
+/// a minute after it is told to stop.
+fn draining_pod(name: &str, k: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "drain"}},
+        "spec": {"nodeName": format!("node{k}"), "terminationGracePeriodSeconds": 60,
+                 "containers": [{"name": "s", "image": "skiff/test-server",
+                                 "args": ["--shutdown-delay", "60"]}]}
+    })
+}
+
+/// A deleted Pod that still serves takes traffic only while no ready endpoint remains, and
+/// then rather than the Service refusing.
+fn terminating_endpoints(world: &mut World) -> Result<()> {
+    world.cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "drain"},
+        "spec": {"selector": {"app": "drain"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))?;
+    let vip = SocketAddr::from((cluster_ip(&world.service("drain")?)?, 80));
+    let client = &world.pod_clients[0];
+    let names =
+        |list: &[&str]| -> BTreeSet<String> { list.iter().map(|n| n.to_string()).collect() };
+    world.cluster.apply(&draining_pod("drain1", 2))?;
+    world.cluster.apply(&draining_pod("drain2", 3))?;
+    answered_until(client, vip, 16, |seen| {
+        ensure!(
+            *seen == names(&["drain1", "drain2"]),
+            "answered by {seen:?}"
+        );
+        Ok(())
+    })?;
+    // drain1 terminates, drain2 is ready: only drain2.
+    world.kubectl(&["delete", "pod", "drain1", "--wait=false"])?;
+    answered_until(client, vip, 16, |seen| {
+        ensure!(
+            *seen == names(&["drain2"]),
+            "with drain1 terminating, answered by {seen:?}"
+        );
+        Ok(())
+    })?;
+    // Both terminate: both still serve, so both answer.
+    world.kubectl(&["delete", "pod", "drain2", "--wait=false"])?;
+    answered_until(client, vip, 16, |seen| {
+        ensure!(
+            *seen == names(&["drain1", "drain2"]),
+            "with both terminating, answered by {seen:?}"
+        );
+        Ok(())
+    })?;
+    world.kubectl(&[
+        "delete",
+        "pod",
+        "drain1",
+        "drain2",
+        "--grace-period=0",
+        "--force",
+    ])?;
+    world.kubectl(&["delete", "service", "drain"])?;
     Ok(())
 }
 

@@ -7,7 +7,10 @@
 //!
 //! ```text
 //! skiff-test-server [--name NAME] [--http-port 8080] [--udp-port 8081] [--bind 0.0.0.0]
+//!                   [--shutdown-delay SECONDS]
 //! ```
+//! `--shutdown-delay` keeps serving that long after SIGTERM (agnhost's `--delay-shutdown`): a
+//! deleted Pod's endpoint stays *serving* while *terminating*, as a draining server's does.
 //! NAME defaults to `$POD_NAME`, then `$HOSTNAME` (a container's hostname is its Pod's name;
 //! skiff's process runtime sets the variable), then the host name.
 
@@ -25,10 +28,13 @@ struct Config {
     bind: IpAddr,
     http_port: u16,
     udp_port: u16,
+    /// Seconds to keep serving after SIGTERM (0: SIGTERM ends the process at once).
+    shutdown_delay: u64,
 }
 
 const USAGE: &str =
     "usage: skiff-test-server [--name NAME] [--http-port PORT] [--udp-port PORT] [--bind ADDR]
+                         [--shutdown-delay SECONDS]
   HTTP: GET / -> \"NAME CLIENT\", /hostname, /clientip, /healthz, /echo?msg=X, /exit?code=N
   UDP:  \"hostname\", \"clientip\", \"echo X\"; anything else -> \"NAME CLIENT\"";
 
@@ -38,6 +44,7 @@ fn parse_args(args: &[String], env_name: Option<String>, host: String) -> Result
         bind: IpAddr::from([0, 0, 0, 0]),
         http_port: 8080,
         udp_port: 8081,
+        shutdown_delay: 0,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -55,6 +62,12 @@ fn parse_args(args: &[String], env_name: Option<String>, host: String) -> Result
             }
             "--http-port" => config.http_port = port(&value("a port")?)?,
             "--udp-port" => config.udp_port = port(&value("a port")?)?,
+            "--shutdown-delay" => {
+                let text = value("seconds")?;
+                config.shutdown_delay = text
+                    .parse()
+                    .map_err(|_| format!("not a number of seconds: {text:?}"))?;
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -85,6 +98,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.shutdown_delay > 0
+        && let Err(err) = exit_after_sigterm(std::time::Duration::from_secs(config.shutdown_delay))
+    {
+        eprintln!("cannot take over SIGTERM: {err}");
+        return ExitCode::from(1);
+    }
     let listener = match std::net::TcpListener::bind((config.bind, config.http_port)) {
         Ok(l) => l,
         Err(err) => {
@@ -113,6 +132,23 @@ fn main() -> ExitCode {
     std::thread::spawn(move || udp::serve(&socket, &udp_config));
     http::serve(&listener, &config);
     ExitCode::SUCCESS
+}
+
+/// Blocks SIGTERM in this thread (and so in every thread started after) and ends the process
+/// `delay` after one arrives.
+fn exit_after_sigterm(delay: std::time::Duration) -> nix::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    term.thread_block()?;
+    std::thread::spawn(move || {
+        if term.wait().is_ok() {
+            eprintln!("SIGTERM: serving {} s more", delay.as_secs());
+            std::thread::sleep(delay);
+            std::process::exit(0);
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod process;
 pub mod run;
 pub mod throughput;
 pub mod topology;
+pub mod udp_loop;
 pub mod wait;
 
 pub use client::Client;
@@ -31,3 +32,4 @@ pub use netns::Netns;
 pub use process::Process;
 pub use run::{Run, RunId};
 pub use topology::{Node, Topology, TopologyOptions};
+pub use udp_loop::UdpLoop;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use skiff_tests::{Client, Cluster, ClusterOptions, wait};
+use skiff_tests::{Client, Cluster, ClusterOptions, UdpLoop, wait};
 
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(30);
@@ -51,7 +51,7 @@ fn ebpf_over_host_gw() -> Result<()> {
 fn suite(mode: &str, overlay: &str) -> Result<()> {
     let short = if overlay == "vxlan" { "vx" } else { "gw" };
     let mut world = World::start(mode, overlay, &format!("conf-{}-{short}", &mode[..2]))?;
-    let cases: [(&str, Case); 10] = [
+    let cases: [(&str, Case); 11] = [
         ("endpoints follow Pods 0 -> N -> 0", endpoints_follow_pods),
         (
             "ClusterIP from Pods and nodes, NodePort, externalIPs, LB IPs",
@@ -61,9 +61,10 @@ fn suite(mode: &str, overlay: &str) -> Result<()> {
         ("the same port over TCP and UDP", tcp_and_udp_on_one_port),
         ("hairpin and the Pod source IP", hairpin_and_source_ip),
         ("traffic policies Local", local_traffic_policies),
+        ("terminating endpoints serve last", terminating_endpoints),
         (
-            "terminating endpoints only when no ready ones",
-            terminating_endpoints,
+            "UDP follows a replaced backend Pod",
+            udp_follows_replaced_pod,
         ),
         ("Service recreated, nodePort changed", service_churn),
         ("node agent restarted under load", agent_restart),
@@ -716,6 +717,58 @@ fn terminating_endpoints(world: &mut World) -> Result<()> {
         "--force",
     ])?;
     world.kubectl(&["delete", "service", "drain"])?;
+    Ok(())
+}
+
+/// A client keeping one UDP socket to a Service reaches the Pod that replaces its backend.
+fn udp_follows_replaced_pod(world: &mut World) -> Result<()> {
+    world.cluster.apply(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dns"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "dns"}},
+                 "template": {"metadata": {"labels": {"app": "dns"}},
+                              "spec": {"containers": [{"name": "s", "image": "skiff/test-server",
+                                  "ports": [{"name": "dgram", "containerPort": 8081,
+                                             "protocol": "UDP"}]}]}}}
+    }))?;
+    world.cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+        "spec": {"selector": {"app": "dns"},
+                 "ports": [{"port": 53, "targetPort": "dgram", "protocol": "UDP"}]}
+    }))?;
+    let dns_pod = || -> Result<String> {
+        let pods = world.cluster.get_json(&["pods", "-l", "app=dns"])?;
+        let ready: Vec<String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| has_condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        match ready.as_slice() {
+            [one] => Ok(one.clone()),
+            other => anyhow::bail!("ready dns Pods: {other:?}"),
+        }
+    };
+    let first = wait::retry(WAIT * 2, dns_pod)?;
+    let vip = SocketAddr::from((cluster_ip(&world.service("dns")?)?, 53));
+    let udp = UdpLoop::start(&world.pod_clients[0], vip, 90)?;
+    udp.until(&first, WAIT)
+        .context("the UDP Service never answered")?;
+    world.kubectl(&["delete", "pod", &first, "--wait=false"])?;
+    let second = wait::retry(WAIT * 2, || {
+        let name = dns_pod()?;
+        ensure!(name != first, "{first} not replaced yet");
+        Ok(name)
+    })?;
+    let ready = Instant::now();
+    let reached = udp.until(&second, Duration::from_secs(10))?;
+    eprintln!(
+        "  UDP reached {second} {:?} after it was ready",
+        reached.saturating_duration_since(ready)
+    );
+    drop(udp);
+    world.kubectl(&["delete", "deployment", "dns"])?;
+    world.kubectl(&["delete", "service", "dns"])?;
     Ok(())
 }
 

@@ -266,14 +266,16 @@ async fn sync(service: &Service, key: &ServiceKey, ctx: &Context) -> Result<Acti
     let existing: Vec<&EndpointSlice> = existing.iter().map(AsRef::as_ref).collect();
     let plan = plan::plan(service, &existing, &groups, MAX_ENDPOINTS_PER_SLICE);
     let trigger = ctx.trigger_times.changed_since_last(key, service, &pods);
+    // Without a new trigger time the old one goes: a proxy would count it a second time.
     let stamped = |slice: &EndpointSlice| {
         let mut slice = slice.clone();
-        if let Some(time) = trigger {
-            slice
-                .metadata
-                .annotations
-                .get_or_insert_default()
-                .insert(TRIGGER_TIME_ANNOTATION.into(), time.to_string());
+        let annotations = slice.metadata.annotations.get_or_insert_default();
+        match trigger {
+            Some(time) => annotations.insert(TRIGGER_TIME_ANNOTATION.into(), time.to_string()),
+            None => annotations.remove(TRIGGER_TIME_ANNOTATION),
+        };
+        if annotations.is_empty() {
+            slice.metadata.annotations = None;
         }
         slice
     };

@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::maps::LbState;
 use super::plan::{BackendIndex, frontend_count, plan_indexed};
+use skiff_ebpf_common::{ServiceKey, ServiceValue};
+
 use crate::model::{DesiredService, DesiredState, NodeFacts, ServicePortName};
 
 /// What the last sync applied, to find what the next one changes.
@@ -74,51 +76,22 @@ pub fn plan_changes(
     desired: &DesiredState,
     held: &mut LbState,
 ) -> Option<Change> {
-    if applied.contested || desired.node != applied.node {
-        return None;
-    }
-    let changed = changed_services(&applied.services, &desired.services);
-    if changed.len() * 8 > desired.services.len().max(8) {
-        return None;
-    }
-    let subset = |services: &BTreeMap<ServicePortName, DesiredService>| DesiredState {
-        node: desired.node.clone(),
-        services: changed
-            .iter()
-            .filter_map(|name| services.get(name).map(|s| (name.clone(), s.clone())))
-            .collect(),
-    };
-    let old = subset(&applied.services);
-    let new = subset(&desired.services);
+    let changed =
+        ChangedServices::since(applied.contested, &applied.node, &applied.services, desired)?;
     // The old entries of the changed Services: their ids, found through their frontends.
-    let old_plan = plan_indexed(&old, held, &applied.backend_ids);
-    let mut ids = BTreeSet::new();
-    for key in old_plan.services.keys() {
-        ids.insert(held.services.get(key)?.service_id);
-    }
-    let after_plan = plan_indexed(&new, held, &applied.backend_ids);
-    // A frontend another Service holds, or held before: who owns it depends on everyone.
-    for key in after_plan.services.keys().chain(old_plan.services.keys()) {
-        if held
-            .services
-            .get(key)
-            .is_some_and(|v| !ids.contains(&v.service_id))
-        {
-            return None;
-        }
-    }
+    let old_plan = plan_indexed(&changed.old, held, &applied.backend_ids);
+    let after_plan = plan_indexed(&changed.new, held, &applied.backend_ids);
+    let ids = owned_ids(&held.services, &old_plan.services, &after_plan.services)?;
     // Two of the changed Services claiming one frontend among themselves: also everyone's.
-    if frontend_count(&old) != old_plan.services.len()
-        || frontend_count(&new) != after_plan.services.len()
+    if frontend_count(&changed.old) != old_plan.services.len()
+        || frontend_count(&changed.new) != after_plan.services.len()
     {
         return None;
     }
-    let mut before = LbState::default();
-    for (key, value) in &held.services {
-        if ids.contains(&value.service_id) {
-            before.services.insert(*key, *value);
-        }
-    }
+    let mut before = LbState {
+        services: frontends_of(&held.services, &ids),
+        ..LbState::default()
+    };
     for id in &ids {
         before
             .slots
@@ -177,13 +150,93 @@ pub fn plan_changes(
         applied.backend_ids.learn(*id, *addr);
     }
     applied.backend_ids.settle(&held.backends);
-    for name in changed {
-        match desired.services.get(&name) {
-            Some(service) => applied.services.insert(name, service.clone()),
-            None => applied.services.remove(&name),
-        };
-    }
+    changed.record(&mut applied.services, desired);
     Some(Change { before, after })
+}
+
+/// The Services that changed since a sync, as two desired states holding only them.
+#[derive(Debug)]
+pub(crate) struct ChangedServices {
+    names: Vec<ServicePortName>,
+    /// The changed Services as the last sync applied them.
+    pub old: DesiredState,
+    /// The changed Services as they are now.
+    pub new: DesiredState,
+}
+
+impl ChangedServices {
+    /// What changed between `services` (applied on `node`) and `desired`; `None` when a full
+    /// plan is due: some frontend was `contested`, the node's facts changed, or so much changed
+    /// that the full plan is as cheap.
+    pub(crate) fn since(
+        contested: bool,
+        node: &NodeFacts,
+        services: &BTreeMap<ServicePortName, DesiredService>,
+        desired: &DesiredState,
+    ) -> Option<Self> {
+        if contested || desired.node != *node {
+            return None;
+        }
+        let names = changed_services(services, &desired.services);
+        if names.len() * 8 > desired.services.len().max(8) {
+            return None;
+        }
+        let subset = |services: &BTreeMap<ServicePortName, DesiredService>| DesiredState {
+            node: desired.node.clone(),
+            services: names
+                .iter()
+                .filter_map(|name| services.get(name).map(|s| (name.clone(), s.clone())))
+                .collect(),
+        };
+        Some(ChangedServices {
+            old: subset(services),
+            new: subset(&desired.services),
+            names,
+        })
+    }
+
+    /// Records the changed Services of `desired` as applied.
+    pub(crate) fn record(
+        self,
+        applied: &mut BTreeMap<ServicePortName, DesiredService>,
+        desired: &DesiredState,
+    ) {
+        for name in self.names {
+            match desired.services.get(&name) {
+                Some(service) => applied.insert(name, service.clone()),
+                None => applied.remove(&name),
+            };
+        }
+    }
+}
+
+/// The ids of the Services that held the frontends `before` plans for them, when no other
+/// Service holds any of those or of `after`'s (then who owns them depends on everyone).
+pub(crate) fn owned_ids(
+    held: &BTreeMap<ServiceKey, ServiceValue>,
+    before: &BTreeMap<ServiceKey, ServiceValue>,
+    after: &BTreeMap<ServiceKey, ServiceValue>,
+) -> Option<BTreeSet<u32>> {
+    let mut ids = BTreeSet::new();
+    for key in before.keys() {
+        ids.insert(held.get(key)?.service_id);
+    }
+    let foreign = after
+        .keys()
+        .chain(before.keys())
+        .any(|key| held.get(key).is_some_and(|v| !ids.contains(&v.service_id)));
+    (!foreign).then_some(ids)
+}
+
+/// The held frontends of the Services `ids`.
+pub(crate) fn frontends_of(
+    held: &BTreeMap<ServiceKey, ServiceValue>,
+    ids: &BTreeSet<u32>,
+) -> BTreeMap<ServiceKey, ServiceValue> {
+    held.iter()
+        .filter(|(_, value)| ids.contains(&value.service_id))
+        .map(|(key, value)| (*key, *value))
+        .collect()
 }
 
 /// The names whose Service differs between `before` and `now` (added, removed or changed), in

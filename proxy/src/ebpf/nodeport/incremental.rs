@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::plan::{ExtState, external_frontend_count, plan_external};
-use crate::ebpf::incremental::{changed_services, slot_range};
+use crate::ebpf::incremental::{ChangedServices, frontends_of, owned_ids, slot_range};
 use crate::model::{DesiredService, DesiredState, NodeFacts, ServicePortName};
 
 /// What the last NodePort sync applied, to find what the next one changes.
@@ -55,49 +55,21 @@ pub fn plan_external_changes(
     desired: &DesiredState,
     held: &mut ExtState,
 ) -> Option<ExtChange> {
-    if applied.contested || desired.node != applied.node {
-        return None;
-    }
-    let changed = changed_services(&applied.services, &desired.services);
-    if changed.len() * 8 > desired.services.len().max(8) {
-        return None;
-    }
-    let subset = |services: &BTreeMap<ServicePortName, DesiredService>| DesiredState {
-        node: desired.node.clone(),
-        services: changed
-            .iter()
-            .filter_map(|name| services.get(name).map(|s| (name.clone(), s.clone())))
-            .collect(),
-    };
-    let (old, new) = (subset(&applied.services), subset(&desired.services));
+    let changed =
+        ChangedServices::since(applied.contested, &applied.node, &applied.services, desired)?;
     // The changed Services' ids, found through the frontends they had.
-    let old_plan = plan_external(&old, held);
-    let mut ids = std::collections::BTreeSet::new();
-    for key in old_plan.services.keys() {
-        ids.insert(held.services.get(key)?.service_id);
-    }
-    let after = plan_external(&new, held);
-    // A frontend another Service holds, or held before: who owns it depends on everyone.
-    for key in after.services.keys().chain(old_plan.services.keys()) {
-        if held
-            .services
-            .get(key)
-            .is_some_and(|v| !ids.contains(&v.service_id))
-        {
-            return None;
-        }
-    }
-    if external_frontend_count(&old) != old_plan.services.len()
-        || external_frontend_count(&new) != after.services.len()
+    let old_plan = plan_external(&changed.old, held);
+    let after = plan_external(&changed.new, held);
+    let ids = owned_ids(&held.services, &old_plan.services, &after.services)?;
+    if external_frontend_count(&changed.old) != old_plan.services.len()
+        || external_frontend_count(&changed.new) != after.services.len()
     {
         return None;
     }
-    let mut before = ExtState::default();
-    for (key, value) in &held.services {
-        if ids.contains(&value.service_id) {
-            before.services.insert(*key, *value);
-        }
-    }
+    let mut before = ExtState {
+        services: frontends_of(&held.services, &ids),
+        ..ExtState::default()
+    };
     for id in &ids {
         before
             .slots
@@ -121,11 +93,6 @@ pub fn plan_external_changes(
     held.services.extend(&after.services);
     held.slots.extend(&after.slots);
     held.sources.extend(&after.sources);
-    for name in changed {
-        match desired.services.get(&name) {
-            Some(service) => applied.services.insert(name, service.clone()),
-            None => applied.services.remove(&name),
-        };
-    }
+    changed.record(&mut applied.services, desired);
     Some(ExtChange { before, after })
 }

@@ -26,16 +26,16 @@ struct Cli {
     #[arg(long, global = true, default_value = "/var/lib/skiff/control")]
     data_dir: PathBuf,
     /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, global = true, default_value = "0.0.0.0")]
     bind_address: IpAddr,
     /// HTTPS port.
-    #[arg(long, default_value_t = 6443)]
+    #[arg(long, global = true, default_value_t = 6443)]
     secure_port: u16,
     /// The address clients reach this server at (kubeconfig, certificate).
-    #[arg(long)]
+    #[arg(long, global = true)]
     advertise_address: Option<IpAddr>,
     /// Extra names or IPs for the serving certificate.
-    #[arg(long = "tls-san")]
+    #[arg(long = "tls-san", global = true)]
     tls_sans: Vec<String>,
     /// Changes kept in memory per resource for resuming watches.
     #[arg(long, default_value_t = 10_000)]
@@ -77,6 +77,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Make the CA, the serving certificate, the admin token and admin.kubeconfig, then stop,
+    /// so an installer can mint node credentials before the first start.
+    Init,
     /// Add a bearer token (e.g. for a node) and optionally write a kubeconfig with it.
     MintToken {
         /// User name, e.g. system:node:node1.
@@ -148,6 +151,13 @@ fn main() -> Result<()> {
             node_ports: cli.service_node_port_range,
         },
     };
+    if let Some(Command::Init) = &cli.command {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let made = server::credentials(&config)?;
+        println!("{}", made.admin_kubeconfig.display());
+        return Ok(());
+    }
     tokio::runtime::Runtime::new()?.block_on(async move {
         let prepared = server::prepare(&config).await?;
         let listener = tokio::net::TcpListener::bind((config.bind, config.port))

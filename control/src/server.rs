@@ -80,42 +80,14 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
     let store = Arc::new(
         SqliteStore::open(&config.data_dir.join("state.db")).context("cannot open the store")?,
     );
-    let advertise = config.advertise.unwrap_or(if config.bind.is_unspecified() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        config.bind
-    });
-    let url = format!("https://{}", SocketAddr::new(advertise, config.port));
-    let mut names: Vec<String> = vec![
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "kubernetes".into(),
-        "kubernetes.default".into(),
-        "kubernetes.default.svc".into(),
-        "kubernetes.default.svc.cluster.local".into(),
-        advertise.to_string(),
-    ];
-    if !config.bind.is_unspecified() {
-        names.push(config.bind.to_string());
-    }
-    names.extend(config.tls_sans.iter().cloned());
-    names.sort();
-    names.dedup();
-    let certs = tls::ensure_certificates(&config.data_dir, &names)?;
+    let Credentials {
+        certs,
+        auth,
+        admin_kubeconfig,
+        url,
+        advertise,
+    } = credentials(config)?;
     let tls = tls::server_config(&certs)?;
-    let auth = Arc::new(TokenAuth::open(&config.data_dir)?);
-    let admin_token = auth
-        .token_of(ADMIN.0)
-        .context("the token file has no admin token")?;
-    let admin_kubeconfig = config.data_dir.join("admin.kubeconfig");
-    kubeconfig::write(
-        &admin_kubeconfig,
-        &url,
-        &certs.ca_cert,
-        ADMIN.0,
-        &admin_token,
-    )?;
-
     let controllers = match &config.controllers {
         Some(settings) => {
             // The controllers are clients like any other, with a token of their own, and
@@ -170,6 +142,70 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         url,
         controllers,
         data_dir,
+    })
+}
+
+/// What clients need from the data dir: the CA and serving certificate, the tokens, the admin
+/// kubeconfig, and the URL it names.
+#[derive(Debug)]
+pub struct Credentials {
+    /// The CA and the serving certificate.
+    pub certs: tls::Certificates,
+    /// The token file.
+    pub auth: Arc<TokenAuth>,
+    /// `<data-dir>/admin.kubeconfig`.
+    pub admin_kubeconfig: PathBuf,
+    /// The `https://...` URL clients use.
+    pub url: String,
+    /// The address in it.
+    pub advertise: IpAddr,
+}
+
+/// Makes (or reuses) the CA, the serving certificate, the admin token and the admin kubeconfig.
+/// `skiff-control init` stops here, so an installer can mint node credentials before the
+/// server first starts.
+pub fn credentials(config: &Config) -> Result<Credentials> {
+    let advertise = config.advertise.unwrap_or(if config.bind.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind
+    });
+    let url = format!("https://{}", SocketAddr::new(advertise, config.port));
+    let mut names: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+        advertise.to_string(),
+    ];
+    if !config.bind.is_unspecified() {
+        names.push(config.bind.to_string());
+    }
+    names.extend(config.tls_sans.iter().cloned());
+    names.sort();
+    names.dedup();
+    let certs = tls::ensure_certificates(&config.data_dir, &names)?;
+    let auth = Arc::new(TokenAuth::open(&config.data_dir)?);
+    let admin_token = auth
+        .token_of(ADMIN.0)
+        .context("the token file has no admin token")?;
+    let admin_kubeconfig = config.data_dir.join("admin.kubeconfig");
+    kubeconfig::write(
+        &admin_kubeconfig,
+        &url,
+        &certs.ca_cert,
+        ADMIN.0,
+        &admin_token,
+    )?;
+
+    Ok(Credentials {
+        certs,
+        auth,
+        admin_kubeconfig,
+        url,
+        advertise,
     })
 }
 

@@ -80,6 +80,11 @@ struct Cli {
     /// /usr/lib/skiff/skiff-lb.bpf.o).
     #[arg(long)]
     bpf_object: Option<PathBuf>,
+    /// eBPF mode: the cgroup the socket programs attach to; every process below it gets Service
+    /// translation. Default: the Pods' parent (`--cgroup-root`), so only Pods do; give the
+    /// cgroup2 root (e.g. `/sys/fs/cgroup`) for the node's own processes too.
+    #[arg(long)]
+    bpf_cgroup: Option<PathBuf>,
     /// eBPF mode: the bpffs folder for pinned maps and program links (one per node).
     #[arg(long, default_value = skiff_proxy::mode::DEFAULT_PIN_DIR)]
     bpf_pin_dir: PathBuf,
@@ -221,14 +226,14 @@ async fn run(cli: Cli) -> Result<()> {
                 metrics_bind: bind(&cli.proxy_metrics_bind_address)?,
                 healthz_bind: bind(&cli.proxy_healthz_bind_address)?,
             };
-            // The node's cgroup is the Pods' parent: the socket programs see every Pod.
+            // The Pods' parent by default: the socket programs see every Pod.
             let dataplane = NodeDataplane::open(ModeConfig {
                 mode,
                 render: config.render.clone(),
                 ebpf: EbpfPaths {
                     object: cli.bpf_object.clone(),
                     pin_dir: cli.bpf_pin_dir.clone(),
-                    cgroup: Some(cgroup_root),
+                    cgroup: Some(cli.bpf_cgroup.clone().unwrap_or(cgroup_root)),
                     // External traffic arrives where the node's address is.
                     devices: skiff_proxy::mode::devices_with_address(identity.ip),
                 },

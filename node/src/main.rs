@@ -234,6 +234,8 @@ async fn run(cli: Cli) -> Result<()> {
                     object: cli.bpf_object.clone(),
                     pin_dir: cli.bpf_pin_dir.clone(),
                     cgroup: Some(cli.bpf_cgroup.clone().unwrap_or(cgroup_root)),
+                    // Named on the command line: the operator means it, even the cgroup2 root.
+                    allow_root_cgroup: cli.bpf_cgroup.is_some(),
                     // External traffic arrives where the node's address is.
                     devices: skiff_proxy::mode::devices_with_address(identity.ip),
                 },

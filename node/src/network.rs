@@ -136,10 +136,14 @@ pub async fn follow_nodes(client: kube::Client, network: Network) {
         }
         let shared = Arc::clone(&network);
         let list = remotes.clone();
-        let result =
-            tokio::task::spawn_blocking(move || shared.lock().expect("not poisoned").sync(&list))
-                .await
-                .expect("sync does not panic");
+        let sync =
+            tokio::task::spawn_blocking(move || shared.lock().expect("not poisoned").sync(&list));
+        let result = match sync.await {
+            Ok(result) => result,
+            // The runtime is going away (the agent is exiting): nothing left to keep in step.
+            Err(err) if err.is_cancelled() => return,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        };
         match result {
             Ok(report) => {
                 if !report.is_empty() {

@@ -173,6 +173,8 @@ async fn main() -> Result<()> {
             object: args.bpf_object.clone(),
             pin_dir: args.bpf_pin_dir.clone(),
             cgroup: args.bpf_cgroup.clone(),
+            // Named on the command line: the operator means it, even the cgroup2 root.
+            allow_root_cgroup: args.bpf_cgroup.is_some(),
             devices: args.bpf_nodeport_devices.clone(),
         },
     };

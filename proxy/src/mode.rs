@@ -54,6 +54,9 @@ pub struct EbpfPaths {
     /// The cgroup v2 folder whose processes are load-balanced; `None`: `skiff-pods` under the
     /// cgroup v2 mount (where `skiff-node` puts Pods by default).
     pub cgroup: Option<PathBuf>,
+    /// `cgroup` may be the cgroup2 root: the operator named it, so the node's own processes
+    /// get Service addresses too.
+    pub allow_root_cgroup: bool,
     /// Interfaces NodePort and external traffic arrives on; empty: every interface with a
     /// global IPv4 address except Pod veths and the overlay.
     pub devices: Vec<String>,
@@ -65,6 +68,7 @@ impl Default for EbpfPaths {
             object: None,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             cgroup: None,
+            allow_root_cgroup: false,
             devices: Vec::new(),
         }
     }
@@ -314,6 +318,7 @@ fn socket_lb_config(paths: &EbpfPaths) -> Result<SocketLbConfig, ModeError> {
         object,
         pin_dir: paths.pin_dir.clone(),
         cgroup,
+        allow_root_cgroup: paths.allow_root_cgroup,
     })
 }
 

@@ -152,6 +152,7 @@ impl Bed {
             object: object.clone(),
             pin_dir: pin_dir.clone(),
             cgroup: cgroup.clone(),
+            allow_root_cgroup: false,
         })?;
         let sockets = AyaSockTerm::load(&object, &pin_dir, &cgroup)?;
         let backends = topo.nodes().iter().map(|n| n.ip).collect();

@@ -59,6 +59,7 @@ fn ebpf_config(places: &Places) -> ModeConfig {
             object: Some(places.object.clone()),
             pin_dir: places.pins.clone(),
             cgroup: Some(places.cgroup.clone()),
+            allow_root_cgroup: false,
             devices: Vec::new(),
         },
     }

@@ -33,6 +33,10 @@ pub struct SocketLbConfig {
     pub pin_dir: PathBuf,
     /// The cgroup v2 folder whose processes are load-balanced (the node's).
     pub cgroup: PathBuf,
+    /// The operator named the cgroup2 root on purpose (every process of the machine gets
+    /// Service translation, as on a real node); otherwise the root is refused, so a test or a
+    /// wrong default can never change what the whole machine's sockets do.
+    pub allow_root_cgroup: bool,
 }
 
 /// Why loading or attaching failed.
@@ -48,7 +52,7 @@ pub enum LoaderError {
         source: std::io::Error,
     },
     /// The root cgroup was named; skiff attaches only to a node's own cgroup.
-    #[error("refusing to attach to the root cgroup {0}")]
+    #[error("refusing to attach to the root cgroup {0} unless it is named on purpose")]
     RootCgroup(PathBuf),
     /// aya could not load the object or pin its maps.
     #[error("cannot load {path}")]
@@ -99,7 +103,7 @@ impl SocketLb {
             move |source| LoaderError::Io { path, source }
         };
         let cgroup_path = std::fs::canonicalize(&config.cgroup).map_err(io(&config.cgroup))?;
-        if is_root_cgroup(&cgroup_path) {
+        if !config.allow_root_cgroup && is_root_cgroup(&cgroup_path) {
             return Err(LoaderError::RootCgroup(cgroup_path));
         }
         std::fs::create_dir_all(&config.pin_dir).map_err(io(&config.pin_dir))?;

@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's own commands, so a fresh machine needs only cargo to start.
 //!
 //! `setup` installs what the machine lacks, `up`/`down` bring a local cluster up and take it
-//! down, `exec` runs a command in one of its Pods or nodes, `test` runs every check CI runs, `build-ebpf` builds the kernel-side programs, and
-//! `bench` runs benchmarks against a baseline measured in the same run.
+//! down, `exec` runs a command in one of its Pods or nodes, `test` runs every check CI runs,
+//! `build-ebpf` builds the kernel-side programs, `bench` runs benchmarks against a baseline
+//! measured in the same run, and `vagrant` deploys to Linux VMs and tests them.
 
 mod bench;
 mod cluster;
@@ -12,6 +13,7 @@ mod setup;
 mod shell;
 mod tally;
 mod test;
+mod vagrant;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +41,8 @@ enum Command {
     BuildEbpf,
     /// Run a benchmark; figures go to target/bench/<name>.json.
     Bench(bench::BenchArgs),
+    /// skiff on Linux VMs with Vagrant: up, test, down (and dist, ssh, kubectl).
+    Vagrant(vagrant::VagrantArgs),
 }
 
 fn main() -> Result<()> {
@@ -50,5 +54,6 @@ fn main() -> Result<()> {
         Command::Test(args) => test::run(&args),
         Command::BuildEbpf => ebpf::build_and_check().map(drop),
         Command::Bench(args) => bench::run(&args),
+        Command::Vagrant(args) => vagrant::run(&args),
     }
 }

@@ -80,7 +80,7 @@ fn apt_packages() -> Result<()> {
     Ok(())
 }
 
-fn dpkg_installed(pkg: &str) -> bool {
+pub fn dpkg_installed(pkg: &str) -> bool {
     probe(Command::new("dpkg-query").args(["-W", "-f", "${db:Status-Abbrev}", pkg]))
         .is_some_and(|status| status.starts_with("ii"))
 }

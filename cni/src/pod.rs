@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use crate::ipam::Attachment;
-use crate::link::{LinkError, LinkInfo, LinkOps, Namespaces, RouteSpec};
+use crate::link::{LinkError, LinkInfo, LinkOps, MacAddr, Namespaces, RouteSpec};
 use crate::netns::NetnsError;
 use crate::spec::PodCidr;
 use crate::spec::error::{CniError, ErrorCode};
@@ -116,6 +116,20 @@ pub struct Wired {
 
 /// The node-side veth name of `who`: `skf` + 11 hex digits, 14 bytes.
 pub fn host_veth_name(who: &Attachment) -> String {
+    let hex = format!("{:016x}", attachment_hash(who));
+    format!("{HOST_VETH_PREFIX}{}", &hex[..HASH_DIGITS])
+}
+
+/// The host end's MAC address: locally administered, from the same hash as its name. Set when
+/// the veth is made, so systemd-udevd's `MACAddressPolicy=persistent` leaves it alone (it
+/// rewrites only kernel-chosen random addresses, some time after creation) and the Pod's
+/// permanent neighbour entry for its gateway keeps naming the right address.
+pub fn host_veth_mac(who: &Attachment) -> MacAddr {
+    let [_, _, a, b, c, d, e, f] = attachment_hash(who).to_be_bytes();
+    MacAddr([(a & 0xfe) | 0x02, b, c, d, e, f])
+}
+
+fn attachment_hash(who: &Attachment) -> u64 {
     // FNV-1a, 64 bit; a 0 byte separates the fields so ("ab","c") differs from ("a","bc").
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = who
@@ -127,8 +141,7 @@ pub fn host_veth_name(who: &Attachment) -> String {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let hex = format!("{hash:016x}");
-    format!("{HOST_VETH_PREFIX}{}", &hex[..HASH_DIGITS])
+    hash
 }
 
 /// Is `name` shaped like a host veth name this plugin makes?
@@ -229,7 +242,7 @@ pub fn attach<N: Namespaces>(
             if let Some(stale) = ops.link(&host_name)? {
                 ops.delete_link(stale.index)?;
             }
-            ops.add_veth(&host_name, ifname, netns, net.mtu)
+            ops.add_veth(&host_name, host_veth_mac(who), ifname, netns, net.mtu)
         })
         .map_err(step(format!("create veth {host_name} / {ifname}")))?;
     let mut guard = VethGuard {

@@ -1,20 +1,25 @@
 //! `cargo xtask test`: every check CI runs, in the order that fails fastest.
 //!
 //! fmt, clippy (warnings denied, the eBPF crate included), unit tests, the eBPF object (built and
-//! loaded), then the network-namespace suite in `tests/`, which needs root.
+//! loaded), the network-namespace suite in `tests/`, which needs root, and last the cluster on
+//! Vagrant VMs (`cargo xtask vagrant test`), the slowest.
 
 use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::tally::{Tally, run_counted};
-use crate::{ebpf, setup, shell};
+use crate::{ebpf, setup, shell, vagrant};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
     /// Skip the network-namespace suite (it needs root).
     #[arg(long)]
     no_netns: bool,
-    /// Run only netns tests whose name contains this (passed to the test binary).
+    /// Leave out the cluster on Vagrant VMs (it takes about ten minutes).
+    #[arg(long)]
+    no_vagrant: bool,
+    /// Run only netns tests whose name contains this (passed to the test binary); the VMs are
+    /// left out then.
     filter: Option<String>,
 }
 
@@ -25,7 +30,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     }
     setup::run_all()?;
 
-    shell::step("test: [1/6] formatting");
+    shell::step("test: [1/7] formatting");
     shell::run(shell::cargo().args(["fmt", "--all", "--check"]))?;
     let ebpf_sources: Vec<_> = std::fs::read_dir(shell::root().join("ebpf/programs/src"))?
         .flatten()
@@ -38,7 +43,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .args(&ebpf_sources),
     )?;
 
-    shell::step("test: [2/6] clippy, warnings denied");
+    shell::step("test: [2/7] clippy, warnings denied");
     shell::run(shell::cargo().args([
         "clippy",
         "--workspace",
@@ -50,7 +55,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     ]))?;
     ebpf::clippy()?;
 
-    shell::step("test: [3/6] unit and API tests (no root needed)");
+    shell::step("test: [3/7] unit and API tests (no root needed)");
     let mut tally = Tally::default();
     run_counted(
         shell::cargo().args([
@@ -67,13 +72,13 @@ pub fn run(args: &TestArgs) -> Result<()> {
         &mut tally,
     )?;
 
-    shell::step("test: [4/6] eBPF object");
+    shell::step("test: [4/7] eBPF object");
     ebpf::build_and_check()?;
 
     if args.no_netns {
         println!("\n--no-netns: skipping the network-namespace suite");
     } else {
-        shell::step("test: [5/6] network-namespace and client suite (tests/)");
+        shell::step("test: [5/7] network-namespace and client suite (tests/)");
         shell::run(shell::cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
         let mut command = shell::cargo();
         command.args(["test", "--locked", "-p", "skiff-tests", "--test", "*"]);
@@ -83,8 +88,15 @@ pub fn run(args: &TestArgs) -> Result<()> {
         run_counted(&mut command, &mut tally)?;
     }
 
-    shell::step("test: [6/6] leftovers");
-    let left: Vec<String> = skiff_tests::run::netns_names()
+    if args.no_netns || args.no_vagrant || args.filter.is_some() {
+        println!("\nskipping the cluster on Vagrant VMs (--no-netns, --no-vagrant or a filter)");
+    } else {
+        shell::step("test: [6/7] the cluster on Vagrant VMs");
+        vagrant::test(&vagrant::Settings::ci(), false)?;
+    }
+
+    shell::step("test: [7/7] leftovers");
+    let mut left: Vec<String> = skiff_tests::run::netns_names()
         .into_iter()
         .chain(skiff_tests::run::root_link_names())
         .filter(|n| n.starts_with(skiff_tests::run::PREFIX))
@@ -93,6 +105,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .is_some_and(|id| !skiff_tests::run::detached_runs().contains(&id))
         })
         .collect();
+    left.extend(vagrant::leftovers());
     if !left.is_empty() {
         bail!("the tests left these behind: {}", left.join(", "));
     }

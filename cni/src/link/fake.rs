@@ -276,6 +276,7 @@ impl LinkOps for FakeLinkOps {
     fn add_veth(
         &mut self,
         name: &str,
+        mac: MacAddr,
         peer: &str,
         peer_netns: &Path,
         mtu: u32,
@@ -292,6 +293,7 @@ impl LinkOps for FakeLinkOps {
                 return Err(errno("add_veth", libc::EEXIST));
             }
             let here = k.new_link(ns, name, mtu);
+            link_mut(k, ns, here, "add_veth")?.info.mac = mac;
             let there = k.new_link(&peer_ns, peer, mtu);
             link_mut(k, ns, here, "add_veth")?.peer = Some((peer_ns.clone(), there));
             link_mut(k, &peer_ns, there, "add_veth")?.peer = Some((ns.to_owned(), here));

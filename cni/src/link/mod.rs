@@ -102,11 +102,12 @@ pub trait LinkOps {
     fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, LinkError>;
     /// Every link of the namespace.
     fn links(&mut self) -> Result<Vec<LinkInfo>, LinkError>;
-    /// A veth pair: `name` here, `peer` created directly in the namespace at `peer_netns`;
-    /// both ends get `mtu`.
+    /// A veth pair: `name` here, with MAC address `mac`, `peer` created directly in the
+    /// namespace at `peer_netns`; both ends get `mtu`.
     fn add_veth(
         &mut self,
         name: &str,
+        mac: MacAddr,
         peer: &str,
         peer_netns: &Path,
         mtu: u32,

@@ -124,6 +124,7 @@ impl LinkOps for RealLinkOps {
     fn add_veth(
         &mut self,
         name: &str,
+        mac: MacAddr,
         peer: &str,
         peer_netns: &Path,
         mtu: u32,
@@ -139,6 +140,7 @@ impl LinkOps for RealLinkOps {
             .build();
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(name.to_owned())
+            .address(mac.octets().to_vec())
             .mtu(mtu)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();

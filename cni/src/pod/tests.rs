@@ -30,6 +30,15 @@ fn fake_with_pod() -> FakeNamespaces {
 }
 
 #[test]
+fn host_veth_macs_are_locally_administered_unicast_and_per_attachment() {
+    let mac = host_veth_mac(&who());
+    assert_eq!(mac.0[0] & 0x03, 0x02, "{mac:?}");
+    assert_eq!(mac, host_veth_mac(&Attachment::new("c0ffee", "eth0")));
+    assert_ne!(mac, host_veth_mac(&Attachment::new("c0ffee", "net1")));
+    assert_ne!(mac, host_veth_mac(&Attachment::new("c0fffe", "eth0")));
+}
+
+#[test]
 fn host_veth_names_are_stable_short_and_per_ifname() {
     let name = host_veth_name(&who());
     assert_eq!(name, host_veth_name(&Attachment::new("c0ffee", "eth0")));
@@ -72,6 +81,8 @@ fn attach_wires_both_ends_as_designed() {
         let routes = k.routes(NETNS);
         assert!(routes.contains(&gateway_route(gw(), pod.index)));
         assert!(routes.contains(&default_route(gw(), pod.index)));
+        // The address chosen at creation, which udev leaves alone, is what the Pod resolves.
+        assert_eq!(wired.host.mac, host_veth_mac(&who()));
         assert_eq!(k.neighbours(NETNS), [(pod.index, gw(), wired.host.mac)]);
         assert_eq!(k.addresses(NODE, &wired.host.name), [Ipv4Net::from(gw())]);
         assert!(k.routes(NODE).contains(&host_route(ip(), wired.host.index)));

@@ -205,15 +205,23 @@ pub fn in_netns(program: &str) -> Command {
     command
 }
 
-/// Is this machine's kernel one that needs software emulation? (Nested "PVM" KVM hangs stock
-/// guest kernels; without /dev/kvm there is nothing else.)
-pub fn libvirt_driver() -> &'static str {
-    let pvm = std::fs::read_to_string("/proc/modules")
-        .is_ok_and(|m| m.lines().any(|l| l.starts_with("kvm_pvm ")));
-    if !Path::new("/dev/kvm").exists() || pvm {
-        "qemu"
+/// `kvm` when the CPU offers hardware virtualisation to us (a `vmx` or `svm` flag and /dev/kvm),
+/// else `qemu` (software emulation): nested "PVM" KVM, as on these machines, has /dev/kvm but no
+/// such flag, and stock guest kernels hang under it. `SKIFF_LIBVIRT_DRIVER` overrides.
+pub fn libvirt_driver() -> String {
+    if let Ok(driver) = std::env::var("SKIFF_LIBVIRT_DRIVER") {
+        return driver;
+    }
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        .unwrap_or(false);
+    if flags && Path::new("/dev/kvm").exists() {
+        "kvm".to_owned()
     } else {
-        "kvm"
+        "qemu".to_owned()
     }
 }
 

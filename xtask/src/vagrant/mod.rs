@@ -313,3 +313,19 @@ pub fn down(settings: &Settings) -> Result<()> {
     println!("the VMs, their networks, storage and credentials are removed");
     Ok(())
 }
+
+/// What a finished `vagrant test` must not leave: libvirtd's namespace (with the VMs, networks
+/// and daemons in it) and Vagrant's machine folder.
+pub fn leftovers() -> Vec<String> {
+    let mut left = Vec::new();
+    if std::path::Path::new("/run/netns")
+        .join(host::NETNS)
+        .exists()
+    {
+        left.push(format!("network namespace {}", host::NETNS));
+    }
+    if shell::root().join(".vagrant/machines").exists() {
+        left.push(".vagrant/machines".to_owned());
+    }
+    left
+}

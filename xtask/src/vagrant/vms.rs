@@ -35,6 +35,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What CI runs: three VMs over VXLAN, iptables first (the test switches to eBPF after).
+    pub fn ci() -> Self {
+        Settings {
+            nodes: 3,
+            proxy_mode: "iptables".to_owned(),
+            overlay: "vxlan".to_owned(),
+        }
+    }
+
     /// The VMs' names.
     pub fn names(&self) -> Vec<String> {
         (1..=self.nodes).map(|n| format!("node{n}")).collect()

@@ -75,7 +75,8 @@ pub const STARTED: &str = "started.json";
 /// The file names.
 pub const EXITED: &str = "exited.json";
 
-fn now() -> String {
+/// Now, RFC 3339 to the second (as the state files and Kubernetes statuses hold it).
+pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
@@ -109,12 +110,22 @@ pub struct ShimProcess {
 /// The file name.
 pub const SHIM: &str = "shim.json";
 
-/// A process's start time in clock ticks since boot, if it exists.
-pub fn start_ticks(pid: i32) -> Option<u64> {
+/// Field `field` (1-based, as proc(5) numbers them, 3 or more) of `/proc/<pid>/stat`.
+fn stat_field(pid: i32, field: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count from its closing parenthesis.
     let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    after.split_whitespace().nth(field - 3)?.parse().ok()
+}
+
+/// A process's start time in clock ticks since boot, if it exists.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    stat_field(pid, 22)
+}
+
+/// A process's process group, if it exists.
+pub fn process_group(pid: i32) -> Option<i32> {
+    stat_field(pid, 5).and_then(|g| i32::try_from(g).ok())
 }
 
 impl ShimProcess {
@@ -196,10 +207,21 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
     if let Some(dir) = &args.workdir {
         command.current_dir(dir);
     }
+    let shim = nix::unistd::getpid();
     // SAFETY: between fork and exec only async-signal-safe calls: setns(2) and write(2) on
-    // descriptors opened above.
+    // descriptors opened above, prctl(2) and getppid(2).
     unsafe {
         command.pre_exec(move || {
+            // The container dies with its shim (SIGKILLed, or taken down with the agent's
+            // cgroup by a unit without KillMode=process): nothing runs that nobody supervises,
+            // and the next run does not find its port taken. The agent ends the rest of the
+            // process group (see the runtime's reaping).
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            if nix::unistd::getppid() != shim {
+                return Err(std::io::Error::other(
+                    "the shim ended before the container ran",
+                ));
+            }
             nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
             nix::unistd::write(procs.as_fd(), b"0")?;
             Ok(())

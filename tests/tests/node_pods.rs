@@ -194,13 +194,55 @@ fn containers_share_localhost_and_readiness_decides_endpoints() -> Result<()> {
     Ok(())
 }
 
-/// The processes in a Pod's cgroup, from the agent's state.
-fn started_pid(cluster: &Cluster, uid: &str, container: &str, attempt: u32) -> Result<i32> {
+/// A pid from one of a container run's state files (`started.json`: the container,
+/// `shim.json`: its shim).
+fn state_pid(
+    cluster: &Cluster,
+    uid: &str,
+    container: &str,
+    attempt: u32,
+    file: &str,
+) -> Result<i32> {
     let file = cluster.node_root(1).join(format!(
-        "pods/{uid}/containers/{container}/{attempt}/started.json"
+        "pods/{uid}/containers/{container}/{attempt}/{file}"
     ));
-    let started: Value = serde_json::from_slice(&std::fs::read(&file)?)?;
-    started["pid"].as_i64().map(|p| p as i32).context("no pid")
+    let state: Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    state["pid"].as_i64().map(|p| p as i32).context("no pid")
+}
+
+fn started_pid(cluster: &Cluster, uid: &str, container: &str, attempt: u32) -> Result<i32> {
+    state_pid(cluster, uid, container, attempt, "started.json")
+}
+
+fn sigkill(pid: i32) -> Result<()> {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    Ok(nix::sys::signal::kill(
+        pid,
+        nix::sys::signal::Signal::SIGKILL,
+    )?)
+}
+
+/// Waits until Pod `pod`'s container is ready again after `restarts` restarts, the last run
+/// having ended with `field` = `value`.
+fn ready_after_restart(
+    cluster: &Cluster,
+    pod: &str,
+    restarts: u32,
+    (field, value): (&str, Value),
+) -> Result<()> {
+    wait::retry(WAIT, || {
+        let pod = cluster.get_json(&["pod", pod])?;
+        let status = &pod["status"]["containerStatuses"][0];
+        ensure!(
+            status["restartCount"] == restarts && status["ready"] == true,
+            "{status}"
+        );
+        ensure!(
+            status["lastState"]["terminated"][field] == value,
+            "{status}"
+        );
+        Ok(())
+    })
 }
 
 fn alive(pid: i32) -> bool {
@@ -208,7 +250,7 @@ fn alive(pid: i32) -> bool {
 }
 
 #[test]
-fn killed_containers_restart_deleted_pods_leave_nothing_and_a_killed_agent_leaves_pods_running()
+fn killed_containers_and_shims_restart_deleted_pods_leave_nothing_and_a_killed_agent_leaves_pods_running()
 -> Result<()> {
     let mut cluster = start("pods-life", 1)?;
     cluster.kubectl(&["run", "solo", "--image=skiff/test-server", "--port=8080"])?;
@@ -220,25 +262,30 @@ fn killed_containers_restart_deleted_pods_leave_nothing_and_a_killed_agent_leave
 
     // A killed container comes back with a higher restart count.
     let first = started_pid(&cluster, &uid, "solo", 0)?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first),
-        nix::sys::signal::Signal::SIGKILL,
+    sigkill(first)?;
+    ready_after_restart(&cluster, "solo", 1, ("exitCode", json!(137)))?;
+    let killed = started_pid(&cluster, &uid, "solo", 1)?;
+    assert_ne!(first, killed);
+
+    // A killed shim takes its container along, and the next run gets the port (not a crash
+    // loop on an address in use).
+    sigkill(state_pid(&cluster, &uid, "solo", 1, "shim.json")?)?;
+    ready_after_restart(
+        &cluster,
+        "solo",
+        2,
+        ("reason", json!("ContainerStatusUnknown")),
     )?;
-    wait::retry(WAIT, || {
-        let pod = cluster.get_json(&["pod", "solo"])?;
-        let status = &pod["status"]["containerStatuses"][0];
-        ensure!(
-            status["restartCount"] == 1 && status["ready"] == true,
-            "{status}"
-        );
-        ensure!(
-            status["lastState"]["terminated"]["exitCode"] == 137,
-            "{status}"
-        );
-        Ok(())
-    })?;
-    let second = started_pid(&cluster, &uid, "solo", 1)?;
-    assert_ne!(first, second);
+    assert!(!alive(killed), "the container of the killed shim is gone");
+    let second = started_pid(&cluster, &uid, "solo", 2)?;
+    assert_eq!(
+        node.exec(
+            &["curl", "-sS", "--max-time", "5", &url],
+            Duration::from_secs(10)
+        )?
+        .trim(),
+        "solo"
+    );
 
     // The agent is killed: the Pod keeps running and answering; a new agent adopts it.
     cluster.kill_agent(1)?;
@@ -251,12 +298,12 @@ fn killed_containers_restart_deleted_pods_leave_nothing_and_a_killed_agent_leave
     std::thread::sleep(Duration::from_secs(3));
     assert!(alive(second), "the container survived the agent's restart");
     assert_eq!(
-        started_pid(&cluster, &uid, "solo", 1)?,
+        started_pid(&cluster, &uid, "solo", 2)?,
         second,
         "not restarted"
     );
     let pod = ready_pods(&cluster, "run=solo", 1)?.remove(0);
-    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 2);
     let reply = node.exec(
         &["curl", "-sS", "--max-time", "5", &url],
         Duration::from_secs(10),

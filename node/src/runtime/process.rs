@@ -29,6 +29,9 @@ use crate::shim::{self, Exited, ShimProcess, Started};
 /// The interface name Pods get.
 pub const POD_IFNAME: &str = "eth0";
 
+/// Why a run ended that its shim did not see end.
+const SHIM_GONE: &str = "the container's shim is gone";
+
 /// The process runtime.
 #[derive(Clone, Debug)]
 pub struct ProcessRuntime {
@@ -117,7 +120,7 @@ impl ProcessRuntime {
                     (started, false) => ContainerState::Exited {
                         exit_code: 137,
                         reason: "ContainerStatusUnknown".to_owned(),
-                        message: Some("the container's shim is gone".to_owned()),
+                        message: Some(SHIM_GONE.to_owned()),
                         started_at: started.map(|s| s.started_at),
                         finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
                     },
@@ -129,6 +132,55 @@ impl ProcessRuntime {
             id: format!("skiff://{uid}/{name}/{attempt}"),
             state,
         }
+    }
+
+    /// Settles a run whose shim is gone without recording an exit (killed, or taken down with
+    /// the agent's unit): what is left of the container's process group in the Pod's cgroup
+    /// is killed and the run recorded as ended, so the next run does not share the Pod with
+    /// it (and find its port taken) and its status stops changing. Fine for any other run.
+    fn reap_orphan(&self, cgroup: &Path, dir: &Path) -> Result<(), RuntimeError> {
+        if dir.join(shim::EXITED).exists()
+            || shim::read_state::<ShimProcess>(dir, shim::SHIM).is_some_and(|s| s.alive())
+        {
+            return Ok(());
+        }
+        let started: Option<Started> = shim::read_state(dir, shim::STARTED);
+        if let Some(started) = &started {
+            // Only processes of this Pod: a recycled pid elsewhere is never touched.
+            let leftovers = || -> Vec<i32> {
+                sandbox::cgroup_pids(cgroup)
+                    .into_iter()
+                    .filter(|&pid| shim::process_group(pid) == Some(started.pid))
+                    .collect()
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let left = leftovers();
+                if left.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(RuntimeError::Io {
+                        what: format!("processes {left:?} of {} did not end", dir.display()),
+                        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    });
+                }
+                for pid in left {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            tracing::info!(run = %dir.display(), "a container whose shim was gone is ended");
+        }
+        let exited = Exited {
+            exit_code: 137,
+            signal: None,
+            reason: "ContainerStatusUnknown".to_owned(),
+            message: Some(SHIM_GONE.to_owned()),
+            finished_at: shim::now(),
+        };
+        shim::write_state(dir, shim::EXITED, &exited)
+            .map_err(io(format!("cannot record the end of {}", dir.display())))
     }
 
     /// The log of a container's run.
@@ -226,10 +278,12 @@ impl PodRuntime for ProcessRuntime {
         let info = self
             .read_sandbox(uid)
             .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
-        let attempt = self
-            .attempts(uid, &config.name)
-            .last()
-            .map_or(0, |last| last + 1);
+        let last = self.attempts(uid, &config.name).last().copied();
+        if let Some(last) = last {
+            let previous = self.container_dir(uid, &config.name).join(last.to_string());
+            self.reap_orphan(&info.cgroup, &previous)?;
+        }
+        let attempt = last.map_or(0, |last| last + 1);
         let dir = self
             .container_dir(uid, &config.name)
             .join(attempt.to_string());
@@ -299,6 +353,12 @@ impl PodRuntime for ProcessRuntime {
             dir.join(shim::EXITED).exists()
                 || !shim::read_state::<ShimProcess>(&dir, shim::SHIM).is_some_and(|s| s.alive())
         };
+        if !shim::read_state::<ShimProcess>(&dir, shim::SHIM).is_some_and(|s| s.alive()) {
+            let info = self
+                .read_sandbox(uid)
+                .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
+            return self.reap_orphan(&info.cgroup, &dir);
+        }
         let Some(started) = shim::read_state::<Started>(&dir, shim::STARTED) else {
             return Ok(());
         };

@@ -278,12 +278,16 @@ impl PodRuntime for ProcessRuntime {
         let info = self
             .read_sandbox(uid)
             .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
-        let last = self.attempts(uid, &config.name).last().copied();
-        if let Some(last) = last {
-            let previous = self.container_dir(uid, &config.name).join(last.to_string());
-            self.reap_orphan(&info.cgroup, &previous)?;
+        let attempts = self.attempts(uid, &config.name);
+        // Any earlier run, not only the last: one orphaned before this agent started has
+        // crash-looping runs after it.
+        for earlier in &attempts {
+            let dir = self
+                .container_dir(uid, &config.name)
+                .join(earlier.to_string());
+            self.reap_orphan(&info.cgroup, &dir)?;
         }
-        let attempt = last.map_or(0, |last| last + 1);
+        let attempt = attempts.last().map_or(0, |last| last + 1);
         let dir = self
             .container_dir(uid, &config.name)
             .join(attempt.to_string());

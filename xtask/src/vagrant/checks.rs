@@ -268,7 +268,15 @@ pub fn pod_replaced(settings: &Settings, demo: &Demo) -> Result<Demo> {
 /// `systemctl restart skiff-node` on one VM while that VM sends requests to the ClusterIP every
 /// 50 ms: none may fail, and the agent must really have restarted.
 pub fn agent_restart_under_loop(settings: &Settings, demo: &Demo) -> Result<()> {
-    let vm = if settings.nodes > 1 { "node2" } else { "node1" };
+    // A worker with a demo Pod, node2 when it has one: its containers must outlive the agent.
+    let names = settings.names();
+    let vm = names
+        .iter()
+        .skip(usize::from(settings.nodes > 1))
+        .find(|vm| demo.pod_on(vm).is_some())
+        .context("no VM runs a demo Pod")?
+        .as_str();
+    let containers_before = containers_on(vm)?;
     let url = format!("http://{}/", demo.cluster_ip);
     let script = format!(
         r#"before=$(systemctl show -p MainPID --value skiff-node)
@@ -303,7 +311,53 @@ echo "$ok $failed $before $after $(systemctl is-active skiff-node)""#
         ok.parse::<u32>().unwrap_or(0) >= 20,
         "only {ok} requests ran"
     );
+    // The agent restarted; its Pods did not (as with a kubelet and containerd's shims).
+    let containers_after = skiff_tests::wait::retry(Duration::from_secs(60), || {
+        let now = containers_on(vm)?;
+        ensure!(
+            now.keys().eq(containers_before.keys()) && now.values().all(|(_, _, ready)| *ready),
+            "waiting for the Pods on {vm} to be ready: {now:?}"
+        );
+        Ok(now)
+    })?;
+    ensure!(
+        containers_after == containers_before,
+        "the containers on {vm} did not outlive the agent: before {containers_before:?}, \
+         after {containers_after:?}"
+    );
+    println!(
+        "  {vm}: its Pods kept their containers ({:?})",
+        containers_after.keys()
+    );
     Ok(())
+}
+
+/// The demo Pods on `vm`: their container ID, restart count and readiness.
+fn containers_on(vm: &str) -> Result<BTreeMap<String, (String, u64, bool)>> {
+    let pods = vms::get_json(&["pods", "-l", "app=web"])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["spec"]["nodeName"] == vm && p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let status = &p["status"]["containerStatuses"][0];
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                (
+                    status["containerID"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    status["restartCount"].as_u64().unwrap_or_default(),
+                    ready(p),
+                ),
+            )
+        })
+        .collect())
 }
 
 /// Switches every VM's proxy to `mode` the way an operator would (the setting in

@@ -29,8 +29,21 @@ use crate::shim::{self, Exited, ShimProcess, Started};
 /// The interface name Pods get.
 pub const POD_IFNAME: &str = "eth0";
 
-/// Why a run ended that its shim did not see end.
-const SHIM_GONE: &str = "the container's shim is gone";
+/// Whether the shim of the run in `dir` still runs.
+fn shim_alive(dir: &Path) -> bool {
+    shim::read_state::<ShimProcess>(dir, shim::SHIM).is_some_and(|s| s.alive())
+}
+
+/// How a run ended that its shim did not see end (the shim was killed, or never recorded).
+fn shim_gone() -> Exited {
+    Exited {
+        exit_code: 137,
+        signal: None,
+        reason: "ContainerStatusUnknown".to_owned(),
+        message: Some("the container's shim is gone".to_owned()),
+        finished_at: shim::now(),
+    }
+}
 
 /// The process runtime.
 #[derive(Clone, Debug)]
@@ -101,31 +114,20 @@ impl ProcessRuntime {
     fn run_of(&self, uid: &str, name: &str, attempt: u32) -> ContainerInfo {
         let dir = self.container_dir(uid, name).join(attempt.to_string());
         let started: Option<Started> = shim::read_state(&dir, shim::STARTED);
-        let state = match shim::read_state::<Exited>(&dir, shim::EXITED) {
-            Some(exited) => ContainerState::Exited {
+        let exited = shim::read_state::<Exited>(&dir, shim::EXITED)
+            .or_else(|| (!shim_alive(&dir)).then(shim_gone));
+        let state = match (exited, started) {
+            (Some(exited), started) => ContainerState::Exited {
                 exit_code: exited.exit_code,
                 reason: exited.reason,
                 message: exited.message,
                 started_at: started.map(|s| s.started_at),
                 finished_at: exited.finished_at,
             },
-            None => {
-                let shim_alive =
-                    shim::read_state::<ShimProcess>(&dir, shim::SHIM).is_some_and(|s| s.alive());
-                match (started, shim_alive) {
-                    (Some(s), true) => ContainerState::Running {
-                        started_at: s.started_at,
-                    },
-                    (None, true) => ContainerState::Creating,
-                    (started, false) => ContainerState::Exited {
-                        exit_code: 137,
-                        reason: "ContainerStatusUnknown".to_owned(),
-                        message: Some(SHIM_GONE.to_owned()),
-                        started_at: started.map(|s| s.started_at),
-                        finished_at: k8s_openapi::jiff::Timestamp::now().to_string(),
-                    },
-                }
-            }
+            (None, Some(s)) => ContainerState::Running {
+                started_at: s.started_at,
+            },
+            (None, None) => ContainerState::Creating,
         };
         ContainerInfo {
             attempt,
@@ -139,9 +141,7 @@ impl ProcessRuntime {
     /// is killed and the run recorded as ended, so the next run does not share the Pod with
     /// it (and find its port taken) and its status stops changing. Fine for any other run.
     fn reap_orphan(&self, cgroup: &Path, dir: &Path) -> Result<(), RuntimeError> {
-        if dir.join(shim::EXITED).exists()
-            || shim::read_state::<ShimProcess>(dir, shim::SHIM).is_some_and(|s| s.alive())
-        {
+        if dir.join(shim::EXITED).exists() || shim_alive(dir) {
             return Ok(());
         }
         let started: Option<Started> = shim::read_state(dir, shim::STARTED);
@@ -172,14 +172,7 @@ impl ProcessRuntime {
             }
             tracing::info!(run = %dir.display(), "a container whose shim was gone is ended");
         }
-        let exited = Exited {
-            exit_code: 137,
-            signal: None,
-            reason: "ContainerStatusUnknown".to_owned(),
-            message: Some(SHIM_GONE.to_owned()),
-            finished_at: shim::now(),
-        };
-        shim::write_state(dir, shim::EXITED, &exited)
+        shim::write_state(dir, shim::EXITED, &shim_gone())
             .map_err(io(format!("cannot record the end of {}", dir.display())))
     }
 
@@ -353,11 +346,8 @@ impl PodRuntime for ProcessRuntime {
             return Ok(());
         };
         let dir = self.container_dir(uid, name).join(attempt.to_string());
-        let ended = || {
-            dir.join(shim::EXITED).exists()
-                || !shim::read_state::<ShimProcess>(&dir, shim::SHIM).is_some_and(|s| s.alive())
-        };
-        if !shim::read_state::<ShimProcess>(&dir, shim::SHIM).is_some_and(|s| s.alive()) {
+        let ended = || dir.join(shim::EXITED).exists() || !shim_alive(&dir);
+        if !shim_alive(&dir) {
             let info = self
                 .read_sandbox(uid)
                 .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;

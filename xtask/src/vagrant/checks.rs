@@ -47,6 +47,17 @@ fn ready(object: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
+/// The demo's Pods that are not being deleted.
+fn demo_pods() -> Result<Vec<Value>> {
+    let mut pods = vms::get_json(&["pods", "-l", "app=web"])?;
+    let items = pods["items"].as_array_mut().map(std::mem::take);
+    Ok(items
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect())
+}
+
 /// The demo as it is now.
 pub fn current_demo() -> Result<Demo> {
     let service = vms::get_json(&["service", "web"])?;
@@ -57,12 +68,9 @@ pub fn current_demo() -> Result<Demo> {
     let node_port = service["spec"]["ports"][0]["nodePort"]
         .as_u64()
         .context("the Service web has no nodePort")? as u16;
-    let pods = vms::get_json(&["pods", "-l", "app=web"])?;
-    let pods = pods["items"]
-        .as_array()
+    let pods = demo_pods()?
         .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && ready(p))
+        .filter(ready)
         .map(|p| {
             let name = p["metadata"]["name"].as_str().unwrap_or_default();
             let node = p["spec"]["nodeName"].as_str().unwrap_or_default();
@@ -334,12 +342,9 @@ echo "$ok $failed $before $after $(systemctl is-active skiff-node)""#
 
 /// The demo Pods on `vm`: their container ID, restart count and readiness.
 fn containers_on(vm: &str) -> Result<BTreeMap<String, (String, u64, bool)>> {
-    let pods = vms::get_json(&["pods", "-l", "app=web"])?;
-    Ok(pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["spec"]["nodeName"] == vm && p["metadata"]["deletionTimestamp"].is_null())
+    Ok(demo_pods()?
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == vm)
         .map(|p| {
             let status = &p["status"]["containerStatuses"][0];
             (

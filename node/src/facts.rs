@@ -20,6 +20,9 @@ pub struct MachineFacts {
     pub boot_id: String,
     /// `amd64`, `arm64`, ... (Go's names, as Kubernetes uses them).
     pub architecture: String,
+    /// The container runtime, `<name>://<version>` (`containerd://1.6.20`); the agent fills it
+    /// in from the runtime once it answers.
+    pub runtime_version: String,
 }
 
 impl MachineFacts {
@@ -43,6 +46,7 @@ impl MachineFacts {
             machine_id: read("etc/machine-id"),
             boot_id: read("proc/sys/kernel/random/boot_id"),
             architecture: go_arch(std::env::consts::ARCH).to_owned(),
+            runtime_version: String::new(),
         }
     }
 }

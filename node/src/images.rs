@@ -55,6 +55,20 @@ pub enum ImageError {
         /// What is wrong.
         message: String,
     },
+    /// The runtime could not pull it (`ErrImagePull`): the registry's answer.
+    #[error("failed to pull image {image:?}: {message}")]
+    PullFailed {
+        /// The image reference.
+        image: String,
+        /// Why, as the runtime tells it.
+        message: String,
+    },
+    /// `imagePullPolicy: Never` and the node does not have it (`ErrImageNeverPull`).
+    #[error("container image {image:?} is not present with pull policy of Never")]
+    NeverPull {
+        /// The image reference.
+        image: String,
+    },
     /// Neither the Pod nor the image gives a command.
     #[error("no command: the container has no command and image {image:?} no entrypoint or cmd")]
     NoCommand {
@@ -67,7 +81,8 @@ impl ImageError {
     /// The container status `waiting.reason` Kubernetes shows for it.
     pub fn reason(&self) -> &'static str {
         match self {
-            ImageError::NotFound { .. } => "ErrImagePull",
+            ImageError::NotFound { .. } | ImageError::PullFailed { .. } => "ErrImagePull",
+            ImageError::NeverPull { .. } => "ErrImageNeverPull",
             ImageError::Invalid { .. } => "InvalidImageName",
             ImageError::NoCommand { .. } => "CreateContainerConfigError",
         }
@@ -80,8 +95,10 @@ pub struct Catalog {
     dir: PathBuf,
 }
 
-/// `docker.io/library/nginx:1.27@sha256:...` → `nginx`; `skiff/test-server:v1` →
-/// `skiff/test-server`. Tags and digests are accepted and ignored: an entry is one version.
+/// `docker.io/library/nginx:1.27@sha256:...` → `nginx`; `skiff/test-server:v1` and
+/// `localhost:5000/skiff/test-server` → `skiff/test-server`. The registry (a first part with a
+/// `.` or `:`, or `localhost`, as image references define it) is dropped, so one manifest names
+/// the same image on both runtimes. Tags and digests are ignored: an entry is one version.
 pub fn repository(image: &str) -> &str {
     let without_digest = image.split('@').next().unwrap_or(image);
     // A ':' after the last '/' is a tag; one before it is a registry port.
@@ -89,7 +106,10 @@ pub fn repository(image: &str) -> &str {
         Some(colon) if !without_digest[colon..].contains('/') => &without_digest[..colon],
         _ => without_digest,
     };
-    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    let name = match name.split_once('/') {
+        Some((registry, rest)) if registry.contains(['.', ':']) || registry == "localhost" => rest,
+        _ => name,
+    };
     name.strip_prefix("library/").unwrap_or(name)
 }
 
@@ -102,6 +122,26 @@ impl Catalog {
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The repositories it holds (`skiff/test-server`), sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut folders = vec![self.dir.clone()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if path.extension().is_some_and(|e| e == "json")
+                    && let Ok(relative) = path.with_extension("").strip_prefix(&self.dir)
+                {
+                    found.push(relative.to_string_lossy().into_owned());
+                }
+            }
+        }
+        found.sort();
+        found
     }
 
     /// Looks `image` up.
@@ -205,7 +245,16 @@ mod tests {
         assert_eq!(repository("skiff/test-server:v1"), "skiff/test-server");
         assert_eq!(repository("docker.io/library/nginx:1.27"), "nginx");
         assert_eq!(repository("nginx@sha256:abc"), "nginx");
-        assert_eq!(repository("reg:5000/team/app"), "reg:5000/team/app");
+        assert_eq!(repository("reg:5000/team/app"), "team/app");
+        assert_eq!(
+            repository("localhost:5000/skiff/test-server:latest"),
+            "skiff/test-server"
+        );
+        assert_eq!(
+            repository("localhost/skiff/test-server"),
+            "skiff/test-server"
+        );
+        assert_eq!(repository("team/app"), "team/app");
     }
 
     #[test]
@@ -244,6 +293,7 @@ mod tests {
         );
         let broken = resolve(&catalog, "broken", &[], None, None).unwrap_err();
         assert_eq!(broken.reason(), "InvalidImageName");
+        assert_eq!(catalog.entries(), ["broken", "skiff/test-server"]);
         let escape = catalog.lookup("../etc/passwd").unwrap_err();
         assert_eq!(escape.reason(), "ErrImagePull");
         std::fs::remove_dir_all(dir).unwrap();

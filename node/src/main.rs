@@ -15,9 +15,12 @@ use skiff_cni::network::{Backend, VxlanConfig};
 use skiff_node::cni::Cni;
 use skiff_node::facts::MachineFacts;
 use skiff_node::images::Catalog;
+use skiff_node::pods::dns::{DnsSettings, parse_resolv_conf};
 use skiff_node::pods::events::Recorder;
 use skiff_node::pods::worker::Context as PodContext;
 use skiff_node::register::{self, NodeIdentity};
+use skiff_node::runtime::PodRuntime;
+use skiff_node::runtime::cri::{CriRuntime, CriSettings};
 use skiff_node::runtime::process::ProcessRuntime;
 use skiff_node::{heartbeat, network, pods, sandbox, shim};
 use skiff_proxy::iptables::RenderOptions;
@@ -56,9 +59,27 @@ struct Cli {
     /// Pod network namespaces are `/run/netns/<prefix><pod uid>`.
     #[arg(long, default_value = "skiff-")]
     netns_prefix: String,
-    /// The image catalog (see `images`): `<dir>/<repository>.json` per image.
+    /// The container runtime's CRI socket (`unix:///run/containerd/containerd.sock`): Pods run
+    /// as containers there, and the runtime calls the CNI plugins. Without it, the process
+    /// runtime runs Pods as host processes.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// The process runtime's image catalog (see `images`): `<dir>/<repository>.json` per image.
     #[arg(long, default_value = "/var/lib/skiff/images")]
     image_catalog: PathBuf,
+    /// Containers' logs (CRI runtime): `<dir>/<namespace>_<pod>_<uid>/<container>/<n>.log`.
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_logs_dir: PathBuf,
+    /// The cluster DNS Service's addresses, the first nameserver of `ClusterFirst` Pods
+    /// (comma-separated; none: Pods use the node's resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<Ipv4Addr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolver configuration, the base of `Default` Pods' resolv.conf.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Every Pod address in the cluster (egress to elsewhere is masqueraded).
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: Ipv4Net,
@@ -148,7 +169,41 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let client = kube::Client::try_from(config)?;
     let identity = NodeIdentity { name, ip };
-    let facts = MachineFacts::read();
+    let cgroup_mount = skiff_proxy::ebpf::mounts::ensure_cgroup2();
+    let cgroup_root = match (cli.cgroup_root.clone(), &cgroup_mount) {
+        (Some(dir), _) => dir,
+        (None, Ok(mount)) => mount.join("skiff-pods"),
+        (None, Err(err)) => bail!("no cgroup v2 hierarchy ({err}): give --cgroup-root"),
+    };
+    sandbox::create_cgroup(&cgroup_root)?;
+    let cni = Cni {
+        conf_dir: cli.cni_conf_dir.clone(),
+        bin_dirs: cli.cni_bin_dir.clone(),
+        cache_dir: cli.root_dir.join("cni-results"),
+    };
+    let runtime: Arc<dyn PodRuntime> = match &cli.container_runtime_endpoint {
+        Some(endpoint) => Arc::new(CriRuntime::new(CriSettings {
+            endpoint: endpoint.clone(),
+            cgroup_root: cgroup_root.clone(),
+            cgroup_mount: cgroup_mount
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("the CRI runtime needs cgroup v2: {e}"))?
+                .clone(),
+            log_root: cli.pod_logs_dir.clone(),
+            cni: cni.clone(),
+        })?),
+        None => Arc::new(ProcessRuntime {
+            state_dir: cli.root_dir.join("pods"),
+            cgroup_root: cgroup_root.clone(),
+            netns_prefix: cli.netns_prefix.clone(),
+            cni: cni.clone(),
+            shim_exe: std::env::current_exe().context("cannot find this binary for the shim")?,
+            catalog: Catalog::new(&cli.image_catalog),
+        }),
+    };
+    let mut facts = MachineFacts::read();
+    facts.runtime_version = runtime_version(&runtime).await?;
+    tracing::info!(runtime = %facts.runtime_version, "container runtime");
     let nodes: Api<Node> = Api::all(client.clone());
     register::register(&nodes, &identity, &facts).await?;
     let lease = Duration::from_secs(cli.node_lease_duration_seconds.max(1));
@@ -181,34 +236,23 @@ async fn run(cli: Cli) -> Result<()> {
     tracing::info!(conflist = %conflist.display(), mtu = pod_mtu, "CNI configuration written");
     let net_task = tokio::spawn(network::follow_nodes(client.clone(), node_network));
 
-    let cgroup_root = match cli.cgroup_root {
-        Some(dir) => dir,
-        None => skiff_proxy::ebpf::mounts::ensure_cgroup2()
-            .context("no cgroup v2 hierarchy: give --cgroup-root")?
-            .join("skiff-pods"),
-    };
-    sandbox::create_cgroup(&cgroup_root)?;
-    let cni = Cni {
-        conf_dir: cli.cni_conf_dir.clone(),
-        bin_dirs: cli.cni_bin_dir.clone(),
-        cache_dir: cli.root_dir.join("cni-results"),
-    };
-    let runtime = ProcessRuntime {
-        state_dir: cli.root_dir.join("pods"),
-        cgroup_root: cgroup_root.clone(),
-        netns_prefix: cli.netns_prefix.clone(),
-        cni: cni.clone(),
-        shim_exe: std::env::current_exe().context("cannot find this binary for the shim")?,
-    };
+    let host_resolv = std::fs::read_to_string(&cli.resolv_conf).unwrap_or_else(|err| {
+        tracing::warn!(file = %cli.resolv_conf.display(), error = %err, "no resolver configuration");
+        String::new()
+    });
     let ctx = Arc::new(PodContext {
         client: client.clone(),
-        runtime: Arc::new(runtime),
-        catalog: Catalog::new(&cli.image_catalog),
+        runtime,
+        dns: DnsSettings {
+            cluster_dns: cli.cluster_dns.iter().map(ToString::to_string).collect(),
+            cluster_domain: cli.cluster_domain.clone(),
+            host: parse_resolv_conf(&host_resolv),
+        },
         node: identity.name.clone(),
         node_ip: identity.ip,
         recorder: Recorder::new(client.clone(), &identity.name),
     });
-    let pod_task = tokio::spawn(pods::run(ctx, cni));
+    let pod_task = tokio::spawn(pods::run(ctx));
     tracing::info!(node = %identity.name, "running pods");
     let proxy_mode = match cli.proxy_mode.as_str() {
         "iptables" => Some(ProxyMode::Iptables),
@@ -255,6 +299,25 @@ async fn run(cli: Cli) -> Result<()> {
             _ => bail!("the service proxy stopped"),
         },
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// The runtime's version, waiting a while for a runtime that is still starting (containerd
+/// started alongside the agent).
+async fn runtime_version(runtime: &Arc<dyn PodRuntime>) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let asked = Arc::clone(runtime);
+        match tokio::task::spawn_blocking(move || asked.version()).await? {
+            Ok(version) => return Ok(version),
+            Err(err) if tokio::time::Instant::now() >= deadline => {
+                return Err(err).context("the container runtime does not answer");
+            }
+            Err(err) => {
+                tracing::info!(error = %err, "waiting for the container runtime");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 

@@ -16,8 +16,6 @@ use crate::facts::MachineFacts;
 
 /// The version this agent reports as `kubeletVersion`: the API it serves, plus ours.
 pub const AGENT_VERSION: &str = concat!("v1.33.0-skiff.", env!("CARGO_PKG_VERSION"));
-/// The runtime it reports: the process runtime.
-pub const RUNTIME_VERSION: &str = concat!("skiff-process://", env!("CARGO_PKG_VERSION"));
 /// Pods a node takes, kubelet's default `--max-pods`.
 pub const MAX_PODS: u32 = 110;
 
@@ -89,7 +87,7 @@ pub fn node_status(identity: &NodeIdentity, facts: &MachineFacts) -> Value {
         "nodeInfo": {
             "machineID": facts.machine_id, "systemUUID": facts.machine_id,
             "bootID": facts.boot_id, "kernelVersion": facts.kernel_version,
-            "osImage": facts.os_image, "containerRuntimeVersion": RUNTIME_VERSION,
+            "osImage": facts.os_image, "containerRuntimeVersion": facts.runtime_version,
             "kubeletVersion": AGENT_VERSION, "kubeProxyVersion": AGENT_VERSION,
             "operatingSystem": "linux", "architecture": facts.architecture,
         },
@@ -220,6 +218,7 @@ mod tests {
             machine_id: "m".into(),
             boot_id: "b".into(),
             architecture: "amd64".into(),
+            runtime_version: "containerd://1.6.20".into(),
         }
     }
 

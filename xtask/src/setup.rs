@@ -25,6 +25,14 @@ pub const APT_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "containernetworking-plugins",
+    // protoc, for the CRI client's generated code (k8s-cri's build script).
+    "protobuf-compiler",
+    // Real containers: the runtime the node agent drives over CRI, the local registry images
+    // are pulled from, and the one-file userland the debugging image is made of.
+    "containerd",
+    "runc",
+    "docker-registry",
+    "busybox-static",
 ];
 
 /// The official Python client the API tests drive (installed into `target/pyvenv`).

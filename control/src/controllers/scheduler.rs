@@ -17,7 +17,6 @@
 
 mod cache;
 mod filter;
-mod quantity;
 mod queue;
 mod score;
 mod write;

@@ -1,7 +1,8 @@
-//! A container's environment, assembled as a container runtime and kubelet do: the image's
-//! defaults, then `HOSTNAME` (the Pod's name, as a container's hostname would be), then the
-//! container's `env` with `$(VAR)` references expanded and the downward-API `fieldRef`s
-//! kubelet resolves itself (Pod name, namespace, uid, IP, node name, host IP, service account).
+//! A container's environment as kubelet hands it to the runtime: the Service variables of the
+//! Pod's namespace (docker-link style, when `enableServiceLinks`), then the container's `env`
+//! with `$(VAR)` references expanded and the downward-API `fieldRef`s kubelet resolves itself
+//! (Pod name, namespace, uid, IP, node name, host IP, service account). The runtime puts the
+//! image's defaults (and `HOSTNAME`) beneath it.
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -69,23 +70,15 @@ fn field(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
     }
 }
 
-/// The whole environment of `container`.
+/// The Pod's environment for `container`, over `service_env`.
 pub fn container_env(
     pod: &Pod,
     container: &Container,
-    image_env: &[(String, String)],
+    service_env: &[(String, String)],
     pod_ip: &str,
     host_ip: &str,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = image_env.to_vec();
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), DEFAULT_PATH.into()));
-    }
-    set(
-        &mut env,
-        "HOSTNAME",
-        pod.metadata.name.clone().unwrap_or_default(),
-    );
+    let mut env: Vec<(String, String)> = service_env.to_vec();
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(value), _) => expand(value, &env),
@@ -123,7 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pod_env_overrides_the_image_and_field_refs_resolve() {
+    fn the_pod_env_overrides_service_links_and_field_refs_resolve() {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
             "spec": {"nodeName": "node1", "containers": [{"name": "c", "env": [
@@ -136,15 +129,14 @@ mod tests {
         }))
         .unwrap();
         let container = &pod.spec.as_ref().unwrap().containers[0];
-        let image = vec![
+        let services = vec![
             ("MODE".to_owned(), "slow".to_owned()),
-            ("PATH".to_owned(), "/bin".to_owned()),
+            ("WEB_SERVICE_HOST".to_owned(), "10.96.0.2".to_owned()),
         ];
-        let env = container_env(&pod, container, &image, "10.244.1.5", "172.31.0.10");
+        let env = container_env(&pod, container, &services, "10.244.1.5", "172.31.0.10");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("MODE"), Some("fast"));
-        assert_eq!(get("PATH"), Some("/bin"));
-        assert_eq!(get("HOSTNAME"), Some("web-1"));
+        assert_eq!(get("WEB_SERVICE_HOST"), Some("10.96.0.2"));
         assert_eq!(get("POD_IP"), Some("10.244.1.5"));
         assert_eq!(get("APP"), Some("web"));
         assert_eq!(get("GREETING"), Some("fast-web-1"));

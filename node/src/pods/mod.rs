@@ -6,9 +6,11 @@
 //! sandbox vanished while the agent was away. Only then do workers start, so GC never races
 //! an ADD.
 
+pub mod dns;
 pub mod env;
 pub mod events;
 pub mod probe;
+pub mod resources;
 pub mod status;
 pub mod worker;
 
@@ -22,6 +24,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::{mpsc, watch};
 
 use self::worker::Context;
+use crate::runtime::RuntimeError;
 
 /// The running workers.
 struct Workers {
@@ -61,7 +64,7 @@ impl Workers {
 }
 
 /// Runs the Pods of this node until the watch ends (it does not, short of a panic).
-pub async fn run(ctx: Arc<Context>, cni: crate::cni::Cni) {
+pub async fn run(ctx: Arc<Context>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
     let mut events = std::pin::pin!(watcher::watcher(pods, config));
@@ -87,7 +90,7 @@ pub async fn run(ctx: Arc<Context>, cni: crate::cni::Cni) {
                 Some(Ok(Event::InitDone)) => {
                     let listed = std::mem::take(&mut listing);
                     if !adopted {
-                        adopt(&ctx, &cni, &listed).await;
+                        adopt(&ctx, &listed).await;
                         adopted = true;
                     }
                     // A relist: Pods that vanished meanwhile are deleted, the rest applied.
@@ -111,37 +114,46 @@ pub async fn run(ctx: Arc<Context>, cni: crate::cni::Cni) {
     }
 }
 
-/// Removes the sandboxes of Pods no longer bound here and lets the plugins free what no
-/// sandbox holds.
-async fn adopt(ctx: &Arc<Context>, cni: &crate::cni::Cni, listed: &[Pod]) {
+/// Removes the sandboxes of Pods no longer bound here and has the runtime free what no
+/// sandbox holds (CNI GC). Retries while the runtime cannot answer (containerd starting).
+async fn adopt(ctx: &Arc<Context>, listed: &[Pod]) {
     let keep: HashSet<String> = listed
         .iter()
         .filter_map(|p| p.metadata.uid.clone())
         .collect();
-    let runtime = Arc::clone(&ctx.runtime);
-    let cni = cni.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let mut adopted = Vec::new();
-        for sandbox in runtime.sandboxes() {
-            if keep.contains(&sandbox.uid) {
-                adopted.push(sandbox.uid);
-            } else if let Err(err) = runtime.remove_sandbox(&sandbox.uid) {
-                tracing::warn!(pod = %sandbox.name, error = %err, "orphaned sandbox not removed");
-            } else {
-                tracing::info!(pod = %sandbox.name, "removed the sandbox of a pod that is gone");
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        let runtime = Arc::clone(&ctx.runtime);
+        let keep = keep.clone();
+        let report = tokio::task::spawn_blocking(move || -> Result<usize, RuntimeError> {
+            let mut adopted = 0;
+            for sandbox in runtime.sandboxes()? {
+                if keep.contains(&sandbox.uid) {
+                    adopted += 1;
+                } else if let Err(err) = runtime.remove_sandbox(&sandbox.uid) {
+                    tracing::warn!(pod = %sandbox.name, error = %err, "orphaned sandbox not removed");
+                } else {
+                    tracing::info!(pod = %sandbox.name, "removed the sandbox of a pod that is gone");
+                }
+            }
+            let live = runtime.sandboxes()?;
+            if let Err(err) = runtime.collect_garbage(&live) {
+                tracing::warn!(error = %err, "CNI GC failed");
+            }
+            Ok(adopted)
+        })
+        .await
+        .expect("runtime calls do not panic");
+        match report {
+            Ok(adopted) => {
+                tracing::info!(adopted, "pods adopted from an earlier run");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %skiff_cni::error_chain(&err), "cannot list the runtime's sandboxes; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
         }
-        let valid: Vec<(String, String)> = runtime
-            .sandboxes()
-            .into_iter()
-            .map(|s| (s.uid, crate::runtime::process::POD_IFNAME.to_owned()))
-            .collect();
-        if let Err(err) = cni.gc(&valid) {
-            tracing::warn!(error = %err, "CNI GC failed");
-        }
-        adopted
-    })
-    .await
-    .unwrap_or_default();
-    tracing::info!(adopted = report.len(), "pods adopted from an earlier run");
+    }
 }

@@ -12,6 +12,8 @@ pub struct ContainerView {
     pub name: String,
     /// Its image.
     pub image: String,
+    /// The image's id as the runtime resolved it (`imageID`), once known.
+    pub image_id: Option<String>,
     /// The latest run: id, restart count and state; None before the first start.
     pub run: Option<(String, u32, ContainerState)>,
     /// The run before, if it ended (for `lastState`).
@@ -94,7 +96,7 @@ pub fn container_status(c: &ContainerView) -> Value {
         _ => json!({}),
     };
     let mut status = json!({
-        "name": c.name, "image": c.image, "imageID": "", "ready": c.ready && running,
+        "name": c.name, "image": c.image, "imageID": c.image_id.clone().unwrap_or_default(), "ready": c.ready && running,
         "started": running, "restartCount": restarts, "state": state, "lastState": last_state,
     });
     if !id.is_null() {
@@ -199,6 +201,7 @@ mod tests {
         ContainerView {
             name: name.into(),
             image: "skiff/test-server".into(),
+            image_id: None,
             run: Some((
                 format!("skiff://u/{name}/0"),
                 0,

@@ -1,8 +1,10 @@
 //! One Pod's worker: makes what runs match the Pod, every second and on every change.
 //!
 //! Like kubelet's pod worker it owns one Pod from first sight to teardown: it makes the sandbox,
-//! starts containers (again, per `restartPolicy`, with kubelet's back-off: the first restart at
-//! once, then 10 s doubling to 5 min), runs the probes, and patches the status when it changes.
+//! pulls images per `imagePullPolicy` (failed pulls back off as kubelet's do:
+//! `ErrImagePull`, then `ImagePullBackOff`), starts containers (again, per `restartPolicy`,
+//! with kubelet's back-off: the first restart at once, then 10 s doubling to 5 min), runs the
+//! probes, and patches the status when it changes.
 //! When the Pod is being deleted it stops the containers (SIGTERM, the grace period, SIGKILL),
 //! has the runtime release the network and remove the sandbox, and only then deletes the Pod
 //! for good — so an address is never reused while the old Pod could still answer on it.
@@ -17,14 +19,15 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::env::container_env;
+use super::dns::{DnsSettings, pod_dns};
+use super::env::{container_env, expand};
 use super::events::Recorder;
 use super::probe::{Check, ProbeSpec, ProbeState, network_check};
+use super::resources::container_resources;
 use super::status::{ContainerView, PodView, pod_status};
-use crate::images::{Catalog, resolve};
 use crate::runtime::{
-    ContainerConfig, ContainerState, PodRuntime, PortMapping, RuntimeError, SandboxConfig,
-    SandboxInfo,
+    ContainerConfig, ContainerState, PodRuntime, PortMapping, PullPolicy, RuntimeError,
+    SandboxConfig, SandboxInfo,
 };
 
 /// How often a worker looks at its Pod when nothing changed (kubelet's PLEG relist period).
@@ -42,8 +45,8 @@ pub struct Context {
     pub client: kube::Client,
     /// What runs Pods.
     pub runtime: Arc<dyn PodRuntime>,
-    /// Images.
-    pub catalog: Catalog,
+    /// What Pods' resolv.conf is made from.
+    pub dns: DnsSettings,
     /// This node's name.
     pub node: String,
     /// This node's address.
@@ -82,6 +85,11 @@ struct Track {
     /// Restarts done under back-off, and when the next one may happen.
     backoff_count: u32,
     not_before: Option<Instant>,
+    /// Failed pulls in a row, and when the next pull may happen.
+    pull_failures: u32,
+    pull_not_before: Option<Instant>,
+    /// The image id of the last pull.
+    image_id: Option<String>,
     /// The last warning sent, not to repeat it every second.
     reported: Option<String>,
 }
@@ -110,6 +118,41 @@ fn now_text() -> String {
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+/// The Pod's sandbox, as the runtime is asked for it (at RunPodSandbox and CreateContainer).
+fn sandbox_config(pod: &Pod, dns: &DnsSettings) -> SandboxConfig {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let hostname = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(|| name.clone());
+    SandboxConfig {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name,
+        hostname,
+        port_mappings: port_mappings(pod),
+        dns: pod_dns(pod, dns),
+    }
+}
+
+/// kubelet's back-off after the `failures`-th failure in a row: 10 s doubling to 5 min.
+fn backoff(failures: u32) -> Duration {
+    (BACKOFF_START * 2u32.pow(failures.saturating_sub(1).min(5))).min(BACKOFF_MAX)
+}
+
+/// The waiting reason Kubernetes shows for a failed start.
+fn start_failure_reason(err: &RuntimeError) -> String {
+    match err {
+        RuntimeError::Image(image) => image.reason().to_owned(),
+        RuntimeError::Call {
+            call: "CreateContainer",
+            ..
+        } => "CreateContainerError".to_owned(),
+        _ => "RunContainerError".to_owned(),
+    }
 }
 
 fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
@@ -180,12 +223,7 @@ impl Worker {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let finished = matches!(phase, Some("Succeeded" | "Failed"));
         if self.sandbox.is_none() && !finished {
-            let config = SandboxConfig {
-                uid: uid.clone(),
-                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                name: pod.metadata.name.clone().unwrap_or_default(),
-                port_mappings: port_mappings(pod),
-            };
+            let config = sandbox_config(pod, &self.ctx.dns);
             match blocking(&self.ctx, move |r| r.run_sandbox(&config)).await {
                 Ok(info) => {
                     self.sandbox = Some(info);
@@ -205,8 +243,14 @@ impl Worker {
         }
         let mut views = Vec::new();
         for container in &spec.containers {
-            let view = self.sync_container(pod, &uid, container, finished).await;
-            views.push(view);
+            match self.sync_container(pod, &uid, container, finished).await {
+                Ok(view) => views.push(view),
+                Err(err) => {
+                    // The runtime cannot say what runs: post nothing rather than a guess.
+                    tracing::warn!(pod = ?pod.metadata.name, error = %error_text(&err), "runtime unavailable");
+                    return;
+                }
+            }
         }
         let view = PodView {
             host_ip: self.ctx.node_ip.to_string(),
@@ -232,11 +276,12 @@ impl Worker {
         uid: &str,
         container: &Container,
         finished: bool,
-    ) -> ContainerView {
+    ) -> Result<ContainerView, RuntimeError> {
         let name = container.name.clone();
         let runtime_uid = uid.to_owned();
         let runtime_name = name.clone();
-        let mut run = blocking(&self.ctx, move |r| r.container(&runtime_uid, &runtime_name)).await;
+        let mut run =
+            blocking(&self.ctx, move |r| r.container(&runtime_uid, &runtime_name)).await?;
         let mut waiting = None;
         let policy = pod
             .spec
@@ -254,10 +299,7 @@ impl Worker {
                 _ => false,
             },
         };
-        if wants_start
-            && !finished
-            && let Some(sandbox) = self.sandbox.clone()
-        {
+        if wants_start && !finished && self.sandbox.is_some() {
             let track = self.tracks.entry(name.clone()).or_default();
             let now = Instant::now();
             // Back-off applies to restarts, not the first start.
@@ -265,7 +307,6 @@ impl Worker {
             let left = track
                 .not_before
                 .map_or(0, |t| t.saturating_duration_since(now).as_secs());
-            let reported = track.reported.clone();
             if held {
                 waiting = Some((
                     "CrashLoopBackOff".to_owned(),
@@ -275,51 +316,12 @@ impl Worker {
                     ),
                 ));
             } else {
-                match self.launch(pod, container, &sandbox) {
-                    Err((reason, message)) => {
-                        if reported.as_deref() != Some(&message) {
-                            self.ctx.recorder.pod_event(pod, true, "Failed", &message);
-                            let track = self.tracks.entry(name.clone()).or_default();
-                            track.reported = Some(message.clone());
-                        }
-                        waiting = Some((reason, message));
-                    }
-                    Ok(config) => {
-                        if run.is_some() {
-                            let track = self.tracks.entry(name.clone()).or_default();
-                            let ran_long =
-                                track.started.is_some_and(|s| s.elapsed() >= BACKOFF_RESET);
-                            if ran_long {
-                                track.backoff_count = 0;
-                            }
-                            let delay = if track.backoff_count == 0 {
-                                BACKOFF_START
-                            } else {
-                                (BACKOFF_START * 2u32.pow(track.backoff_count.min(5)))
-                                    .min(BACKOFF_MAX)
-                            };
-                            track.backoff_count += 1;
-                            track.not_before = Some(Instant::now() + delay);
-                        }
-                        let runtime_uid = uid.to_owned();
-                        match blocking(&self.ctx, move |r| r.start_container(&runtime_uid, &config))
-                            .await
-                        {
-                            Ok(info) => {
-                                self.ctx.recorder.pod_event(
-                                    pod,
-                                    false,
-                                    "Started",
-                                    &format!("Started container {name}"),
-                                );
-                                run = Some(info);
-                            }
-                            Err(err) => {
-                                let message = error_text(&err);
-                                self.ctx.recorder.pod_event(pod, true, "Failed", &message);
-                                waiting = Some(("RunContainerError".to_owned(), message));
-                            }
-                        }
+                match self.ensure_image(pod, container).await {
+                    Err(why) => waiting = Some(why),
+                    Ok(()) => {
+                        let (started, why) = self.start(pod, container, run.is_some()).await;
+                        run = started.or(run);
+                        waiting = why;
                     }
                 }
             }
@@ -344,51 +346,143 @@ impl Worker {
             }
             _ => None,
         };
-        ContainerView {
+        let image_id = run
+            .as_ref()
+            .and_then(|info| info.image_id.clone())
+            .or_else(|| self.tracks.get(&name).and_then(|t| t.image_id.clone()));
+        Ok(ContainerView {
             name,
             image: container.image.clone().unwrap_or_default(),
+            image_id,
             run: run.map(|info| (info.id, info.attempt, info.state)),
             previous,
             waiting,
             ready,
+        })
+    }
+
+    /// Pulls the container's image per its policy, unless a failed pull is backing off; the
+    /// waiting reason and message when the image is not there.
+    async fn ensure_image(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<(), (String, String)> {
+        let image = container.image.clone().unwrap_or_default();
+        let track = self.tracks.entry(container.name.clone()).or_default();
+        if track.pull_not_before.is_some_and(|t| Instant::now() < t) {
+            return Err((
+                "ImagePullBackOff".to_owned(),
+                format!("Back-off pulling image {image:?}"),
+            ));
+        }
+        let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image);
+        let started = Instant::now();
+        let wanted = image.clone();
+        let pulled = blocking(&self.ctx, move |r| r.pull_image(&wanted, policy)).await;
+        let track = self.tracks.entry(container.name.clone()).or_default();
+        match pulled {
+            Ok(id) => {
+                let first = track.image_id.is_none();
+                track.pull_failures = 0;
+                track.pull_not_before = None;
+                track.image_id = Some(id);
+                if first {
+                    let took = started.elapsed();
+                    self.ctx.recorder.pod_event(
+                        pod,
+                        false,
+                        "Pulled",
+                        &format!(
+                            "Container image {image:?} ready in {:.3}s",
+                            took.as_secs_f64()
+                        ),
+                    );
+                }
+                Ok(())
+            }
+            Err(err) => {
+                track.pull_failures += 1;
+                track.pull_not_before = Some(Instant::now() + backoff(track.pull_failures));
+                let reason = start_failure_reason(&err);
+                let message = error_text(&err);
+                self.ctx.recorder.pod_event(pod, true, "Failed", &message);
+                self.ctx.recorder.pod_event(
+                    pod,
+                    false,
+                    "BackOff",
+                    &format!("Back-off pulling image {image:?}"),
+                );
+                Err((reason, message))
+            }
         }
     }
 
-    /// The container's command line and environment, or why it cannot start.
-    fn launch(
-        &self,
+    /// Starts a run of the container (a restart counts toward the crash back-off); the run,
+    /// or the waiting reason and message when it could not start.
+    async fn start(
+        &mut self,
         pod: &Pod,
         container: &Container,
-        sandbox: &SandboxInfo,
-    ) -> Result<ContainerConfig, (String, String)> {
-        let image = container.image.clone().unwrap_or_default();
-        let launch = resolve(
-            &self.ctx.catalog,
-            &image,
-            container.command.as_deref().unwrap_or_default(),
-            container.args.as_deref(),
-            container.working_dir.as_deref(),
-        )
-        .map_err(|e| (e.reason().to_owned(), e.to_string()))?;
-        let pod_ip = sandbox.ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let env = container_env(
-            pod,
-            container,
-            &launch.image_env,
-            &pod_ip,
-            &self.ctx.node_ip.to_string(),
-        );
-        let argv = launch
-            .argv
-            .iter()
-            .map(|a| super::env::expand(a, &env))
-            .collect();
-        Ok(ContainerConfig {
+        restart: bool,
+    ) -> (
+        Option<crate::runtime::ContainerInfo>,
+        Option<(String, String)>,
+    ) {
+        let name = container.name.clone();
+        let track = self.tracks.entry(name.clone()).or_default();
+        if restart {
+            if track.started.is_some_and(|s| s.elapsed() >= BACKOFF_RESET) {
+                track.backoff_count = 0;
+            }
+            track.backoff_count += 1;
+            track.not_before = Some(Instant::now() + backoff(track.backoff_count));
+        }
+        let reported = track.reported.clone();
+        let config = self.launch(pod, container);
+        let sandbox = sandbox_config(pod, &self.ctx.dns);
+        match blocking(&self.ctx, move |r| r.start_container(&sandbox, &config)).await {
+            Ok(info) => {
+                self.ctx.recorder.pod_event(
+                    pod,
+                    false,
+                    "Started",
+                    &format!("Started container {name}"),
+                );
+                (Some(info), None)
+            }
+            Err(err) => {
+                let message = error_text(&err);
+                if reported.as_deref() != Some(&message) {
+                    self.ctx.recorder.pod_event(pod, true, "Failed", &message);
+                    self.tracks.entry(name).or_default().reported = Some(message.clone());
+                }
+                // A run that failed to start shows as such; the reason says why.
+                (None, Some((start_failure_reason(&err), message)))
+            }
+        }
+    }
+
+    /// The container as the runtime is asked to run it: the Pod's command, args and
+    /// environment (`$(VAR)`s expanded, as kubelet does), working dir and limits.
+    fn launch(&self, pod: &Pod, container: &Container) -> ContainerConfig {
+        let pod_ip = self
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.ip)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        let env = container_env(pod, container, &[], &pod_ip, &self.ctx.node_ip.to_string());
+        let expand_all = |list: &[String]| list.iter().map(|a| expand(a, &env)).collect();
+        ContainerConfig {
             name: container.name.clone(),
-            argv,
+            image: container.image.clone().unwrap_or_default(),
+            command: expand_all(container.command.as_deref().unwrap_or_default()),
+            args: container.args.as_deref().map(expand_all),
+            working_dir: container.working_dir.clone(),
+            resources: container_resources(container),
             env,
-            working_dir: launch.working_dir,
-        })
+        }
     }
 
     /// Runs due probes of a running container; returns its readiness. A failing liveness
@@ -419,14 +513,14 @@ impl Worker {
         if let Some(state) = readiness.as_mut()
             && state.due(started, now)
         {
-            let result = self.check(uid, &state.spec, pod_ip).await;
+            let result = self.check(uid, &container.name, &state.spec, pod_ip).await;
             state.record(result, Instant::now());
         }
         let mut kill = false;
         if let Some(state) = liveness.as_mut()
             && state.due(started, now)
         {
-            let result = self.check(uid, &state.spec, pod_ip).await;
+            let result = self.check(uid, &container.name, &state.spec, pod_ip).await;
             if state.record(result, Instant::now()) && !state.passing {
                 let why = state.last_failure.clone().unwrap_or_default();
                 self.ctx.recorder.pod_event(
@@ -459,11 +553,18 @@ impl Worker {
         ready
     }
 
-    async fn check(&self, uid: &str, spec: &ProbeSpec, pod_ip: Ipv4Addr) -> Result<(), String> {
+    async fn check(
+        &self,
+        uid: &str,
+        container: &str,
+        spec: &ProbeSpec,
+        pod_ip: Ipv4Addr,
+    ) -> Result<(), String> {
         match &spec.check {
             Check::Exec { argv } => {
                 let (uid, argv, timeout) = (uid.to_owned(), argv.clone(), spec.timeout);
-                match blocking(&self.ctx, move |r| r.exec(&uid, &argv, timeout)).await {
+                let name = container.to_owned();
+                match blocking(&self.ctx, move |r| r.exec(&uid, &name, &argv, timeout)).await {
                     Ok(out) if out.code == Some(0) => Ok(()),
                     Ok(out) => Err(format!("exit {:?}: {}", out.code, out.output.trim())),
                     Err(err) => Err(error_text(&err)),
@@ -498,8 +599,15 @@ impl Worker {
     /// Stops every container and removes the sandbox, retrying until the runtime agrees.
     async fn terminate(&mut self, uid: &str, grace: Duration) {
         let names: Vec<String> = {
-            let uid = uid.to_owned();
-            blocking(&self.ctx, move |r| r.container_names(&uid)).await
+            let listed_uid = uid.to_owned();
+            match blocking(&self.ctx, move |r| r.container_names(&listed_uid)).await {
+                Ok(names) => names,
+                Err(err) => {
+                    // Removing the sandbox below stops them all anyway, only without grace.
+                    tracing::warn!(pod = %uid, error = %error_text(&err), "cannot list containers to stop");
+                    Vec::new()
+                }
+            }
         };
         let mut stops = tokio::task::JoinSet::new();
         for name in names {

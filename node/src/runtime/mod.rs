@@ -1,17 +1,26 @@
 //! The seam between the agent's Pod logic and what runs Pods.
 //!
-//! Shaped after the CRI (RunPodSandbox, StartContainer, ContainerStatus, StopContainer,
-//! ExecSync, RemovePodSandbox) so a containerd runtime over gRPC can slot in later: the runtime,
-//! not the agent, owns the sandbox's network — it calls the CNI plugins, as containerd does.
-//! Calls block (they fork, wait, touch the kernel); the agent makes them from blocking tasks.
+//! Shaped after the CRI (RunPodSandbox, CreateContainer + StartContainer, ContainerStatus,
+//! StopContainer, ExecSync, RemovePodSandbox, PullImage), with two runtimes behind it: the
+//! process runtime ([`process`]: host processes in a network namespace, images from a local
+//! catalog) and containerd over CRI ([`cri`]: real containers from registry images). Either way
+//! the runtime, not the agent, owns the sandbox's network — it calls the CNI plugins — and the
+//! runtime applies the image's config (entrypoint, cmd, env, working dir) beneath what the Pod
+//! says, as containerd does, so the agent hands over the Pod's own `command`/`args`/`env`.
+//! Calls block (they fork, wait, touch the kernel, or wait on gRPC); the agent makes them from
+//! blocking tasks.
 
+pub mod cri;
+pub mod fake;
 pub mod process;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// The interface name Pods get (what the runtimes ask the CNI plugins for).
+pub const POD_IFNAME: &str = "eth0";
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +37,17 @@ pub enum RuntimeError {
     /// No sandbox for this Pod.
     #[error("no sandbox for pod {0}")]
     NoSandbox(String),
+    /// The image cannot be had or used.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
+    /// The runtime refused or failed a call (containerd's message).
+    #[error("{call}: {message}")]
+    Call {
+        /// The CRI call.
+        call: &'static str,
+        /// What the runtime said.
+        message: String,
+    },
     /// A file or process operation.
     #[error("{what}")]
     Io {
@@ -54,6 +74,17 @@ pub struct PortMapping {
     pub host_ip: Option<String>,
 }
 
+/// The Pod's resolv.conf, as kubelet computes it from `dnsPolicy` and `dnsConfig`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DnsConfig {
+    /// `nameserver` lines.
+    pub servers: Vec<String>,
+    /// The `search` line.
+    pub searches: Vec<String>,
+    /// `options` (`ndots:5`, ...).
+    pub options: Vec<String>,
+}
+
 /// What a sandbox is made for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SandboxConfig {
@@ -63,8 +94,12 @@ pub struct SandboxConfig {
     pub namespace: String,
     /// The Pod's name.
     pub name: String,
+    /// The Pod's hostname (its name, or `spec.hostname`).
+    pub hostname: String,
     /// Host ports.
     pub port_mappings: Vec<PortMapping>,
+    /// Its resolv.conf.
+    pub dns: DnsConfig,
 }
 
 /// A sandbox that exists.
@@ -77,25 +112,38 @@ pub struct SandboxInfo {
     pub namespace: String,
     /// The Pod's name.
     pub name: String,
-    /// Its network namespace.
-    pub netns: PathBuf,
-    /// Its cgroup.
-    pub cgroup: PathBuf,
     /// Its address, once the network is up.
     pub ip: Option<Ipv4Addr>,
 }
 
-/// What a container runs.
+/// Resource limits a container runs under (cgroup v2 settings, as kubelet derives them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources {
+    /// `cpu.weight`'s source: CPU shares from the request (2 when none, as kubelet).
+    pub cpu_shares: u64,
+    /// CPU quota per 100 ms period in µs, from the limit.
+    pub cpu_quota: Option<u64>,
+    /// `memory.max` in bytes, from the limit.
+    pub memory_limit: Option<u64>,
+}
+
+/// What a container runs: the Pod's side of it; the runtime adds the image's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerConfig {
     /// The container's name in the Pod.
     pub name: String,
-    /// The command line.
-    pub argv: Vec<String>,
-    /// The environment, whole.
+    /// The image reference.
+    pub image: String,
+    /// `command` (replaces the image's entrypoint and drops its cmd), `$(VAR)`s expanded.
+    pub command: Vec<String>,
+    /// `args` (replace the image's cmd), `$(VAR)`s expanded.
+    pub args: Option<Vec<String>>,
+    /// The Pod's environment for it (over the image's).
     pub env: Vec<(String, String)>,
-    /// The working directory.
+    /// The working directory, if the Pod sets one.
     pub working_dir: Option<String>,
+    /// cgroup limits.
+    pub resources: Resources,
 }
 
 /// Where a container is in its life.
@@ -128,8 +176,10 @@ pub enum ContainerState {
 pub struct ContainerInfo {
     /// How many runs came before this one (the restart count).
     pub attempt: u32,
-    /// `skiff://<pod uid>/<name>/<attempt>`.
+    /// `<runtime>://<id>` (`containerd://...`, `skiff://<pod uid>/<name>/<attempt>`).
     pub id: String,
+    /// The image it runs, by id (`imageID`), when the runtime knows it.
+    pub image_id: Option<String>,
     /// Its state.
     pub state: ContainerState,
 }
@@ -143,34 +193,111 @@ pub struct ExecOutput {
     pub output: String,
 }
 
+/// When to pull an image (`imagePullPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Every time a container starts.
+    Always,
+    /// When the node does not have it.
+    IfNotPresent,
+    /// Never: the node must have it.
+    Never,
+}
+
+impl PullPolicy {
+    /// The container's policy, with Kubernetes' default (`Always` for `:latest` or no tag).
+    pub fn of(policy: Option<&str>, image: &str) -> PullPolicy {
+        match policy {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            _ => {
+                let name = image.split('@').next().unwrap_or(image);
+                let last = name.rsplit('/').next().unwrap_or(name);
+                let has_digest = image.contains('@');
+                match last.split_once(':') {
+                    _ if has_digest => PullPolicy::IfNotPresent,
+                    Some((_, "latest")) | None => PullPolicy::Always,
+                    Some(_) => PullPolicy::IfNotPresent,
+                }
+            }
+        }
+    }
+}
+
+/// An image the node holds (for `status.images`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeImage {
+    /// Its names: tags and digests.
+    pub names: Vec<String>,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+}
+
 /// Runs Pods.
 pub trait PodRuntime: Send + Sync + 'static {
+    /// `<name>://<version>`, for the Node's `containerRuntimeVersion`.
+    fn version(&self) -> Result<String, RuntimeError>;
+    /// Makes sure `image` is on the node per `policy`; returns its id.
+    fn pull_image(&self, image: &str, policy: PullPolicy) -> Result<String, RuntimeError>;
+    /// The images on the node.
+    fn images(&self) -> Result<Vec<NodeImage>, RuntimeError>;
     /// Makes the Pod's sandbox and network, or returns the one that exists.
     fn run_sandbox(&self, config: &SandboxConfig) -> Result<SandboxInfo, RuntimeError>;
     /// Every sandbox this runtime holds (also those made before a restart).
-    fn sandboxes(&self) -> Vec<SandboxInfo>;
+    fn sandboxes(&self) -> Result<Vec<SandboxInfo>, RuntimeError>;
     /// Kills what is left of the Pod, releases its network and removes the sandbox; fine when
     /// it is already gone.
     fn remove_sandbox(&self, uid: &str) -> Result<(), RuntimeError>;
-    /// Starts a new run of a container.
+    /// After a restart: releases what the runtime holds for sandboxes that no longer exist
+    /// (addresses whose sandbox vanished while the agent was away). `live` are the sandboxes
+    /// that remain.
+    fn collect_garbage(&self, live: &[SandboxInfo]) -> Result<(), RuntimeError>;
+    /// Creates and starts a new run of a container in the Pod `pod` (the sandbox's config, as
+    /// kubelet passes it again at CreateContainer).
     fn start_container(
         &self,
-        uid: &str,
+        pod: &SandboxConfig,
         config: &ContainerConfig,
     ) -> Result<ContainerInfo, RuntimeError>;
     /// The latest run of a container, if any.
-    fn container(&self, uid: &str, name: &str) -> Option<ContainerInfo>;
+    fn container(&self, uid: &str, name: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
     /// The state of an earlier run of a container (for `lastState`).
     fn previous(&self, uid: &str, name: &str, attempt: u32) -> Option<ContainerState>;
     /// The containers that ever ran in the Pod.
-    fn container_names(&self, uid: &str) -> Vec<String>;
+    fn container_names(&self, uid: &str) -> Result<Vec<String>, RuntimeError>;
     /// SIGTERM, up to `grace`, then SIGKILL; returns once it has ended.
     fn stop_container(&self, uid: &str, name: &str, grace: Duration) -> Result<(), RuntimeError>;
-    /// Runs `argv` in the Pod's namespace and cgroup (exec probes).
+    /// Runs `argv` in a container of the Pod (exec probes).
     fn exec(
         &self,
         uid: &str,
+        container: &str,
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_defaults_as_kubernetes() {
+        assert_eq!(PullPolicy::of(None, "web"), PullPolicy::Always);
+        assert_eq!(PullPolicy::of(None, "web:latest"), PullPolicy::Always);
+        assert_eq!(
+            PullPolicy::of(None, "localhost:5000/web"),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            PullPolicy::of(None, "localhost:5000/web:v1"),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(
+            PullPolicy::of(None, "web@sha256:ab"),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(PullPolicy::of(Some("Never"), "web"), PullPolicy::Never);
+    }
 }

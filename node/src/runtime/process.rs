@@ -7,6 +7,10 @@
 //! a restarted agent needs is there, so it adopts running Pods instead of restarting them.
 //! `sandbox.json` is written before the network is set up, so a crash mid-way leaves a
 //! record that removal (and CNI DEL, which is idempotent) can clean up.
+//!
+//! Images come from the catalog (see [`crate::images`]): an entry's entrypoint, cmd, env and
+//! working dir sit beneath the Pod's own, as an image config does under containerd. An image
+//! missing from the catalog still runs when the container gives a command (a host program).
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -18,16 +22,30 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use serde::{Deserialize, Serialize};
+
 use super::{
-    ContainerConfig, ContainerInfo, ContainerState, ExecOutput, PodRuntime, RuntimeError,
-    SandboxConfig, SandboxInfo,
+    ContainerConfig, ContainerInfo, ContainerState, ExecOutput, NodeImage, POD_IFNAME, PodRuntime,
+    PullPolicy, RuntimeError, SandboxConfig, SandboxInfo,
 };
 use crate::cni::{Attachment, Cni};
+use crate::images::{Catalog, ImageError, resolve};
+use crate::pods::env::DEFAULT_PATH;
 use crate::sandbox;
 use crate::shim::{self, Exited, ShimProcess, Started};
 
-/// The interface name Pods get.
-pub const POD_IFNAME: &str = "eth0";
+/// What this runtime reports as the Node's `containerRuntimeVersion`.
+pub const VERSION: &str = concat!("skiff-process://", env!("CARGO_PKG_VERSION"));
+
+/// `sandbox.json`: the sandbox and where its namespace and cgroup are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SandboxRecord {
+    #[serde(flatten)]
+    info: SandboxInfo,
+    netns: PathBuf,
+    cgroup: PathBuf,
+}
 
 /// Whether the shim of the run in `dir` still runs.
 fn shim_alive(dir: &Path) -> bool {
@@ -58,6 +76,8 @@ pub struct ProcessRuntime {
     pub cni: Cni,
     /// This binary, run as `<exe> shim ...`.
     pub shim_exe: PathBuf,
+    /// Where images come from.
+    pub catalog: Catalog,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -74,14 +94,15 @@ impl ProcessRuntime {
         self.pod_dir(uid).join("containers").join(name)
     }
 
-    fn read_sandbox(&self, uid: &str) -> Option<SandboxInfo> {
+    fn read_sandbox(&self, uid: &str) -> Option<SandboxRecord> {
         shim::read_state(&self.pod_dir(uid), "sandbox.json")
     }
 
-    fn attachment(&self, info: &SandboxInfo, config: Option<&SandboxConfig>) -> Attachment {
+    fn attachment(&self, record: &SandboxRecord, config: Option<&SandboxConfig>) -> Attachment {
+        let info = &record.info;
         Attachment {
             container_id: info.uid.clone(),
-            netns: info.netns.clone(),
+            netns: record.netns.clone(),
             ifname: POD_IFNAME.to_owned(),
             args: vec![
                 ("K8S_POD_NAMESPACE".into(), info.namespace.clone()),
@@ -132,6 +153,7 @@ impl ProcessRuntime {
         ContainerInfo {
             attempt,
             id: format!("skiff://{uid}/{name}/{attempt}"),
+            image_id: None,
             state,
         }
     }
@@ -192,37 +214,90 @@ pub fn result_ipv4(result: &serde_json::Value) -> Option<std::net::Ipv4Addr> {
     })
 }
 
+/// The environment of a container: the image's, `PATH` when nobody sets one, `HOSTNAME` (the
+/// Pod's name, as a container's hostname would be), then the Pod's.
+fn merged_env(
+    image_env: &[(String, String)],
+    hostname: &str,
+    pod_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value.to_owned(),
+        None => env.push((key.to_owned(), value.to_owned())),
+    };
+    for (key, value) in image_env {
+        set(key, value);
+    }
+    if !image_env.iter().any(|(k, _)| k == "PATH") {
+        set("PATH", DEFAULT_PATH);
+    }
+    set("HOSTNAME", hostname);
+    for (key, value) in pod_env {
+        set(key, value);
+    }
+    env
+}
+
 impl PodRuntime for ProcessRuntime {
+    fn version(&self) -> Result<String, RuntimeError> {
+        Ok(VERSION.to_owned())
+    }
+
+    fn pull_image(&self, image: &str, _policy: PullPolicy) -> Result<String, RuntimeError> {
+        // Nothing to pull: a catalog entry or a host program. A broken entry fails here.
+        match self.catalog.lookup(image) {
+            Ok(_) => Ok(format!("catalog://{}", crate::images::repository(image))),
+            Err(ImageError::NotFound { .. }) => Ok("host://".to_owned()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn images(&self) -> Result<Vec<NodeImage>, RuntimeError> {
+        Ok(self
+            .catalog
+            .entries()
+            .into_iter()
+            .map(|name| NodeImage {
+                names: vec![name],
+                size_bytes: 0,
+            })
+            .collect())
+    }
+
     fn run_sandbox(&self, config: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
-        if let Some(info) = self.read_sandbox(&config.uid)
-            && info.ip.is_some()
-            && sandbox::netns_exists(&info.netns)
+        if let Some(record) = self.read_sandbox(&config.uid)
+            && record.info.ip.is_some()
+            && sandbox::netns_exists(&record.netns)
         {
-            return Ok(info);
+            return Ok(record.info);
         }
         let dir = self.pod_dir(&config.uid);
         fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-        let mut info = SandboxInfo {
-            uid: config.uid.clone(),
-            namespace: config.namespace.clone(),
-            name: config.name.clone(),
+        let mut record = SandboxRecord {
+            info: SandboxInfo {
+                uid: config.uid.clone(),
+                namespace: config.namespace.clone(),
+                name: config.name.clone(),
+                ip: None,
+            },
             netns: sandbox::netns_path(&format!("{}{}", self.netns_prefix, config.uid)),
             cgroup: self.cgroup_root.join(format!("pod-{}", config.uid)),
-            ip: None,
         };
-        shim::write_state(&dir, "sandbox.json", &info).map_err(io("cannot record the sandbox"))?;
+        shim::write_state(&dir, "sandbox.json", &record)
+            .map_err(io("cannot record the sandbox"))?;
         let made = (|| {
-            sandbox::create_netns(&info.netns)?;
-            sandbox::create_cgroup(&info.cgroup)?;
-            let result = self.cni.add(&self.attachment(&info, Some(config)))?;
+            sandbox::create_netns(&record.netns)?;
+            sandbox::create_cgroup(&record.cgroup)?;
+            let result = self.cni.add(&self.attachment(&record, Some(config)))?;
             result_ipv4(&result).ok_or_else(|| RuntimeError::NoAddress(result.to_string()))
         })();
         match made {
             Ok(ip) => {
-                info.ip = Some(ip);
-                shim::write_state(&dir, "sandbox.json", &info)
+                record.info.ip = Some(ip);
+                shim::write_state(&dir, "sandbox.json", &record)
                     .map_err(io("cannot record the sandbox"))?;
-                Ok(info)
+                Ok(record.info)
             }
             Err(err) => {
                 // Leave nothing half-made: the next sync starts from scratch.
@@ -234,17 +309,18 @@ impl PodRuntime for ProcessRuntime {
         }
     }
 
-    fn sandboxes(&self) -> Vec<SandboxInfo> {
-        fs::read_dir(&self.state_dir)
+    fn sandboxes(&self) -> Result<Vec<SandboxInfo>, RuntimeError> {
+        Ok(fs::read_dir(&self.state_dir)
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| self.read_sandbox(e.file_name().to_str()?))
-            .collect()
+            .map(|record| record.info)
+            .collect())
     }
 
     fn remove_sandbox(&self, uid: &str) -> Result<(), RuntimeError> {
-        let Some(info) = self.read_sandbox(uid) else {
+        let Some(record) = self.read_sandbox(uid) else {
             let dir = self.pod_dir(uid);
             return match fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -254,23 +330,40 @@ impl PodRuntime for ProcessRuntime {
             };
         };
         // Processes first (they may hold the address), then the network, then the rest.
-        sandbox::remove_cgroup(&info.cgroup)?;
-        if sandbox::netns_exists(&info.netns) || info.ip.is_some() {
-            self.cni.del(&self.attachment(&info, None))?;
+        sandbox::remove_cgroup(&record.cgroup)?;
+        if sandbox::netns_exists(&record.netns) || record.info.ip.is_some() {
+            self.cni.del(&self.attachment(&record, None))?;
         }
-        sandbox::remove_netns(&info.netns)?;
+        sandbox::remove_netns(&record.netns)?;
         let dir = self.pod_dir(uid);
         fs::remove_dir_all(&dir).map_err(io(format!("cannot remove {}", dir.display())))
     }
 
+    fn collect_garbage(&self, live: &[SandboxInfo]) -> Result<(), RuntimeError> {
+        let valid: Vec<(String, String)> = live
+            .iter()
+            .map(|s| (s.uid.clone(), POD_IFNAME.to_owned()))
+            .collect();
+        Ok(self.cni.gc(&valid)?)
+    }
+
     fn start_container(
         &self,
-        uid: &str,
+        pod: &SandboxConfig,
         config: &ContainerConfig,
     ) -> Result<ContainerInfo, RuntimeError> {
-        let info = self
+        let uid = pod.uid.as_str();
+        let record = self
             .read_sandbox(uid)
             .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
+        let launch = resolve(
+            &self.catalog,
+            &config.image,
+            &config.command,
+            config.args.as_deref(),
+            config.working_dir.as_deref(),
+        )?;
+        let env = merged_env(&launch.image_env, &pod.hostname, &config.env);
         let attempts = self.attempts(uid, &config.name);
         // Any earlier run, not only the last: one orphaned before this agent started has
         // crash-looping runs after it.
@@ -278,7 +371,7 @@ impl PodRuntime for ProcessRuntime {
             let dir = self
                 .container_dir(uid, &config.name)
                 .join(earlier.to_string());
-            self.reap_orphan(&info.cgroup, &dir)?;
+            self.reap_orphan(&record.cgroup, &dir)?;
         }
         let attempt = attempts.last().map_or(0, |last| last + 1);
         let dir = self
@@ -291,19 +384,19 @@ impl PodRuntime for ProcessRuntime {
             .arg("--state-dir")
             .arg(&dir)
             .arg("--netns")
-            .arg(&info.netns)
+            .arg(&record.netns)
             .arg("--cgroup")
-            .arg(&info.cgroup)
+            .arg(&record.cgroup)
             .arg("--log")
             .arg(dir.join("log"));
-        if let Some(workdir) = &config.working_dir {
+        if let Some(workdir) = &launch.working_dir {
             command.arg("--workdir").arg(workdir);
         }
         command
             .arg("--")
-            .args(&config.argv)
+            .args(&launch.argv)
             .env_clear()
-            .envs(config.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -317,13 +410,15 @@ impl PodRuntime for ProcessRuntime {
             });
         }
         Ok(self
-            .container(uid, &config.name)
+            .container(uid, &config.name)?
             .expect("the run just recorded"))
     }
 
-    fn container(&self, uid: &str, name: &str) -> Option<ContainerInfo> {
-        let attempt = *self.attempts(uid, name).last()?;
-        Some(self.run_of(uid, name, attempt))
+    fn container(&self, uid: &str, name: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        Ok(self
+            .attempts(uid, name)
+            .last()
+            .map(|&attempt| self.run_of(uid, name, attempt)))
     }
 
     fn previous(&self, uid: &str, name: &str, attempt: u32) -> Option<ContainerState> {
@@ -332,13 +427,13 @@ impl PodRuntime for ProcessRuntime {
             .then(|| self.run_of(uid, name, attempt).state)
     }
 
-    fn container_names(&self, uid: &str) -> Vec<String> {
-        fs::read_dir(self.pod_dir(uid).join("containers"))
+    fn container_names(&self, uid: &str) -> Result<Vec<String>, RuntimeError> {
+        Ok(fs::read_dir(self.pod_dir(uid).join("containers"))
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-            .collect()
+            .collect())
     }
 
     fn stop_container(&self, uid: &str, name: &str, grace: Duration) -> Result<(), RuntimeError> {
@@ -348,10 +443,10 @@ impl PodRuntime for ProcessRuntime {
         let dir = self.container_dir(uid, name).join(attempt.to_string());
         let ended = || dir.join(shim::EXITED).exists() || !shim_alive(&dir);
         if !shim_alive(&dir) {
-            let info = self
+            let record = self
                 .read_sandbox(uid)
                 .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
-            return self.reap_orphan(&info.cgroup, &dir);
+            return self.reap_orphan(&record.cgroup, &dir);
         }
         let Some(started) = shim::read_state::<Started>(&dir, shim::STARTED) else {
             return Ok(());
@@ -385,13 +480,15 @@ impl PodRuntime for ProcessRuntime {
     fn exec(
         &self,
         uid: &str,
+        _container: &str,
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let info = self
+        // Containers of a Pod share its namespace and cgroup here: any of them will do.
+        let record = self
             .read_sandbox(uid)
             .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
-        exec_in(&info.netns, &info.cgroup, argv, timeout)
+        exec_in(&record.netns, &record.cgroup, argv, timeout)
     }
 }
 

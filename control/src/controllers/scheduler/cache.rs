@@ -13,7 +13,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::quantity::parse_millis;
+use skiff_common::quantity::parse_millis;
 
 /// `namespace/name` of a Pod.
 pub type PodKey = String;

@@ -2,6 +2,11 @@
 //! skiff-node agent in every node's namespace, each with credentials of its own minted the way
 //! an operator would (`skiff-control mint-token`). Tests and `cargo xtask up` start the same
 //! thing; `kubectl` runs inside a node's namespace, so nothing on the host is needed.
+//!
+//! Pods run on one of two runtimes: the agent's process runtime (images from a catalog of host
+//! programs), or real containers — a containerd per node driven over CRI, pulling the images the
+//! harness builds (see [`crate::images`]) from a registry beside the control plane. Manifests
+//! name images the same way for both (`localhost:5000/skiff/test-server`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
+use crate::containerd::{self, ContainerdDirs};
+use crate::images::{self, Registry};
 use crate::{Process, Topology, TopologyOptions, binaries, wait};
 
 /// The apiserver's port.
@@ -25,6 +32,29 @@ pub struct ClusterOptions {
     pub agent_args: Vec<String>,
     /// `vxlan` or `host-gw`.
     pub overlay: String,
+    /// What runs Pods.
+    pub runtime: Runtime,
+}
+
+/// What runs Pods on the nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// The agent's process runtime.
+    Process,
+    /// containerd over CRI, one per node.
+    Containerd,
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "process" => Ok(Runtime::Process),
+            "containerd" => Ok(Runtime::Containerd),
+            other => anyhow::bail!("unknown runtime {other:?}: process or containerd"),
+        }
+    }
 }
 
 impl ClusterOptions {
@@ -35,19 +65,24 @@ impl ClusterOptions {
             control_args: Vec::new(),
             agent_args: Vec::new(),
             overlay: "vxlan".to_owned(),
+            runtime: Runtime::Process,
         }
     }
 }
 
-/// The image the harness installs in every node's catalog: the test server.
-pub const TEST_SERVER_IMAGE: &str = "skiff/test-server";
+/// The test server's image, as Pods name it on either runtime.
+pub const TEST_SERVER_IMAGE: &str = images::TEST_SERVER_IMAGE;
 
 /// A running cluster; dropping it stops the processes and removes the topology.
 #[derive(Debug)]
 pub struct Cluster {
-    // Processes first (agents, then the control plane): they stop before the namespaces go.
+    // Processes first (agents, their runtimes, then the control plane): they stop before the
+    // namespaces go.
     agents: Vec<Option<Process>>,
+    containerds: Vec<Option<Process>>,
     control: Process,
+    registry: Option<Registry>,
+    runtime: Runtime,
     agent_args: Vec<String>,
     overlay: String,
     data_dir: PathBuf,
@@ -80,8 +115,15 @@ impl Cluster {
             Duration::from_secs(20),
         )
         .context("skiff-control did not start listening")?;
+        let registry = match options.runtime {
+            Runtime::Process => None,
+            Runtime::Containerd => Some(start_registry(&topology)?),
+        };
         let mut cluster = Cluster {
             control,
+            registry,
+            runtime: options.runtime,
+            containerds: Vec::new(),
             agents: Vec::new(),
             agent_args: options.agent_args.clone(),
             overlay: options.overlay.clone(),
@@ -90,6 +132,10 @@ impl Cluster {
         };
         for n in 1..=cluster.topology.nodes().len() {
             cluster.agents.push(None);
+            cluster.containerds.push(None);
+            if cluster.runtime == Runtime::Containerd {
+                cluster.start_containerd(n)?;
+            }
             cluster.start_agent(n)?;
         }
         Ok(cluster)
@@ -144,11 +190,14 @@ impl Cluster {
         let root = self.node_root(n);
         let cgroup = self.node_cgroup(n)?;
         let pins = self.node_pin_dir(n)?;
-        let bin_dirs = format!(
-            "{},{}",
-            binaries::target_dir().join("debug").display(),
-            crate::cni::REFERENCE_PLUGINS
-        );
+        let bin_dirs = match self.runtime {
+            Runtime::Process => format!(
+                "{},{}",
+                binaries::target_dir().join("debug").display(),
+                crate::cni::REFERENCE_PLUGINS
+            ),
+            Runtime::Containerd => self.containerd_dirs(n)?.cni_bin_dir.display().to_string(),
+        };
         let prefix = self.topology.run().id().object(&format!("{}-", node.name));
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut argv = vec![
@@ -176,6 +225,15 @@ impl Cluster {
             "--overlay".into(),
             self.overlay.clone(),
         ];
+        if self.runtime == Runtime::Containerd {
+            let dirs = self.containerd_dirs(n)?;
+            argv.extend([
+                "--container-runtime-endpoint".to_owned(),
+                format!("unix://{}", dirs.socket.display()),
+                "--pod-logs-dir".to_owned(),
+                path(root.join("pod-logs")),
+            ]);
+        }
         argv.extend(self.agent_args.iter().cloned());
         argv.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -184,6 +242,54 @@ impl Cluster {
         let agent = Process::spawn_command(self.topology.run(), &name, command)?;
         self.agents[n - 1] = Some(agent);
         Ok(())
+    }
+
+    /// Node `n`'s containerd folders.
+    fn containerd_dirs(&self, n: usize) -> Result<ContainerdDirs> {
+        let root = self.node_root(n);
+        ContainerdDirs::new(
+            self.topology.run(),
+            &self.topology.node(n).name,
+            &root,
+            &root.join("net.d"),
+        )
+    }
+
+    /// Starts node `n`'s containerd (before its agent, which waits for it).
+    fn start_containerd(&mut self, n: usize) -> Result<()> {
+        let registry = self
+            .registry
+            .as_ref()
+            .context("containerd needs the registry")?
+            .addr();
+        let dirs = self.containerd_dirs(n)?;
+        let node = self.topology.node(n).clone();
+        let process = containerd::start(
+            self.topology.run(),
+            &node.netns,
+            &format!("containerd-{}", node.name),
+            &dirs,
+            registry,
+        )?;
+        self.containerds[n - 1] = Some(process);
+        Ok(())
+    }
+
+    /// Kills node `n`'s containerd with SIGKILL and starts it again (its containers live on
+    /// in their shims, as on a real node).
+    pub fn restart_containerd(&mut self, n: usize) -> Result<()> {
+        let process = self.containerds[n - 1]
+            .take()
+            .context("that node has no containerd")?;
+        let pid = nix::unistd::Pid::from_raw(process.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+        drop(process);
+        self.start_containerd(n)
+    }
+
+    /// What runs Pods here.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
     }
 
     /// A client inside Pod `name` (default namespace): its network namespace and cgroup.
@@ -201,10 +307,31 @@ impl Cluster {
             .iter()
             .position(|candidate| candidate.name == node)
             .with_context(|| format!("{name} runs on unknown node {node}"))?;
-        Ok(crate::Client {
-            netns: self.pod_netns(node, uid),
-            cgroup: Some(self.node_cgroup(n + 1)?.join(format!("pod-{uid}"))),
-        })
+        let pod_cgroup = self.node_cgroup(n + 1)?.join(format!("pod-{uid}"));
+        match self.runtime {
+            Runtime::Process => Ok(crate::Client {
+                netns: self.pod_netns(node, uid),
+                cgroup: Some(pod_cgroup),
+            }),
+            // The Pod's cgroup holds one per container: stand in one of them (the sandbox's
+            // pause or an app), in the network namespace its processes live in.
+            Runtime::Containerd => {
+                let (cgroup, pid) = std::fs::read_dir(&pod_cgroup)
+                    .with_context(|| format!("{name} has no cgroup {}", pod_cgroup.display()))?
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .find_map(|e| {
+                        let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).ok()?;
+                        let pid: u32 = procs.lines().next()?.trim().parse().ok()?;
+                        Some((e.path(), pid))
+                    })
+                    .with_context(|| format!("no process of {name} runs"))?;
+                Ok(crate::Client {
+                    netns: crate::Netns::at_path(&PathBuf::from(format!("/proc/{pid}/ns/net"))),
+                    cgroup: Some(cgroup),
+                })
+            }
+        }
     }
 
     /// Node `n`'s cgroup: its agent puts every Pod below it, and the eBPF proxy attaches to it
@@ -234,14 +361,15 @@ impl Cluster {
             .join(&self.topology.node(n).name)
     }
 
-    /// The image catalog every agent uses, with the test server as [`TEST_SERVER_IMAGE`].
+    /// The image catalog every agent uses, with the test server as [`TEST_SERVER_IMAGE`]
+    /// (the catalog ignores the registry part of a reference).
     fn image_catalog(&self) -> Result<PathBuf> {
         let dir = self
             .data_dir
             .parent()
             .unwrap_or(&self.data_dir)
             .join("images");
-        let entry = dir.join(format!("{TEST_SERVER_IMAGE}.json"));
+        let entry = dir.join("skiff/test-server.json");
         if !entry.exists() {
             std::fs::create_dir_all(entry.parent().expect("an entry has a folder"))?;
             let server = binaries::binary("skiff-test-server")?;
@@ -318,12 +446,17 @@ impl Cluster {
     pub fn detach(self) -> Result<crate::RunId> {
         let Cluster {
             agents,
+            containerds,
             control,
+            registry,
             topology,
             ..
         } = self;
-        for agent in agents.into_iter().flatten() {
-            agent.release();
+        for process in agents.into_iter().chain(containerds).flatten() {
+            process.release();
+        }
+        if let Some(registry) = registry {
+            registry.release();
         }
         control.release();
         topology.detach()
@@ -333,4 +466,16 @@ impl Cluster {
     pub fn control_log(&self) -> String {
         self.control.log()
     }
+}
+
+/// The registry beside the control plane, with every image the harness builds pushed to it.
+fn start_registry(topology: &Topology) -> Result<Registry> {
+    let addr = SocketAddr::from((topology.control_plane_ip(), images::REGISTRY_PORT));
+    let registry = Registry::start(topology.run(), topology.control_plane_netns(), addr)?;
+    for image in images::all_images()? {
+        registry
+            .push(&image)
+            .with_context(|| format!("cannot push {}", image.reference))?;
+    }
+    Ok(registry)
 }

@@ -16,12 +16,30 @@ const CGROUP2_FALLBACK: &str = "/run/skiff-harness-cgroup2";
 
 /// The first mount point of filesystem type `fstype`, from /proc/self/mounts.
 fn mount_of(fstype: &str) -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_dev, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
-        (kind == fstype).then(|| PathBuf::from(dir.replace("\\040", " ")))
-    })
+    mounts_of(&[fstype]).into_iter().next()
+}
+
+/// Every mount point of the given filesystem types, in mount order.
+fn mounts_of(fstypes: &[&str]) -> Vec<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_dev, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            fstypes
+                .contains(&kind)
+                .then(|| PathBuf::from(dir.replace("\\040", " ")))
+        })
+        .collect()
+}
+
+/// Every cgroup hierarchy: the v2 one first (its `cgroup.kill` ends what is inside) and, on a
+/// hybrid machine, the v1 controllers' (where runc puts containers' cgroups as well).
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let mut all = mounts_of(&["cgroup2"]);
+    all.extend(mounts_of(&["cgroup"]));
+    all
 }
 
 /// The bpffs mount point, if one is mounted.
@@ -82,6 +100,57 @@ pub fn remove_cgroup_tree(dir: &Path) -> Result<()> {
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
         }
     }
+}
+
+/// Mount points at or below any of `roots`, deepest first, from /proc/self/mountinfo.
+pub fn mounts_below(roots: &[PathBuf]) -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mount_field(field)))
+        .filter(|point| roots.iter().any(|root| point.starts_with(root)))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_field(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest
+            .get(at + 1..at + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte as char);
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Lazily unmounts everything mounted at or below `roots` (what a crashed containerd left).
+pub fn unmount_below(roots: &[PathBuf]) -> Result<()> {
+    let mut failed = Vec::new();
+    for point in mounts_below(roots) {
+        match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
+            Err(err) => failed.push(format!("{}: {err}", point.display())),
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "cannot unmount {}", failed.join(", "));
+    Ok(())
 }
 
 /// This process inside a cgroup until dropped, when it goes back where it was.

@@ -15,6 +15,8 @@ pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod connect_latency;
+pub mod containerd;
+pub mod images;
 pub mod kernelfs;
 pub mod netns;
 pub mod podnet;
@@ -26,7 +28,7 @@ pub mod udp_loop;
 pub mod wait;
 
 pub use client::Client;
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, Runtime};
 pub use cni::{Chain, Pod};
 pub use netns::Netns;
 pub use process::Process;

@@ -14,19 +14,20 @@ use nix::sched::{CloneFlags, setns};
 
 use crate::cmd;
 
-/// A named network namespace (`/run/netns/<name>`).
+/// A network namespace: a named one (`/run/netns/<name>`), or one known only by a path (a
+/// containerd Pod's, `/proc/<pid>/ns/net`), which `ip -n` cannot address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Netns {
     name: String,
+    path: std::path::PathBuf,
+    named: bool,
 }
 
 impl Netns {
     /// Creates the namespace with `lo` up.
     pub fn create(name: &str) -> Result<Self> {
         cmd::ip(&["netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_owned(),
-        };
+        let ns = Netns::existing(name);
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -36,7 +37,23 @@ impl Netns {
     pub fn existing(name: &str) -> Self {
         Netns {
             name: name.to_owned(),
+            path: std::path::Path::new("/run/netns").join(name),
+            named: true,
         }
+    }
+
+    /// A namespace known by a path only (e.g. `/proc/<pid>/ns/net` of a Pod's process).
+    pub fn at_path(path: &std::path::Path) -> Self {
+        Netns {
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+            named: false,
+        }
+    }
+
+    /// The namespace's file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The namespace's name, as `ip netns` knows it.
@@ -46,6 +63,11 @@ impl Netns {
 
     /// Runs `ip -n <ns> ARGS...`.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
+        if !self.named {
+            let mut argv = vec!["ip"];
+            argv.extend_from_slice(args);
+            return cmd::run(&mut self.command_keeping_mounts(&argv), cmd::CONFIG_TIMEOUT);
+        }
         let mut full = vec!["-n", self.name.as_str()];
         full.extend_from_slice(args);
         cmd::ip(&full)
@@ -62,6 +84,9 @@ impl Netns {
 
     /// A `Command` that runs `argv` inside the namespace.
     pub fn command(&self, argv: &[&str]) -> Command {
+        if !self.named {
+            return self.command_keeping_mounts(argv);
+        }
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name]).args(argv);
         command
@@ -73,7 +98,7 @@ impl Netns {
     pub fn command_keeping_mounts(&self, argv: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
         command
-            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg(format!("--net={}", self.path.display()))
             .arg("--")
             .args(argv);
         command
@@ -86,8 +111,8 @@ impl Netns {
     pub fn command_in_cgroup(&self, cgroup: &std::path::Path, argv: &[&str]) -> Result<Command> {
         use std::os::fd::AsFd;
         use std::os::unix::process::CommandExt;
-        let path = format!("/run/netns/{}", self.name);
-        let ns = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        let path = &self.path;
+        let ns = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let procs_path = cgroup.join("cgroup.procs");
         let procs = std::fs::OpenOptions::new()
             .write(true)
@@ -123,13 +148,15 @@ impl Netns {
         T: Send + 'static,
         F: FnOnce() -> Result<T> + Send + 'static,
     {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.path.clone();
         thread::Builder::new()
             .name(format!("in-{}", self.name))
             .spawn(move || {
-                let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
-                setns(&file, CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("cannot enter network namespace {path}"))?;
+                let file =
+                    File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+                setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| {
+                    format!("cannot enter network namespace {}", path.display())
+                })?;
                 f()
             })
             .context("cannot start a namespace thread")?

@@ -26,6 +26,7 @@ pub const STATE_ROOT: &str = "/run/skiff-harness";
 const OWNER_FILE: &str = "owner";
 const PIDS_FILE: &str = "pids";
 const DETACHED: &str = "detached";
+const MOUNT_ROOTS_FILE: &str = "mount-roots";
 
 /// A run's id: six lower-case alphanumerics, short enough for 15-byte link names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -167,6 +168,17 @@ impl Run {
         Ok(dir)
     }
 
+    /// Records a folder where a process of this run mounts things (containerd's rootfs overlays
+    /// and netns mounts): cleanup unmounts whatever is still mounted below it.
+    pub fn add_mount_root(&self, dir: &Path) -> Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.id.state_dir().join(MOUNT_ROOTS_FILE))?;
+        writeln!(file, "{}", dir.display())?;
+        Ok(())
+    }
+
     /// A cgroup (v2) of this run's own, made on first use and removed with the run.
     pub fn cgroup_dir(&self) -> Result<PathBuf> {
         let dir = kernelfs::ensure_cgroup2()?.join(self.id.object("cg"));
@@ -279,6 +291,15 @@ pub fn destroy(id: &RunId) -> Result<()> {
     let namespaces: Vec<String> = netns_names().into_iter().filter(|n| id.owns(n)).collect();
     stop_processes(id, &namespaces);
     let mut problems = Vec::new();
+    let mut roots: Vec<PathBuf> = fs::read_to_string(id.state_dir().join(MOUNT_ROOTS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    roots.push(id.state_dir());
+    if let Err(err) = kernelfs::unmount_below(&roots) {
+        problems.push(format!("{err:#}"));
+    }
     for ns in &namespaces {
         if let Err(err) = cmd::ip(&["netns", "delete", ns]) {
             problems.push(format!("{err:#}"));
@@ -288,7 +309,7 @@ pub fn destroy(id: &RunId) -> Result<()> {
         // Usually gone with its peer's namespace already; deleting twice is harmless.
         let _ = cmd::ip(&["link", "delete", &link]);
     }
-    if let Some(root) = kernelfs::cgroup2_mount() {
+    for root in kernelfs::cgroup_mounts() {
         let cg = root.join(id.object("cg"));
         if cg.exists()
             && let Err(err) = kernelfs::remove_cgroup_tree(&cg)

@@ -1,7 +1,8 @@
 //! The conformance suite: what Kubernetes' own `[sig-network]` tests check, done the way a user
 //! does it — Deployments, Services and `kubectl` against skiff-control, node agents hosting
 //! the Service proxy, real Pods of the test server — in all four combinations of data plane
-//! (iptables, eBPF) and node network (VXLAN, host-gw).
+//! (iptables, eBPF) and node network (VXLAN, host-gw) on the process runtime, and once more
+//! with real containers (containerd over CRI, iptables over VXLAN).
 //!
 //! Each combination is one test on its own 3-node cluster; its cases run one after another and
 //! each names itself in the error when it fails. Every check asks *who answered* (each Pod
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use skiff_tests::{Client, Cluster, ClusterOptions, UdpLoop, wait};
+use skiff_tests::cluster::TEST_SERVER_IMAGE;
+use skiff_tests::{Client, Cluster, ClusterOptions, Runtime, UdpLoop, wait};
 
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,28 +31,39 @@ const LB_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 
 #[test]
 fn iptables_over_vxlan() -> Result<()> {
-    suite("iptables", "vxlan")
+    suite("iptables", "vxlan", Runtime::Process)
 }
 
 #[test]
 fn iptables_over_host_gw() -> Result<()> {
-    suite("iptables", "host-gw")
+    suite("iptables", "host-gw", Runtime::Process)
 }
 
 #[test]
 fn ebpf_over_vxlan() -> Result<()> {
-    suite("ebpf", "vxlan")
+    suite("ebpf", "vxlan", Runtime::Process)
 }
 
 #[test]
 fn ebpf_over_host_gw() -> Result<()> {
-    suite("ebpf", "host-gw")
+    suite("ebpf", "host-gw", Runtime::Process)
+}
+
+#[test]
+fn containerd_iptables_over_vxlan() -> Result<()> {
+    suite("iptables", "vxlan", Runtime::Containerd)
 }
 
 /// One cluster, every case in turn.
-fn suite(mode: &str, overlay: &str) -> Result<()> {
+fn suite(mode: &str, overlay: &str, runtime: Runtime) -> Result<()> {
     let short = if overlay == "vxlan" { "vx" } else { "gw" };
-    let mut world = World::start(mode, overlay, &format!("conf-{}-{short}", &mode[..2]))?;
+    let prefix = if runtime == Runtime::Containerd {
+        "ctrd"
+    } else {
+        "conf"
+    };
+    let label = format!("{prefix}-{}-{short}", &mode[..2]);
+    let mut world = World::start(mode, overlay, runtime, &label)?;
     let cases: [(&str, Case); 11] = [
         ("endpoints follow Pods 0 -> N -> 0", endpoints_follow_pods),
         (
@@ -95,9 +108,10 @@ struct World {
 }
 
 impl World {
-    fn start(mode: &str, overlay: &str, label: &str) -> Result<Self> {
+    fn start(mode: &str, overlay: &str, runtime: Runtime, label: &str) -> Result<Self> {
         let cluster = Cluster::start(&ClusterOptions {
             overlay: overlay.to_owned(),
+            runtime,
             // The Lease renewed every second, well inside the grace period.
             agent_args: vec![
                 "--proxy-mode".into(),
@@ -125,7 +139,7 @@ impl World {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("client{k}"), "labels": {"app": "client"}},
                 "spec": {"nodeName": format!("node{k}"),
-                         "containers": [{"name": "c", "image": "skiff/test-server"}]}
+                         "containers": [{"name": "c", "image": TEST_SERVER_IMAGE}]}
             }))?;
         }
         cluster.apply(&web_deployment(0))?;
@@ -268,7 +282,7 @@ fn web_deployment(replicas: usize) -> Value {
             "template": {
                 "metadata": {"labels": {"app": "web"}},
                 "spec": {"containers": [{
-                    "name": "server", "image": "skiff/test-server",
+                    "name": "server", "image": TEST_SERVER_IMAGE,
                     "ports": [{"name": "http", "containerPort": 8080},
                               {"name": "dgram", "containerPort": 8081, "protocol": "UDP"}]
                 }]}
@@ -665,7 +679,7 @@ fn draining_pod(name: &str, k: usize) -> Value {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "drain"}},
         "spec": {"nodeName": format!("node{k}"), "terminationGracePeriodSeconds": 60,
-                 "containers": [{"name": "s", "image": "skiff/test-server",
+                 "containers": [{"name": "s", "image": TEST_SERVER_IMAGE,
                                  "args": ["--shutdown-delay", "60"]}]}
     })
 }
@@ -726,7 +740,7 @@ fn udp_follows_replaced_pod(world: &mut World) -> Result<()> {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dns"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "dns"}},
                  "template": {"metadata": {"labels": {"app": "dns"}},
-                              "spec": {"containers": [{"name": "s", "image": "skiff/test-server",
+                              "spec": {"containers": [{"name": "s", "image": TEST_SERVER_IMAGE,
                                   "ports": [{"name": "dgram", "containerPort": 8081,
                                              "protocol": "UDP"}]}]}}}
     }))?;
@@ -841,7 +855,7 @@ fn node_killed(world: &mut World) -> Result<()> {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("solo{k}"), "labels": {"app": "solo"}},
             "spec": {"nodeName": format!("node{k}"),
-                     "containers": [{"name": "s", "image": "skiff/test-server"}]}
+                     "containers": [{"name": "s", "image": TEST_SERVER_IMAGE}]}
         }))?;
     }
     world.cluster.apply(&json!({

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde_json::Value;
+use skiff_tests::cluster::TEST_SERVER_IMAGE;
 use skiff_tests::{Cluster, ClusterOptions, TopologyOptions, run, wait};
 
 use crate::{setup, shell};
@@ -27,6 +28,10 @@ pub struct UpArgs {
     /// The Service proxy's data plane on every node.
     #[arg(long, default_value = "iptables", value_parser = ["iptables", "ebpf"])]
     proxy_mode: String,
+    /// What runs Pods: `containerd` (real containers, images from a local registry) or
+    /// `process` (host processes, images from a catalog).
+    #[arg(long, default_value = "process", value_parser = ["process", "containerd"])]
+    runtime: String,
 }
 
 /// The demo's size.
@@ -60,8 +65,8 @@ pub fn up(args: &UpArgs) -> Result<()> {
     }
 
     shell::step(&format!(
-        "up: {} nodes ({}, {} proxy)",
-        args.nodes, args.overlay, args.proxy_mode
+        "up: {} nodes ({}, {} proxy, {} runtime)",
+        args.nodes, args.overlay, args.proxy_mode, args.runtime
     ));
     let started = Instant::now();
     let options = ClusterOptions {
@@ -72,6 +77,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
         },
         overlay: args.overlay.clone(),
         agent_args: vec!["--proxy-mode".into(), args.proxy_mode.clone()],
+        runtime: args.runtime.parse()?,
         ..ClusterOptions::nodes(args.nodes, "up")
     };
     let cluster = Cluster::start(&options)?;
@@ -108,13 +114,8 @@ pub fn up(args: &UpArgs) -> Result<()> {
 
     shell::step("up: a demo Deployment of the test server");
     let replicas = format!("--replicas={DEMO_REPLICAS}");
-    cluster.kubectl(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=skiff/test-server",
-        &replicas,
-    ])?;
+    let image = format!("--image={TEST_SERVER_IMAGE}");
+    cluster.kubectl(&["create", "deployment", "web", &image, &replicas])?;
     cluster.kubectl(&[
         "expose",
         "deployment",
@@ -196,13 +197,6 @@ pub fn up(args: &UpArgs) -> Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let pod_ns = cluster
-        .pod_netns(
-            pods[0]["spec"]["nodeName"].as_str().unwrap_or_default(),
-            pods[0]["metadata"]["uid"].as_str().unwrap_or_default(),
-        )
-        .name()
-        .to_owned();
     let logs = topology.run().log_dir().to_path_buf();
     let id = cluster.detach()?;
     println!(
@@ -211,7 +205,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
          in a Pod:         cargo xtask exec {first_pod} -- curl -s {service}\n\
          on a node:        cargo xtask exec --node node1 -- ip route\n\
          enter a node:     ip netns exec {first_node} bash\n\
-         enter a Pod:      ip netns exec {pod_ns} bash\n\
+         enter a Pod:      cargo xtask exec {first_pod} -- sh\n\
          logs and state:   {}\n\
          take it down:     cargo xtask down",
         elapsed.as_secs_f64(),

@@ -1,5 +1,7 @@
 //! `cargo xtask exec`: run a command inside a Pod's or a node's network namespace (and cgroup)
-//! of the cluster `cargo xtask up` left running, the way `kubectl exec` would with containers:
+//! of the cluster `cargo xtask up` left running, the way `kubectl exec` would with containers.
+//! A Pod on containerd is entered whole: the namespaces (mount, UTS, IPC, network, PID) and
+//! cgroup of its first application container, so it sees the container's own filesystem.
 //!
 //! ```text
 //! cargo xtask exec web-648d95fdf6-2fxc9 -- curl -s 10.96.0.2
@@ -74,9 +76,58 @@ pub fn exec(args: &ExecArgs) -> Result<()> {
         (None, None) => bail!("name a Pod or --node"),
     };
     let argv: Vec<&str> = args.command.iter().map(String::as_str).collect();
+    if let Some((container_cgroup, pid)) = app_container(&cgroup) {
+        let mut command = Command::new("nsenter");
+        command
+            .args(["-t", &pid.to_string(), "-m", "-u", "-i", "-n", "-p", "--"])
+            .args(&argv);
+        let status = in_cgroup(command, &container_cgroup)?
+            .status()
+            .context("cannot run nsenter")?;
+        std::process::exit(status.code().unwrap_or(1))
+    }
     let status = Netns::existing(&netns)
         .command_in_cgroup(&cgroup, &argv)?
         .status()
         .with_context(|| format!("cannot run {}", args.command[0]))?;
     std::process::exit(status.code().unwrap_or(1))
+}
+
+/// A containerd Pod's cgroup holds one per container: the first whose process is not the
+/// sandbox's pause, and that process.
+fn app_container(pod_cgroup: &std::path::Path) -> Option<(std::path::PathBuf, u32)> {
+    let mut found: Vec<(std::path::PathBuf, u32)> = std::fs::read_dir(pod_cgroup)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).ok()?;
+            let pid: u32 = procs.lines().next()?.trim().parse().ok()?;
+            Some((e.path(), pid))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().find(|(_, pid)| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        !cmdline.starts_with(b"/pause")
+    })
+}
+
+/// `command`, started inside the cgroup `dir`.
+fn in_cgroup(mut command: Command, dir: &std::path::Path) -> Result<Command> {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    let procs_path = dir.join("cgroup.procs");
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs_path)
+        .with_context(|| format!("cannot open {}", procs_path.display()))?;
+    // SAFETY: only write(2) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::write(procs.as_fd(), b"0")?;
+            Ok(())
+        });
+    }
+    Ok(command)
 }

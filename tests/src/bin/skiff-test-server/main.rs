@@ -98,9 +98,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if config.shutdown_delay > 0
-        && let Err(err) = exit_after_sigterm(std::time::Duration::from_secs(config.shutdown_delay))
-    {
+    // Always our own handler: as a container's PID 1 the kernel ignores a signal whose
+    // disposition is the default, so SIGTERM would otherwise wait out the grace period.
+    if let Err(err) = exit_after_sigterm(std::time::Duration::from_secs(config.shutdown_delay)) {
         eprintln!("cannot take over SIGTERM: {err}");
         return ExitCode::from(1);
     }
@@ -135,7 +135,8 @@ fn main() -> ExitCode {
 }
 
 /// Blocks SIGTERM in this thread (and so in every thread started after) and ends the process
-/// `delay` after one arrives.
+/// `delay` after one arrives: at once with 143, as the default disposition would, or after
+/// serving on with 0.
 fn exit_after_sigterm(delay: std::time::Duration) -> nix::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut term = SigSet::empty();
@@ -143,6 +144,9 @@ fn exit_after_sigterm(delay: std::time::Duration) -> nix::Result<()> {
     term.thread_block()?;
     std::thread::spawn(move || {
         if term.wait().is_ok() {
+            if delay.is_zero() {
+                std::process::exit(128 + Signal::SIGTERM as i32);
+            }
             eprintln!("SIGTERM: serving {} s more", delay.as_secs());
             std::thread::sleep(delay);
             std::process::exit(0);

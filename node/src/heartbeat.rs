@@ -2,8 +2,10 @@
 //! quarter of its duration, 10 s of 40 s by default (the cheap signal the node lifecycle
 //! controller watches), and the Node's status —
 //! Ready with a fresh `lastHeartbeatTime` — posted every minute, or at once when the Node
-//! shows anything but Ready=True (a control plane that marked it Unknown while it was away).
+//! shows anything but Ready=True (a control plane that marked it Unknown while it was away),
+//! with the images the runtime holds.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,6 +16,7 @@ use serde_json::json;
 
 use crate::facts::MachineFacts;
 use crate::register::{NodeIdentity, post_status};
+use crate::runtime::PodRuntime;
 
 /// Where node Leases live.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -29,6 +32,7 @@ pub async fn run(
     identity: NodeIdentity,
     facts: MachineFacts,
     lease_duration: Duration,
+    runtime: Arc<dyn PodRuntime>,
 ) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(client);
@@ -47,7 +51,16 @@ pub async fn run(
             }
         };
         if stale || !shown_ready {
-            match post_status(&nodes, &identity, &facts).await {
+            let asked = Arc::clone(&runtime);
+            let images = match tokio::task::spawn_blocking(move || asked.images()).await {
+                Ok(Ok(images)) => images,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "cannot list the node's images");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            match post_status(&nodes, &identity, &facts, &images).await {
                 Ok(_) => last_status = Instant::now(),
                 Err(err) => tracing::warn!(error = %err, "node status not posted"),
             }

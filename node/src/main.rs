@@ -212,6 +212,7 @@ async fn run(cli: Cli) -> Result<()> {
         identity.clone(),
         facts,
         lease,
+        Arc::clone(&runtime),
     ));
     let cidr = register::wait_for_pod_cidr(&nodes, &identity.name, Duration::from_secs(10)).await?;
     tracing::info!(node = %identity.name, ip = %identity.ip, pod_cidr = %cidr, "got a podCIDR");
@@ -240,9 +241,12 @@ async fn run(cli: Cli) -> Result<()> {
         tracing::warn!(file = %cli.resolv_conf.display(), error = %err, "no resolver configuration");
         String::new()
     });
+    let (services, services_writer) = kube::runtime::reflector::store();
+    let services_task = tokio::spawn(pods::follow_services(client.clone(), services_writer));
     let ctx = Arc::new(PodContext {
         client: client.clone(),
         runtime,
+        services,
         dns: DnsSettings {
             cluster_dns: cli.cluster_dns.iter().map(ToString::to_string).collect(),
             cluster_domain: cli.cluster_domain.clone(),
@@ -294,6 +298,7 @@ async fn run(cli: Cli) -> Result<()> {
         _ = heartbeat => bail!("the heartbeat stopped"),
         _ = net_task => bail!("the node network task stopped"),
         _ = pod_task => bail!("the pod manager stopped"),
+        _ = services_task => bail!("the Service watch stopped"),
         result = proxy_task => match result {
             Ok(Err(err)) => Err(err).context("the service proxy stopped"),
             _ => bail!("the service proxy stopped"),

@@ -13,6 +13,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::facts::MachineFacts;
+use crate::runtime::NodeImage;
 
 /// The version this agent reports as `kubeletVersion`: the API it serves, plus ours.
 pub const AGENT_VERSION: &str = concat!("v1.33.0-skiff.", env!("CARGO_PKG_VERSION"));
@@ -69,8 +70,19 @@ pub fn ready_condition() -> Value {
            "lastHeartbeatTime": now(), "lastTransitionTime": now()})
 }
 
-/// The status part this agent owns: addresses, capacity, nodeInfo and Ready.
-pub fn node_status(identity: &NodeIdentity, facts: &MachineFacts) -> Value {
+/// At most this many images in the status, kubelet's `--node-status-max-images`.
+pub const MAX_IMAGES: usize = 50;
+
+/// The status part this agent owns: addresses, capacity, nodeInfo, Ready and the images the
+/// runtime holds (largest first, as kubelet lists them).
+pub fn node_status(identity: &NodeIdentity, facts: &MachineFacts, images: &[NodeImage]) -> Value {
+    let mut images: Vec<&NodeImage> = images.iter().filter(|i| !i.names.is_empty()).collect();
+    images.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
+    let images: Vec<Value> = images
+        .into_iter()
+        .take(MAX_IMAGES)
+        .map(|i| json!({"names": i.names, "sizeBytes": i.size_bytes}))
+        .collect();
     let capacity = json!({
         "cpu": facts.cpus.to_string(),
         "memory": format!("{}Ki", facts.memory_bytes / 1024),
@@ -84,6 +96,7 @@ pub fn node_status(identity: &NodeIdentity, facts: &MachineFacts) -> Value {
         "capacity": capacity,
         "allocatable": capacity,
         "conditions": [ready_condition()],
+        "images": images,
         "nodeInfo": {
             "machineID": facts.machine_id, "systemUUID": facts.machine_id,
             "bootID": facts.boot_id, "kernelVersion": facts.kernel_version,
@@ -118,14 +131,16 @@ pub async fn register(
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": identity.name, "labels": node_labels(identity, facts)},
-        "status": node_status(identity, facts),
+        "status": node_status(identity, facts, &[]),
     }))
     .expect("a valid Node");
     match nodes.create(&PostParams::default(), &node).await {
         Ok(created) => {
             tracing::info!(node = %identity.name, "registered the node");
             // Some apiservers drop a created Node's status: post it through /status too.
-            post_status(nodes, identity, facts).await.map(|_| created)
+            post_status(nodes, identity, facts, &[])
+                .await
+                .map(|_| created)
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let labels = json!({"metadata": {"labels": node_labels(identity, facts)}});
@@ -138,7 +153,7 @@ pub async fn register(
                 .await
                 .map_err(api_error)?;
             tracing::info!(node = %identity.name, "the node exists: updating it");
-            post_status(nodes, identity, facts).await
+            post_status(nodes, identity, facts, &[]).await
         }
         Err(source) => Err(api_error(source)),
     }
@@ -149,8 +164,9 @@ pub async fn post_status(
     nodes: &Api<Node>,
     identity: &NodeIdentity,
     facts: &MachineFacts,
+    images: &[NodeImage],
 ) -> Result<Node, RegisterError> {
-    let patch = json!({"status": node_status(identity, facts)});
+    let patch = json!({"status": node_status(identity, facts, images)});
     nodes
         .patch_status(
             &identity.name,
@@ -228,8 +244,25 @@ mod tests {
             name: "node1".into(),
             ip: Ipv4Addr::new(172, 31, 0, 10),
         };
+        let images = [
+            NodeImage {
+                names: vec!["localhost:5000/skiff/pause:latest".into()],
+                size_bytes: 10,
+            },
+            NodeImage {
+                names: vec!["localhost:5000/skiff/test-server:latest".into()],
+                size_bytes: 20,
+            },
+        ];
         let status: k8s_openapi::api::core::v1::NodeStatus =
-            serde_json::from_value(node_status(&identity, &facts())).unwrap();
+            serde_json::from_value(node_status(&identity, &facts(), &images)).unwrap();
+        let listed = status.images.clone().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].size_bytes, Some(20), "largest first");
+        assert_eq!(
+            status.node_info.as_ref().unwrap().container_runtime_version,
+            "containerd://1.6.20"
+        );
         let addresses: Vec<(String, String)> = status
             .addresses
             .unwrap()

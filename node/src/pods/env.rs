@@ -4,7 +4,7 @@
 //! (Pod name, namespace, uid, IP, node name, host IP, service account). The runtime puts the
 //! image's defaults (and `HOSTNAME`) beneath it.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
 
 /// The `PATH` a container gets when neither image nor Pod sets one (containerd's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -102,6 +102,78 @@ pub fn container_env(
     env
 }
 
+/// `my-svc` → `MY_SVC`, as Service variables name a Service.
+fn env_name(service: &str) -> String {
+    service.to_uppercase().replace('-', "_")
+}
+
+/// The Service variables a Pod in `namespace` gets, kubelet's way: every Service of its
+/// namespace with a ClusterIP (when `enable_links`, `enableServiceLinks`' default), and the
+/// `kubernetes` Service of `default` always — `<NAME>_SERVICE_HOST`/`_PORT`/`_PORT_<PORT NAME>`
+/// plus the docker-link style `<NAME>_PORT` and `<NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`.
+/// Sorted by name, so the environment does not depend on watch order.
+pub fn service_env<'a>(
+    namespace: &str,
+    enable_links: bool,
+    services: impl IntoIterator<Item = &'a Service>,
+) -> Vec<(String, String)> {
+    let mut chosen: Vec<&Service> = services
+        .into_iter()
+        .filter(|s| {
+            let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+            let name = s.metadata.name.as_deref().unwrap_or_default();
+            (enable_links && ns == namespace) || (ns == "default" && name == "kubernetes")
+        })
+        .filter(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|spec| spec.cluster_ip.as_deref())
+                .is_some_and(|ip| !ip.is_empty() && ip != "None")
+        })
+        .collect();
+    chosen.sort_by_key(|s| s.metadata.name.clone());
+    chosen.dedup_by_key(|s| s.metadata.name.clone());
+    let mut env = Vec::new();
+    for service in chosen {
+        let name = env_name(service.metadata.name.as_deref().unwrap_or_default());
+        let spec = service.spec.as_ref().expect("filtered on its spec");
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        env.push((format!("{name}_SERVICE_HOST"), ip.clone()));
+        let Some(first) = ports.first() else {
+            continue;
+        };
+        env.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for port in ports {
+            if let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                env.push((
+                    format!("{name}_SERVICE_PORT_{}", env_name(port_name)),
+                    port.port.to_string(),
+                ));
+            }
+        }
+        let proto_of = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.as_deref().unwrap_or("TCP").to_owned()
+        };
+        env.push((
+            format!("{name}_PORT"),
+            format!("{}://{ip}:{}", proto_of(first).to_lowercase(), first.port),
+        ));
+        for port in ports {
+            let proto = proto_of(port);
+            let prefix = format!("{name}_PORT_{}_{proto}", port.port);
+            env.push((
+                prefix.clone(),
+                format!("{}://{ip}:{}", proto.to_lowercase(), port.port),
+            ));
+            env.push((format!("{prefix}_PROTO"), proto.to_lowercase()));
+            env.push((format!("{prefix}_PORT"), port.port.to_string()));
+            env.push((format!("{prefix}_ADDR"), ip.clone()));
+        }
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +212,49 @@ mod tests {
         assert_eq!(get("POD_IP"), Some("10.244.1.5"));
         assert_eq!(get("APP"), Some("web"));
         assert_eq!(get("GREETING"), Some("fast-web-1"));
+    }
+
+    #[test]
+    fn services_of_the_namespace_become_variables_as_kubelet_writes_them() {
+        let services: Vec<Service> = serde_json::from_value(json!([
+            {"metadata": {"name": "my-web", "namespace": "team"},
+             "spec": {"clusterIP": "10.96.0.20", "ports": [
+                 {"name": "http", "port": 80, "protocol": "TCP"},
+                 {"name": "dns", "port": 53, "protocol": "UDP"}]}},
+            {"metadata": {"name": "headless", "namespace": "team"},
+             "spec": {"clusterIP": "None", "ports": [{"port": 80}]}},
+            {"metadata": {"name": "other", "namespace": "elsewhere"},
+             "spec": {"clusterIP": "10.96.0.30", "ports": [{"port": 80}]}},
+            {"metadata": {"name": "kubernetes", "namespace": "default"},
+             "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}}
+        ]))
+        .unwrap();
+        let env = service_env("team", true, &services);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MY_WEB_SERVICE_HOST"), Some("10.96.0.20"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT"), Some("80"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_DNS"), Some("53"));
+        assert_eq!(get("MY_WEB_PORT"), Some("tcp://10.96.0.20:80"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP"), Some("udp://10.96.0.20:53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_PROTO"), Some("udp"));
+        assert_eq!(get("MY_WEB_PORT_80_TCP_ADDR"), Some("10.96.0.20"));
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(
+            get("HEADLESS_SERVICE_HOST"),
+            None,
+            "headless Services get none"
+        );
+        assert_eq!(
+            get("OTHER_SERVICE_HOST"),
+            None,
+            "other namespaces' get none"
+        );
+        let without_links = service_env("team", false, &services);
+        assert!(
+            without_links
+                .iter()
+                .all(|(k, _)| k.starts_with("KUBERNETES_"))
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! still holds: sandboxes of Pods that are gone are removed, the others are adopted by their
 //! workers as they are (running containers keep running), and CNI GC frees any address whose
 //! sandbox vanished while the agent was away. Only then do workers start, so GC never races
-//! an ADD.
+//! an ADD. Workers also wait for the Services to be listed: a container's environment names
+//! them.
 
 pub mod dns;
 pub mod env;
@@ -18,8 +19,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::{mpsc, watch};
 
@@ -76,6 +79,10 @@ pub async fn run(ctx: Arc<Context>) {
     };
     let mut listing: Vec<Pod> = Vec::new();
     let mut adopted = false;
+    // Containers get the Service variables of their namespace: know the Services first.
+    if ctx.services.wait_until_ready().await.is_err() {
+        tracing::warn!("the Service watch ended before it listed");
+    }
     loop {
         tokio::select! {
             Some(uid) = done_rx.recv() => { workers.senders.remove(&uid); }
@@ -156,4 +163,21 @@ async fn adopt(ctx: &Arc<Context>, listed: &[Pod]) {
             }
         }
     }
+}
+
+/// Keeps `writer` (the Services every worker reads) in step with the API until the watch ends.
+pub async fn follow_services(client: kube::Client, writer: reflector::store::Writer<Service>) {
+    let services: Api<Service> = Api::all(client);
+    let stream = reflector(
+        writer,
+        watcher::watcher(services, watcher::Config::default()).default_backoff(),
+    );
+    stream
+        .for_each(|event| {
+            if let Err(err) = event {
+                tracing::warn!(error = %err, "service watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
 }

@@ -143,6 +143,35 @@ pub fn remove_cgroup(dir: &Path) -> Result<(), SandboxError> {
     }
 }
 
+/// Every mounted cgroup hierarchy, the v2 one first (its `cgroup.kill` ends what is inside),
+/// then, on a hybrid machine, the v1 controllers' — where runc makes containers' cgroups too.
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let of = |wanted: &str| -> Vec<PathBuf> {
+        mounts
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (_dev, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+                (kind == wanted).then(|| PathBuf::from(dir.replace("\\040", " ")))
+            })
+            .collect()
+    };
+    let mut all = of("cgroup2");
+    all.extend(of("cgroup"));
+    all
+}
+
+/// [`remove_cgroup`] for `dir` and every cgroup below it, deepest first.
+pub fn remove_cgroup_tree(dir: &Path) -> Result<(), SandboxError> {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    remove_cgroup(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,8 @@ pub struct Cluster {
     // namespaces go.
     agents: Vec<Option<Process>>,
     containerds: Vec<Option<Process>>,
+    /// containerd starts so far, to give each its own log.
+    containerd_starts: usize,
     control: Process,
     registry: Option<Registry>,
     runtime: Runtime,
@@ -124,6 +126,7 @@ impl Cluster {
             registry,
             runtime: options.runtime,
             containerds: Vec::new(),
+            containerd_starts: 0,
             agents: Vec::new(),
             agent_args: options.agent_args.clone(),
             overlay: options.overlay.clone(),
@@ -244,8 +247,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Node `n`'s containerd folders.
-    fn containerd_dirs(&self, n: usize) -> Result<ContainerdDirs> {
+    /// Node `n`'s containerd folders (its socket, for `ctr --address`).
+    pub fn containerd_dirs(&self, n: usize) -> Result<ContainerdDirs> {
         let root = self.node_root(n);
         ContainerdDirs::new(
             self.topology.run(),
@@ -264,13 +267,13 @@ impl Cluster {
             .addr();
         let dirs = self.containerd_dirs(n)?;
         let node = self.topology.node(n).clone();
-        let process = containerd::start(
-            self.topology.run(),
-            &node.netns,
-            &format!("containerd-{}", node.name),
-            &dirs,
-            registry,
-        )?;
+        self.containerd_starts += 1;
+        // A restarted containerd logs beside the first, not over it.
+        let name = match self.containerd_starts {
+            k if k <= self.topology.nodes().len() => format!("containerd-{}", node.name),
+            k => format!("containerd-{}-{k}", node.name),
+        };
+        let process = containerd::start(self.topology.run(), &node.netns, &name, &dirs, registry)?;
         self.containerds[n - 1] = Some(process);
         Ok(())
     }
@@ -285,6 +288,16 @@ impl Cluster {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
         drop(process);
         self.start_containerd(n)
+    }
+
+    /// Stops the image registry, as an outage would.
+    pub fn stop_registry(&mut self) -> Result<()> {
+        let registry = self
+            .registry
+            .take()
+            .context("this cluster has no registry")?;
+        drop(registry);
+        Ok(())
     }
 
     /// What runs Pods here.

@@ -42,8 +42,7 @@ pub struct CriRuntime {
     handle: tokio::runtime::Handle,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
-    /// The node's Pod cgroup, and the same relative to the cgroup2 mount (`/skiff-pods`).
-    cgroup_root: PathBuf,
+    /// The node's Pod cgroup relative to the cgroup2 mount (`/skiff-pods`).
     cgroup_parent: String,
     /// Where Pods' container logs go (`/var/log/pods`).
     log_root: PathBuf,
@@ -88,8 +87,13 @@ impl CriRuntime {
                 .unwrap_or(&settings.endpoint),
         );
         // The URI is a placeholder: every connection goes to the socket.
+        // Keep-alives find a connection to a containerd that died without closing it, so calls
+        // fail fast and the next one reconnects.
         let channel = Endpoint::from_static("http://cri.sock")
             .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
                 let socket = socket.clone();
                 async move {
@@ -113,7 +117,6 @@ impl CriRuntime {
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
             cgroup_parent: format!("/{}", relative.display()),
-            cgroup_root: settings.cgroup_root.clone(),
             log_root: settings.log_root,
             cni: settings.cni,
         })
@@ -437,8 +440,12 @@ impl PodRuntime for CriRuntime {
             self.remove_pod_sandbox(&sandbox.id)?;
         }
         // runc removes the containers' cgroups; the Pod's own, their parent, is ours (kubelet's
-        // pod cgroup manager's job).
-        crate::sandbox::remove_cgroup(&self.cgroup_root.join(format!("pod-{uid}")))?;
+        // pod cgroup manager's job) — in every hierarchy runc used, with whatever a container
+        // that never started left below it.
+        let pod_cgroup = format!("{}/pod-{uid}", self.cgroup_parent.trim_matches('/'));
+        for hierarchy in crate::sandbox::cgroup_mounts() {
+            crate::sandbox::remove_cgroup_tree(&hierarchy.join(&pod_cgroup))?;
+        }
         if let Some(meta) = sandboxes.last().and_then(|s| s.metadata.as_ref()) {
             let dir = convert::pod_log_dir(&self.log_root, &meta.namespace, &meta.name, uid);
             match std::fs::remove_dir_all(&dir) {
@@ -519,10 +526,19 @@ impl PodRuntime for CriRuntime {
     }
 
     fn container(&self, uid: &str, name: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
-        match self.pod_containers(uid, Some(name))?.last() {
-            Some(latest) => Ok(Some(self.info_of_container(latest)?)),
-            None => Ok(None),
+        let mut containers = self.pod_containers(uid, Some(name))?;
+        while let Some(latest) = containers.pop() {
+            // Created but never started: containerd went away between CreateContainer and
+            // StartContainer (start_container does both at once). It goes, so the worker
+            // starts the container anew, as kubelet restarts a created container.
+            if latest.state == cri::ContainerState::ContainerCreated as i32 {
+                tracing::info!(container = %latest.id, "removing a container that never started");
+                self.remove_container(&latest.id)?;
+                continue;
+            }
+            return Ok(Some(self.info_of_container(&latest)?));
         }
+        Ok(None)
     }
 
     fn previous(&self, uid: &str, name: &str, attempt: u32) -> Option<ContainerState> {

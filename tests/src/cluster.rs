@@ -34,6 +34,8 @@ pub struct ClusterOptions {
     pub overlay: String,
     /// What runs Pods.
     pub runtime: Runtime,
+    /// A folder whose `skiff-cni` the nodes run instead of the build's (a timing wrapper).
+    pub skiff_cni_dir: Option<PathBuf>,
 }
 
 /// What runs Pods on the nodes.
@@ -66,6 +68,7 @@ impl ClusterOptions {
             agent_args: Vec::new(),
             overlay: "vxlan".to_owned(),
             runtime: Runtime::Process,
+            skiff_cni_dir: None,
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct Cluster {
     control: Process,
     registry: Option<Registry>,
     runtime: Runtime,
+    skiff_cni_dir: PathBuf,
     agent_args: Vec<String>,
     overlay: String,
     data_dir: PathBuf,
@@ -125,6 +129,13 @@ impl Cluster {
             control,
             registry,
             runtime: options.runtime,
+            skiff_cni_dir: match &options.skiff_cni_dir {
+                Some(dir) => dir.clone(),
+                None => binaries::skiff_cni()?
+                    .parent()
+                    .context("skiff-cni sits in a folder")?
+                    .to_path_buf(),
+            },
             containerds: Vec::new(),
             containerd_starts: 0,
             agents: Vec::new(),
@@ -196,7 +207,7 @@ impl Cluster {
         let bin_dirs = match self.runtime {
             Runtime::Process => format!(
                 "{},{}",
-                binaries::target_dir().join("debug").display(),
+                self.skiff_cni_dir.display(),
                 crate::cni::REFERENCE_PLUGINS
             ),
             Runtime::Containerd => self.containerd_dirs(n)?.cni_bin_dir.display().to_string(),
@@ -273,7 +284,15 @@ impl Cluster {
             k if k <= self.topology.nodes().len() => format!("containerd-{}", node.name),
             k => format!("containerd-{}-{k}", node.name),
         };
-        let process = containerd::start(self.topology.run(), &node.netns, &name, &dirs, registry)?;
+        let skiff_cni = self.skiff_cni_dir.join("skiff-cni");
+        let process = containerd::start(
+            self.topology.run(),
+            &node.netns,
+            &name,
+            &dirs,
+            registry,
+            &skiff_cni,
+        )?;
         self.containerds[n - 1] = Some(process);
         Ok(())
     }

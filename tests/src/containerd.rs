@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::{Netns, Process, Run, binaries, images};
+use crate::{Netns, Process, Run, images};
 
 /// The CNI plugins containerd runs from its one `bin_dir`: ours and the reference ones it needs
 /// (`loopback` for the Pod's `lo`, `portmap` for hostPorts).
@@ -97,10 +97,10 @@ state = "{state}"
     )
 }
 
-/// Links skiff-cni and the reference plugins containerd needs into `dir`.
-fn link_plugins(dir: &Path) -> Result<()> {
+/// Links `skiff_cni` and the reference plugins containerd needs into `dir`.
+fn link_plugins(dir: &Path, skiff_cni: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut plugins = vec![("skiff-cni".to_owned(), binaries::skiff_cni()?)];
+    let mut plugins = vec![("skiff-cni".to_owned(), skiff_cni.to_path_buf())];
     for name in PLUGINS {
         plugins.push((
             (*name).to_owned(),
@@ -116,15 +116,17 @@ fn link_plugins(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Starts containerd for a node inside `netns` and waits for its socket.
+/// Starts containerd for a node inside `netns` and waits for its socket; it runs `skiff_cni`
+/// (the build's, `binaries::skiff_cni()`, unless a test wraps it).
 pub fn start(
     run: &Run,
     netns: &Netns,
     name: &str,
     dirs: &ContainerdDirs,
     registry: SocketAddr,
+    skiff_cni: &Path,
 ) -> Result<Process> {
-    link_plugins(&dirs.cni_bin_dir)?;
+    link_plugins(&dirs.cni_bin_dir, skiff_cni)?;
     std::fs::create_dir_all(&dirs.root)?;
     std::fs::create_dir_all(&dirs.cni_conf_dir)?;
     run.add_mount_root(&dirs.root)?;

@@ -34,6 +34,8 @@ use crate::pods::env::DEFAULT_PATH;
 use crate::sandbox;
 use crate::shim::{self, Exited, ShimProcess, Started};
 
+/// How long starting a container waits for its shim to say the process runs.
+const START_WAIT: Duration = Duration::from_secs(2);
 /// What this runtime reports as the Node's `containerRuntimeVersion`.
 pub const VERSION: &str = concat!("skiff-process://", env!("CARGO_PKG_VERSION"));
 
@@ -409,9 +411,16 @@ impl PodRuntime for ProcessRuntime {
                 source: std::io::Error::other(status.to_string()),
             });
         }
-        Ok(self
-            .container(uid, &config.name)?
-            .expect("the run just recorded"))
+        // As CRI's StartContainer, return once the process runs (or could not start), so the
+        // Pod shows Running now rather than at the next sync; bounded, the shim may be slow.
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            let run = self.run_of(uid, &config.name, attempt);
+            if run.state != ContainerState::Creating || Instant::now() >= deadline {
+                return Ok(run);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn container(&self, uid: &str, name: &str) -> Result<Option<ContainerInfo>, RuntimeError> {

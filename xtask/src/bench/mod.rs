@@ -6,6 +6,7 @@
 
 mod cni;
 mod example;
+mod pod_startup;
 mod programming;
 mod underlay_http;
 
@@ -19,7 +20,8 @@ use crate::shell;
 pub struct BenchArgs {
     /// Which benchmark.
     name: BenchName,
-    /// How many requests (underlay-http, default 2000) or Pods (cni, default 200) to measure.
+    /// How many requests (underlay-http, default 2000), Pods (cni, default 200; pod-startup,
+    /// default 100) or Services (programming-latency, default 100) to measure.
     #[arg(long)]
     iterations: Option<usize>,
 }
@@ -45,6 +47,9 @@ enum BenchName {
     /// From a Service written to the API to its first answer from a Pod on every node, eBPF
     /// against iptables, over `--iterations` Services (default 100).
     ProgrammingLatency,
+    /// From a Pod created to Running with its image present, containerd against the process
+    /// runtime, over `--iterations` Pods (default 100), and the share spent in CNI ADD.
+    PodStartup,
 }
 
 /// One measured figure, with the baseline measured in the same run where there is one.
@@ -128,6 +133,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 "programming-latency",
                 "the iptables data plane in the same kind of cluster",
                 programming::run(args.iterations.unwrap_or(100))?,
+            )
+        }
+        BenchName::PodStartup => {
+            shell::run(shell::cargo().args(["build", "--locked", "--workspace", "--bins"]))?;
+            (
+                "pod-startup",
+                "the process runtime on the same kind of cluster",
+                pod_startup::run(args.iterations.unwrap_or(100))?,
             )
         }
     };

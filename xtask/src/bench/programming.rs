@@ -273,7 +273,7 @@ fn scale_up_and_back(
 }
 
 /// Sends `body` to `path` at `api`; returns the time just before the request went out.
-fn send(
+pub(super) fn send(
     api: SocketAddr,
     method: &str,
     path: &str,

@@ -70,6 +70,15 @@ struct Cli {
     /// Containers' logs (CRI runtime): `<dir>/<namespace>_<pod>_<uid>/<container>/<n>.log`.
     #[arg(long, default_value = "/var/log/pods")]
     pod_logs_dir: PathBuf,
+    /// A container's log is rotated past this size (CRI runtime), e.g. `10Mi`.
+    #[arg(long, default_value = "10Mi")]
+    container_log_max_size: String,
+    /// Log files kept per container, the live one included (CRI runtime).
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: usize,
+    /// How often container logs are checked for rotation, in seconds.
+    #[arg(long, default_value_t = 10)]
+    container_log_monitor_interval: u64,
     /// The cluster DNS Service's addresses, the first nameserver of `ClusterFirst` Pods
     /// (comma-separated; none: Pods use the node's resolv.conf).
     #[arg(long, value_delimiter = ',')]
@@ -256,6 +265,22 @@ async fn run(cli: Cli) -> Result<()> {
         node_ip: identity.ip,
         recorder: Recorder::new(client.clone(), &identity.name),
     });
+    let log_max_bytes = skiff_common::quantity::parse_millis(&cli.container_log_max_size)
+        .ok()
+        .and_then(|millis| u64::try_from(millis / 1000).ok())
+        .filter(|bytes| *bytes > 0)
+        .with_context(|| {
+            format!(
+                "--container-log-max-size {:?} is not a size",
+                cli.container_log_max_size
+            )
+        })?;
+    let log_task = tokio::spawn(pods::rotate_logs(
+        Arc::clone(&ctx.runtime),
+        log_max_bytes,
+        cli.container_log_max_files.max(1),
+        Duration::from_secs(cli.container_log_monitor_interval.max(1)),
+    ));
     let pod_task = tokio::spawn(pods::run(ctx));
     tracing::info!(node = %identity.name, "running pods");
     let proxy_mode = match cli.proxy_mode.as_str() {
@@ -299,6 +324,7 @@ async fn run(cli: Cli) -> Result<()> {
         _ = net_task => bail!("the node network task stopped"),
         _ = pod_task => bail!("the pod manager stopped"),
         _ = services_task => bail!("the Service watch stopped"),
+        _ = log_task => bail!("the container log rotation stopped"),
         result = proxy_task => match result {
             Ok(Err(err)) => Err(err).context("the service proxy stopped"),
             _ => bail!("the service proxy stopped"),

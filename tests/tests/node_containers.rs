@@ -1,6 +1,6 @@
 //! The node agent with real containers: skiff-node drives a containerd per node over CRI, and
 //! containerd calls skiff-cni. What a user sees — each container's own filesystem, hostname,
-//! resolv.conf, Service variables and CRI log files; bad input ending in the statuses kubectl
+//! resolv.conf, Service variables and CRI log files, rotated by size; bad input ending in the statuses kubectl
 //! users know while the node stays Ready; and Pods created and deleted by the dozen, with
 //! containerd killed once in the middle, leaving nothing behind and never one address twice.
 //! Needs root.
@@ -17,9 +17,14 @@ use skiff_tests::{Cluster, ClusterOptions, Runtime, wait};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn start(label: &str) -> Result<Cluster> {
+    start_with(label, &[])
+}
+
+fn start_with(label: &str, agent_args: &[&str]) -> Result<Cluster> {
     skiff_tests::run::require_root()?;
     Cluster::start(&ClusterOptions {
         runtime: Runtime::Containerd,
+        agent_args: agent_args.iter().map(|a| (*a).to_owned()).collect(),
         ..ClusterOptions::nodes(1, label)
     })
 }
@@ -92,7 +97,20 @@ fn stdout_lines(path: &Path) -> Result<Vec<String>> {
 
 #[test]
 fn containers_have_their_own_root_hostname_resolv_conf_service_variables_and_logs() -> Result<()> {
-    let cluster = start("ctr-own")?;
+    let cluster = start_with(
+        "ctr-own",
+        &[
+            "--container-log-max-size",
+            "16Ki",
+            "--container-log-max-files",
+            "3",
+            "--container-log-monitor-interval",
+            "1",
+        ],
+    )?;
+    // About 80 KB/s of output: rotated every check, never more than three files.
+    let chatty = "while true; do head -c 800 /dev/zero | tr '\\0' x; echo; sleep 0.01; done";
+    cluster.apply(&pod("chatty", "Always", &shell(chatty)))?;
     cluster.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080"])?;
     let script = "cat /etc/os-release; echo host=$(hostname); cat /etc/resolv.conf; \
                   echo web=$WEB_SERVICE_HOST api=$KUBERNETES_SERVICE_HOST; echo done; sleep 3600";
@@ -130,6 +148,39 @@ fn containers_have_their_own_root_hostname_resolv_conf_service_variables_and_log
             .as_str()
             .is_some_and(|id| id.contains("@sha256:")),
         "{status}"
+    );
+    let live = log_file(&cluster, "chatty")?;
+    let folder = live.parent().context("a log has a folder")?.to_path_buf();
+    let files = || -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&folder)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    // Barrier: rotated at least three times (the first rotated file pruned since).
+    let first = wait::retry(WAIT, || {
+        let names = files()?;
+        let rotated: Vec<&String> = names.iter().filter(|n| n.starts_with("0.log.")).collect();
+        ensure!(rotated.len() == 2, "not rotated twice yet: {names:?}");
+        Ok(rotated[0].clone())
+    })?;
+    wait::retry(WAIT, || {
+        let names = files()?;
+        ensure!(!names.contains(&first), "{first} not pruned yet: {names:?}");
+        Ok(())
+    })?;
+    let names = files()?;
+    ensure!(names.len() <= 3, "more than three log files: {names:?}");
+    ensure!(
+        names.contains(&"0.log".to_owned()),
+        "no live log: {names:?}"
+    );
+    let rotated_size = std::fs::metadata(folder.join(&names[1]))?.len();
+    ensure!(
+        rotated_size > 16 * 1024,
+        "rotated under the limit: {rotated_size}"
     );
     let node = cluster.get_json(&["nodes"])?;
     let info = &node["items"][0]["status"]["nodeInfo"];

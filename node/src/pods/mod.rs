@@ -181,3 +181,22 @@ pub async fn follow_services(client: kube::Client, writer: reflector::store::Wri
         })
         .await;
 }
+
+/// Rotates containers' logs every `interval` (kubelet's container log manager).
+pub async fn rotate_logs(
+    runtime: Arc<dyn crate::runtime::PodRuntime>,
+    max_bytes: u64,
+    max_files: usize,
+    interval: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let runtime = Arc::clone(&runtime);
+        match tokio::task::spawn_blocking(move || runtime.rotate_logs(max_bytes, max_files)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(rotated)) => tracing::info!(rotated, "container logs rotated"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "container logs not rotated"),
+            Err(_) => {}
+        }
+    }
+}

@@ -11,6 +11,7 @@
 //! workers retry.
 
 pub mod convert;
+pub mod logs;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -579,6 +580,36 @@ impl PodRuntime for CriRuntime {
         Ok(())
     }
 
+    fn rotate_logs(&self, max_bytes: u64, max_files: usize) -> Result<usize, RuntimeError> {
+        let mut client = self.runtime.clone();
+        let request = cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        };
+        let running = self
+            .wait(
+                "ListContainers",
+                CALL_TIMEOUT,
+                client.list_containers(request),
+            )?
+            .containers;
+        let mut rotated = 0;
+        for container in running.iter().filter(|c| c.labels.contains_key(POD_UID)) {
+            match self.rotate_log(&container.id, max_bytes, max_files) {
+                Ok(true) => rotated += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(container = %container.id, error = %err, "log not rotated");
+                }
+            }
+        }
+        Ok(rotated)
+    }
+
     fn exec(
         &self,
         uid: &str,
@@ -626,6 +657,44 @@ impl PodRuntime for CriRuntime {
 }
 
 impl CriRuntime {
+    /// Rotates the log of one running container when it is over `max_bytes`.
+    fn rotate_log(&self, id: &str, max_bytes: u64, max_files: usize) -> Result<bool, RuntimeError> {
+        let status = self.container_status(id)?;
+        let log = PathBuf::from(&status.log_path);
+        if status.log_path.is_empty() {
+            return Ok(false);
+        }
+        let size = std::fs::metadata(&log).map_or(0, |m| m.len());
+        if size <= max_bytes {
+            return Ok(false);
+        }
+        let rotated = logs::rotated_name(&log, k8s_openapi::jiff::Timestamp::now());
+        std::fs::rename(&log, &rotated).map_err(io(format!("cannot rotate {}", log.display())))?;
+        let mut client = self.runtime.clone();
+        let request = cri::ReopenContainerLogRequest {
+            container_id: id.to_owned(),
+        };
+        if let Err(err) = self.wait(
+            "ReopenContainerLog",
+            CALL_TIMEOUT,
+            client.reopen_container_log(request),
+        ) {
+            // The runtime still writes the old file: give it its name back.
+            let _ = std::fs::rename(&rotated, &log);
+            return Err(err);
+        }
+        let dir = log.parent().unwrap_or(&log).to_path_buf();
+        let siblings: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io(format!("cannot list {}", dir.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        for old in logs::to_remove(&log, &siblings, max_files) {
+            std::fs::remove_file(&old).map_err(io(format!("cannot remove {}", old.display())))?;
+        }
+        Ok(true)
+    }
+
     /// StopPodSandbox (containers, then the network: containerd's CNI DEL) and
     /// RemovePodSandbox.
     fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {

@@ -4,7 +4,8 @@
 # settings given, and the control plane's CA and state kept.
 #
 # Files come from the synced folders Vagrant rsyncs from target/vagrant/dist on the host:
-#   /opt/skiff-dist/common   binaries, BPF object, units, demo (every VM)
+#   /opt/skiff-dist/common   binaries, BPF object, units, demo, containerd's config and the
+#                            image registry's storage (every VM)
 #   /opt/skiff-dist/node     this node's own kubeconfig (its credentials, minted on the host)
 #   /opt/skiff-dist/control  the CA and the token file (the control node only)
 #
@@ -20,14 +21,15 @@ CLUSTER_CIDR=${CLUSTER_CIDR:-10.244.0.0/16}
 # Boxes other than the one `cargo xtask vagrant up` builds (VirtualBox's debian/bookworm64) may
 # lack what the node needs; those have the internet to fetch it.
 missing=()
-for tool in iptables-restore conntrack curl ip; do
+for tool in iptables-restore conntrack curl ip containerd runc docker-registry; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
+[ -x /usr/lib/cni/loopback ] || missing+=(cni-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "provision: installing packages for: ${missing[*]}"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        iptables conntrack curl iproute2
+        iptables conntrack curl iproute2 containerd runc docker-registry containernetworking-plugins
 fi
 
 echo "provision: $NODE_NAME ($ROLE) at $NODE_IP, proxy $PROXY_MODE, overlay $OVERLAY"
@@ -36,6 +38,9 @@ install -d /usr/local/bin /usr/local/lib/skiff /usr/lib/skiff /opt/cni/bin /etc/
 install -m 0755 "$dist/common/bin/skiff-node" "$dist/common/bin/skiff-control" \
     "$dist/common/bin/kubectl" /usr/local/bin/
 install -m 0755 "$dist/common/bin/skiff-cni" /opt/cni/bin/
+# containerd runs the CNI plugins from one folder: skiff-cni beside the reference loopback
+# (the Pod's lo) and portmap (hostPorts).
+ln -sf /usr/lib/cni/loopback /usr/lib/cni/portmap /opt/cni/bin/
 install -m 0755 "$dist/common/bin/skiff-test-server" "$dist/common/apply-demo.sh" /usr/local/lib/skiff/
 install -m 0644 "$dist/common/skiff-lb.bpf.o" /usr/lib/skiff/
 install -m 0644 "$dist/common/units/"*.service /etc/systemd/system/
@@ -51,10 +56,16 @@ PROXY_MODE=$PROXY_MODE
 # vxlan or host-gw
 OVERLAY=$OVERLAY
 CLUSTER_CIDR=$CLUSTER_CIDR
+# Pods run as containers under containerd; leave empty for the process runtime.
+RUNTIME_ARGS=--container-runtime-endpoint unix:///run/containerd/containerd.sock
 # More flags, see \`skiff-node --help\`.
 EXTRA_ARGS=
 ENV
+install -d /etc/containerd
+install -m 0644 "$dist/common/containerd.toml" /etc/containerd/config.toml
 systemctl daemon-reload
+systemctl enable containerd.service
+systemctl restart containerd.service
 
 if [ "$ROLE" = control ]; then
     install -d -m 0700 /var/lib/skiff/control
@@ -74,6 +85,24 @@ NODES=$NODES
 EXTRA_ARGS=
 ENV
     install -m 0644 "$dist/common/demo.yaml" /etc/skiff/demo.yaml
+    # The image registry every node's containerd pulls from: the images built on the host.
+    cat > /etc/docker/registry/config.yml <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+YAML
+    rm -rf /var/lib/docker-registry/docker
+    cp -a "$dist/common/registry/docker" /var/lib/docker-registry/
+    chown -R docker-registry: /var/lib/docker-registry
+    systemctl enable docker-registry.service
+    systemctl restart docker-registry.service
     systemctl enable skiff-control.service skiff-demo.service
     systemctl restart skiff-control.service
     for _ in $(seq 1 120); do

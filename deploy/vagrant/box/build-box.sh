@@ -15,7 +15,7 @@ rootfs=$work/rootfs
 rm -rf "$work"
 mkdir -p "$work"
 
-packages=systemd-sysv,udev,dbus,openssh-server,sudo,ifupdown,isc-dhcp-client,iproute2,iptables,nftables,conntrack,curl,rsync,kmod,procps,iputils-ping,ca-certificates,less,netbase,bpftool
+packages=systemd-sysv,udev,dbus,openssh-server,sudo,ifupdown,isc-dhcp-client,iproute2,iptables,nftables,conntrack,curl,rsync,kmod,procps,iputils-ping,ca-certificates,less,netbase,bpftool,containerd,runc,docker-registry,containernetworking-plugins
 echo "box: debootstrap bookworm ($mirror)"
 debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror"
 

@@ -113,10 +113,23 @@ pub fn wait_for_demo(settings: &Settings, timeout: Duration) -> Result<Demo> {
     .context("the cluster and its demo did not become ready")
 }
 
-/// Sends `count` requests with `curl ARGS URL` on `vm` (in `netns`, when given) and returns who
-/// answered each, `None` for a request that failed.
-fn answers(vm: &str, netns: Option<&str>, url: &str, count: usize) -> Result<Vec<Option<String>>> {
-    let prefix = netns.map_or(String::new(), |ns| format!("ip netns exec {ns} "));
+/// Sends `count` requests with `curl ARGS URL` on `vm` (in the network namespace of the Pod
+/// with `pod_uid`, when given) and returns who answered each, `None` for a request that failed.
+/// The Pod's namespace is that of a process in its cgroup: its own (process runtime) or one of
+/// its containers' (containerd), so the check holds on either runtime.
+fn answers(
+    vm: &str,
+    pod_uid: Option<&str>,
+    url: &str,
+    count: usize,
+) -> Result<Vec<Option<String>>> {
+    let prefix = pod_uid.map_or(String::new(), |uid| {
+        let cgroup = format!("/sys/fs/cgroup/skiff-pods/pod-{uid}");
+        format!(
+            "nsenter --net=/proc/$(cat {cgroup}/cgroup.procs {cgroup}/*/cgroup.procs \
+             2>/dev/null | head -n1)/ns/net "
+        )
+    });
     let script = format!(
         "for i in $(seq 1 {count}); do {prefix}curl -sf --max-time 3 {url} || echo FAILED; echo; done"
     );
@@ -176,8 +189,7 @@ pub fn cluster_ip_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> Re
             println!("  {vm}: no demo Pod here");
             continue;
         };
-        let netns = format!("skiff-{uid}");
-        let got = answers(&vm, Some(&netns), &url, 12)?;
+        let got = answers(&vm, Some(uid), &url, 12)?;
         let nodes = answering_nodes(demo, &got)?;
         println!("  {pod} on {vm}: curl {url} -> answered from {nodes:?}");
         ensure!(

@@ -2,16 +2,25 @@
 //! to every VM, `nodes/<name>` to that node only and `control` to the control node only, so a
 //! worker never holds the CA key or another node's token.
 //!
+//! Pods run as containers under containerd on every VM. No VM can fetch an image, so the images
+//! are built and pushed here, into a registry's storage that `common/registry` carries to the
+//! control node (its `docker-registry` serves it at `<control>:5000`); `common/containerd.toml`
+//! is every VM's containerd config, made by the same code as the test harness's, with the name
+//! `localhost:5000` mapped to that registry.
+//!
 //! The credentials are made here, on the host, before any VM boots (`skiff-control init`, then a
 //! `mint-token` per node): the provisioners only install them, so no VM has to reach another to
 //! join and nothing secret is in the repository. They are kept until `down`, so `vagrant
 //! provision` and a restarted control plane keep trusting the same CA.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use skiff_tests::Netns;
+use skiff_tests::containerd::ContainerdDirs;
+use skiff_tests::images::{self, REGISTRY_PORT, Registry};
 
 use crate::shell::{self, run};
 
@@ -63,6 +72,11 @@ pub fn assemble(nodes: usize, control_ip: Ipv4Addr, bpf_object: &Path) -> Result
     for file in ["demo.yaml", "apply-demo.sh"] {
         copy(&deploy.join(file), &common.join(file))?;
     }
+    std::fs::write(
+        common.join("containerd.toml"),
+        containerd_config(control_ip),
+    )?;
+    registry_storage(&common.join("registry"))?;
 
     let control = dir().join("control");
     let skiff_control = bin.join("skiff-control");
@@ -89,6 +103,46 @@ pub fn assemble(nodes: usize, control_ip: Ipv4Addr, bpf_object: &Path) -> Result
             .arg("--kubeconfig")
             .arg(&kubeconfig))?;
     }
+    Ok(())
+}
+
+/// A VM's containerd config: Debian's places, CNI from /opt/cni/bin and /etc/cni/net.d (where
+/// skiff-node writes its conflist), images named `localhost:5000/...` pulled from the control
+/// node's registry.
+fn containerd_config(control_ip: Ipv4Addr) -> String {
+    let dirs = ContainerdDirs {
+        root: "/var/lib/containerd".into(),
+        state: "/run/containerd".into(),
+        socket: "/run/containerd/containerd.sock".into(),
+        cni_bin_dir: "/opt/cni/bin".into(),
+        cni_conf_dir: "/etc/cni/net.d".into(),
+    };
+    skiff_tests::containerd::config_toml(&dirs, SocketAddr::from((control_ip, REGISTRY_PORT)))
+}
+
+/// Pushes the images into a registry run for the purpose (in a namespace of its own) and copies
+/// its storage to `to`, as the control node's registry will serve it.
+fn registry_storage(to: &Path) -> Result<()> {
+    let images_run =
+        skiff_tests::Run::start("vagrant-images", &shell::root().join("target/vagrant/logs"))?;
+    let netns = Netns::create(&images_run.id().object("img"))?;
+    let registry = Registry::start(
+        &images_run,
+        &netns,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, REGISTRY_PORT)),
+    )?;
+    for image in images::all_images()? {
+        registry
+            .push(&image)
+            .with_context(|| format!("cannot push {}", image.reference))?;
+    }
+    if to.exists() {
+        std::fs::remove_dir_all(to).with_context(|| format!("cannot remove {}", to.display()))?;
+    }
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(registry.storage_dir())
+        .arg(to))?;
     Ok(())
 }
 

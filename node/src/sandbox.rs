@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
+use skiff_proxy::ebpf::mounts::mounts_of;
 
 /// Where named network namespaces live (iproute2's place).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -146,19 +147,8 @@ pub fn remove_cgroup(dir: &Path) -> Result<(), SandboxError> {
 /// Every mounted cgroup hierarchy, the v2 one first (its `cgroup.kill` ends what is inside),
 /// then, on a hybrid machine, the v1 controllers' — where runc makes containers' cgroups too.
 pub fn cgroup_mounts() -> Vec<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let of = |wanted: &str| -> Vec<PathBuf> {
-        mounts
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let (_dev, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
-                (kind == wanted).then(|| PathBuf::from(dir.replace("\\040", " ")))
-            })
-            .collect()
-    };
-    let mut all = of("cgroup2");
-    all.extend(of("cgroup"));
+    let mut all = mounts_of("cgroup2");
+    all.extend(mounts_of("cgroup"));
     all
 }
 

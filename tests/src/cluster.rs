@@ -348,15 +348,9 @@ impl Cluster {
             // The Pod's cgroup holds one per container: stand in one of them (the sandbox's
             // pause or an app), in the network namespace its processes live in.
             Runtime::Containerd => {
-                let (cgroup, pid) = std::fs::read_dir(&pod_cgroup)
-                    .with_context(|| format!("{name} has no cgroup {}", pod_cgroup.display()))?
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .find_map(|e| {
-                        let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).ok()?;
-                        let pid: u32 = procs.lines().next()?.trim().parse().ok()?;
-                        Some((e.path(), pid))
-                    })
+                let (cgroup, pid) = crate::kernelfs::container_cgroups(&pod_cgroup)
+                    .into_iter()
+                    .next()
                     .with_context(|| format!("no process of {name} runs"))?;
                 Ok(crate::Client {
                     netns: crate::Netns::at_path(&PathBuf::from(format!("/proc/{pid}/ns/net"))),

@@ -102,6 +102,24 @@ pub fn remove_cgroup_tree(dir: &Path) -> Result<()> {
     }
 }
 
+/// The cgroups below a Pod's on containerd (one per container, the sandbox's pause included)
+/// that hold a process, with that process, in name order.
+pub fn container_cgroups(pod_cgroup: &Path) -> Vec<(PathBuf, u32)> {
+    let mut found: Vec<(PathBuf, u32)> = fs::read_dir(pod_cgroup)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let procs = fs::read_to_string(e.path().join("cgroup.procs")).ok()?;
+            let pid: u32 = procs.lines().next()?.trim().parse().ok()?;
+            Some((e.path(), pid))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// Mount points at or below any of `roots`, deepest first, from /proc/self/mountinfo.
 pub fn mounts_below(roots: &[PathBuf]) -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

@@ -96,21 +96,12 @@ pub fn exec(args: &ExecArgs) -> Result<()> {
 /// A containerd Pod's cgroup holds one per container: the first whose process is not the
 /// sandbox's pause, and that process.
 fn app_container(pod_cgroup: &std::path::Path) -> Option<(std::path::PathBuf, u32)> {
-    let mut found: Vec<(std::path::PathBuf, u32)> = std::fs::read_dir(pod_cgroup)
-        .ok()?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| {
-            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).ok()?;
-            let pid: u32 = procs.lines().next()?.trim().parse().ok()?;
-            Some((e.path(), pid))
+    kernelfs::container_cgroups(pod_cgroup)
+        .into_iter()
+        .find(|(_, pid)| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !cmdline.starts_with(b"/pause")
         })
-        .collect();
-    found.sort();
-    found.into_iter().find(|(_, pid)| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        !cmdline.starts_with(b"/pause")
-    })
 }
 
 /// `command`, started inside the cgroup `dir`.

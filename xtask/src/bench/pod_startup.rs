@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use skiff_tests::images::TEST_SERVER_IMAGE;
-use skiff_tests::{Cluster, ClusterOptions, Process, Runtime, wait};
+use skiff_tests::{Cluster, ClusterOptions, Runtime, wait};
 
-use super::programming::send;
+use super::programming::{kubectl_proxy, send};
 use super::{Figure, percentile};
 use crate::shell;
 
@@ -176,20 +176,7 @@ fn measure(runtime: Runtime, pods: usize) -> Result<Samples> {
         ..ClusterOptions::nodes(1, label)
     })?;
     let node1 = cluster.topology().node(1).netns.clone();
-    let kubeconfig = cluster.admin_kubeconfig().to_string_lossy().into_owned();
-    let _proxy = Process::spawn_command(
-        cluster.topology().run(),
-        "kubectl-proxy",
-        node1.command_keeping_mounts(&[
-            "kubectl",
-            "--kubeconfig",
-            &kubeconfig,
-            "proxy",
-            &format!("--port={PROXY_PORT}"),
-        ]),
-    )?;
-    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_PORT));
-    wait::wait_for_http(Some(&node1), api, "/version", Duration::from_secs(20))?;
+    let (_proxy, api) = kubectl_proxy(&cluster, PROXY_PORT)?;
     wait::retry(WAIT, || {
         let nodes = cluster.get_json(&["nodes"])?;
         let ready = nodes["items"][0]["status"]["conditions"]

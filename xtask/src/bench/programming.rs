@@ -165,20 +165,7 @@ fn measure(mode: &str, changes: usize) -> Result<Samples> {
         Ok(())
     })?;
     let node1 = cluster.topology().node(1).netns.clone();
-    let kubeconfig = cluster.admin_kubeconfig().to_string_lossy().into_owned();
-    let _proxy = Process::spawn_command(
-        cluster.topology().run(),
-        "kubectl-proxy",
-        node1.command_keeping_mounts(&[
-            "kubectl",
-            "--kubeconfig",
-            &kubeconfig,
-            "proxy",
-            &format!("--port={PROXY_PORT}"),
-        ]),
-    )?;
-    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_PORT));
-    wait::wait_for_http(Some(&node1), api, "/version", Duration::from_secs(20))?;
+    let (_proxy, api) = kubectl_proxy(&cluster, PROXY_PORT)?;
     let mut pollers = (1..=NODES)
         .map(|k| Poller::start(&cluster, &format!("client{k}")))
         .collect::<Result<Vec<_>>>()?;
@@ -270,6 +257,27 @@ fn scale_up_and_back(
     })?;
     std::thread::sleep(SPACING);
     Ok(samples)
+}
+
+/// `kubectl proxy` on node 1 at `127.0.0.1:<port>` there (plain HTTP to the API, so a bench can
+/// time its own requests); its address once it answers.
+pub(super) fn kubectl_proxy(cluster: &Cluster, port: u16) -> Result<(Process, SocketAddr)> {
+    let node1 = &cluster.topology().node(1).netns;
+    let kubeconfig = cluster.admin_kubeconfig().to_string_lossy().into_owned();
+    let proxy = Process::spawn_command(
+        cluster.topology().run(),
+        "kubectl-proxy",
+        node1.command_keeping_mounts(&[
+            "kubectl",
+            "--kubeconfig",
+            &kubeconfig,
+            "proxy",
+            &format!("--port={port}"),
+        ]),
+    )?;
+    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait::wait_for_http(Some(node1), api, "/version", Duration::from_secs(20))?;
+    Ok((proxy, api))
 }
 
 /// Sends `body` to `path` at `api`; returns the time just before the request went out.

@@ -3,7 +3,8 @@
 //! controller watches), and the Node's status —
 //! Ready with a fresh `lastHeartbeatTime` — posted every minute, or at once when the Node
 //! shows anything but Ready=True (a control plane that marked it Unknown while it was away),
-//! with the images the runtime holds.
+//! with the images the runtime holds, and Ready=False with the runtime's reason while the
+//! container runtime or its network is not ready (posted as soon as that changes).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,13 +16,15 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::facts::MachineFacts;
-use crate::register::{NodeIdentity, post_status};
+use crate::register::{NodeIdentity, Observed, post_status};
 use crate::runtime::PodRuntime;
 
 /// Where node Leases live.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How long a Lease holds without renewal by default (kubelet's 40 s).
 pub const LEASE_DURATION: Duration = Duration::from_secs(40);
+/// How long the runtime gets to say whether it is ready.
+const STATUS_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the status is posted when nothing else asks for it.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -37,11 +40,36 @@ pub async fn run(
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(client);
     let mut last_status = Instant::now();
+    let mut last_problem: Option<String> = None;
     loop {
         if let Err(err) = renew(&leases, &nodes, &identity.name, lease_duration).await {
             tracing::warn!(error = %err, "node lease not renewed");
         }
-        let stale = last_status.elapsed() >= STATUS_INTERVAL;
+        let asked = Arc::clone(&runtime);
+        // Bounded: a hung runtime must not hold up the Lease.
+        let status = tokio::time::timeout(
+            STATUS_CALL_TIMEOUT,
+            tokio::task::spawn_blocking(move || asked.status()),
+        );
+        let problem = match status.await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(err))) => Some(format!(
+                "container runtime not ready: {}",
+                skiff_cni::error_chain(&err)
+            )),
+            Ok(Err(_)) => Some("container runtime status unknown".to_owned()),
+            Err(_) => Some(format!(
+                "container runtime not ready: no answer within {STATUS_CALL_TIMEOUT:?}"
+            )),
+        };
+        let changed = problem != last_problem;
+        if changed {
+            match &problem {
+                Some(problem) => tracing::warn!(%problem, "node not ready"),
+                None => tracing::info!("the container runtime is ready"),
+            }
+        }
+        let stale = last_status.elapsed() >= STATUS_INTERVAL || changed;
         let shown_ready = match nodes.get_opt(&identity.name).await {
             Ok(Some(node)) => is_ready(&node),
             Ok(None) => false,
@@ -50,7 +78,7 @@ pub async fn run(
                 true
             }
         };
-        if stale || !shown_ready {
+        if stale || shown_ready != problem.is_none() {
             let asked = Arc::clone(&runtime);
             let images = match tokio::task::spawn_blocking(move || asked.images()).await {
                 Ok(Ok(images)) => images,
@@ -60,8 +88,15 @@ pub async fn run(
                 }
                 Err(_) => Vec::new(),
             };
-            match post_status(&nodes, &identity, &facts, &images).await {
-                Ok(_) => last_status = Instant::now(),
+            let observed = Observed {
+                images,
+                runtime_problem: problem.clone(),
+            };
+            match post_status(&nodes, &identity, &facts, &observed).await {
+                Ok(_) => {
+                    last_status = Instant::now();
+                    last_problem = problem;
+                }
                 Err(err) => tracing::warn!(error = %err, "node status not posted"),
             }
         }

@@ -63,11 +63,27 @@ fn now() -> Value {
     serde_json::to_value(now).expect("a timestamp serializes")
 }
 
-/// The Ready condition this agent posts while it runs.
-pub fn ready_condition() -> Value {
-    json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
-           "message": "skiff-node is posting ready status",
-           "lastHeartbeatTime": now(), "lastTransitionTime": now()})
+/// What the agent sees of its node besides the machine: the runtime's images, and why the
+/// node cannot run Pods (the runtime or its network not ready), if so.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The images the runtime holds.
+    pub images: Vec<NodeImage>,
+    /// Why the runtime is not ready, as kubelet words it.
+    pub runtime_problem: Option<String>,
+}
+
+/// The Ready condition this agent posts while it runs: True, or False with kubelet's reason
+/// when the runtime is not ready.
+pub fn ready_condition(problem: Option<&str>) -> Value {
+    match problem {
+        None => json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                       "message": "skiff-node is posting ready status",
+                       "lastHeartbeatTime": now(), "lastTransitionTime": now()}),
+        Some(problem) => json!({"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                                "message": problem,
+                                "lastHeartbeatTime": now(), "lastTransitionTime": now()}),
+    }
 }
 
 /// At most this many images in the status, kubelet's `--node-status-max-images`.
@@ -75,8 +91,12 @@ pub const MAX_IMAGES: usize = 50;
 
 /// The status part this agent owns: addresses, capacity, nodeInfo, Ready and the images the
 /// runtime holds (largest first, as kubelet lists them).
-pub fn node_status(identity: &NodeIdentity, facts: &MachineFacts, images: &[NodeImage]) -> Value {
-    let mut images: Vec<&NodeImage> = images.iter().filter(|i| !i.names.is_empty()).collect();
+pub fn node_status(identity: &NodeIdentity, facts: &MachineFacts, observed: &Observed) -> Value {
+    let mut images: Vec<&NodeImage> = observed
+        .images
+        .iter()
+        .filter(|i| !i.names.is_empty())
+        .collect();
     images.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
     let images: Vec<Value> = images
         .into_iter()
@@ -95,7 +115,7 @@ pub fn node_status(identity: &NodeIdentity, facts: &MachineFacts, images: &[Node
         ],
         "capacity": capacity,
         "allocatable": capacity,
-        "conditions": [ready_condition()],
+        "conditions": [ready_condition(observed.runtime_problem.as_deref())],
         "images": images,
         "nodeInfo": {
             "machineID": facts.machine_id, "systemUUID": facts.machine_id,
@@ -131,14 +151,14 @@ pub async fn register(
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": identity.name, "labels": node_labels(identity, facts)},
-        "status": node_status(identity, facts, &[]),
+        "status": node_status(identity, facts, &Observed::default()),
     }))
     .expect("a valid Node");
     match nodes.create(&PostParams::default(), &node).await {
         Ok(created) => {
             tracing::info!(node = %identity.name, "registered the node");
             // Some apiservers drop a created Node's status: post it through /status too.
-            post_status(nodes, identity, facts, &[])
+            post_status(nodes, identity, facts, &Observed::default())
                 .await
                 .map(|_| created)
         }
@@ -153,7 +173,7 @@ pub async fn register(
                 .await
                 .map_err(api_error)?;
             tracing::info!(node = %identity.name, "the node exists: updating it");
-            post_status(nodes, identity, facts, &[]).await
+            post_status(nodes, identity, facts, &Observed::default()).await
         }
         Err(source) => Err(api_error(source)),
     }
@@ -164,9 +184,9 @@ pub async fn post_status(
     nodes: &Api<Node>,
     identity: &NodeIdentity,
     facts: &MachineFacts,
-    images: &[NodeImage],
+    observed: &Observed,
 ) -> Result<Node, RegisterError> {
-    let patch = json!({"status": node_status(identity, facts, images)});
+    let patch = json!({"status": node_status(identity, facts, observed)});
     nodes
         .patch_status(
             &identity.name,
@@ -254,8 +274,12 @@ mod tests {
                 size_bytes: 20,
             },
         ];
+        let observed = Observed {
+            images: images.to_vec(),
+            runtime_problem: None,
+        };
         let status: k8s_openapi::api::core::v1::NodeStatus =
-            serde_json::from_value(node_status(&identity, &facts(), &images)).unwrap();
+            serde_json::from_value(node_status(&identity, &facts(), &observed)).unwrap();
         let listed = status.images.clone().unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].size_bytes, Some(20), "largest first");
@@ -285,6 +309,18 @@ mod tests {
             (ready.type_.as_str(), ready.status.as_str()),
             ("Ready", "True")
         );
+        let down = Observed {
+            images: Vec::new(),
+            runtime_problem: Some("container runtime is down".into()),
+        };
+        let status: k8s_openapi::api::core::v1::NodeStatus =
+            serde_json::from_value(node_status(&identity, &facts(), &down)).unwrap();
+        let ready = &status.conditions.unwrap()[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("KubeletNotReady"))
+        );
+        assert_eq!(ready.message.as_deref(), Some("container runtime is down"));
     }
 
     #[test]

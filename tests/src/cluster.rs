@@ -270,12 +270,9 @@ impl Cluster {
     }
 
     /// Starts node `n`'s containerd (before its agent, which waits for it).
-    fn start_containerd(&mut self, n: usize) -> Result<()> {
-        let registry = self
-            .registry
-            .as_ref()
-            .context("containerd needs the registry")?
-            .addr();
+    pub fn start_containerd(&mut self, n: usize) -> Result<()> {
+        // Where the registry is (or was, after stop_registry): containerd's config names it.
+        let registry = SocketAddr::from((self.topology.control_plane_ip(), images::REGISTRY_PORT));
         let dirs = self.containerd_dirs(n)?;
         let node = self.topology.node(n).clone();
         self.containerd_starts += 1;
@@ -297,15 +294,21 @@ impl Cluster {
         Ok(())
     }
 
-    /// Kills node `n`'s containerd with SIGKILL and starts it again (its containers live on
-    /// in their shims, as on a real node).
-    pub fn restart_containerd(&mut self, n: usize) -> Result<()> {
+    /// Stops node `n`'s containerd (SIGKILL); its containers live on in their shims.
+    pub fn stop_containerd(&mut self, n: usize) -> Result<()> {
         let process = self.containerds[n - 1]
             .take()
             .context("that node has no containerd")?;
         let pid = nix::unistd::Pid::from_raw(process.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
         drop(process);
+        Ok(())
+    }
+
+    /// Kills node `n`'s containerd with SIGKILL and starts it again (its containers live on
+    /// in their shims, as on a real node).
+    pub fn restart_containerd(&mut self, n: usize) -> Result<()> {
+        self.stop_containerd(n)?;
         self.start_containerd(n)
     }
 

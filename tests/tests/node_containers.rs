@@ -1,7 +1,8 @@
 //! The node agent with real containers: skiff-node drives a containerd per node over CRI, and
 //! containerd calls skiff-cni. What a user sees — each container's own filesystem, hostname,
 //! resolv.conf, Service variables and CRI log files, rotated by size; bad input ending in the statuses kubectl
-//! users know while the node stays Ready; and Pods created and deleted by the dozen, with
+//! users know while the node stays Ready (and NotReady, saying why, while containerd is down);
+//! and Pods created and deleted by the dozen, with
 //! containerd killed once in the middle, leaving nothing behind and never one address twice.
 //! Needs root.
 
@@ -149,6 +150,30 @@ fn containers_have_their_own_root_hostname_resolv_conf_service_variables_and_log
             .is_some_and(|id| id.contains("@sha256:")),
         "{status}"
     );
+    // A hostPort (portmap in the chain containerd runs) and an exec readiness probe (ExecSync).
+    cluster.apply(&pod(
+        "served",
+        "Always",
+        &json!({"name": "c", "image": TEST_SERVER_IMAGE,
+                "ports": [{"containerPort": 8080, "hostPort": 18080}],
+                "readinessProbe": {"exec": {"command": ["sh", "-c", "test -s /etc/os-release"]},
+                                   "periodSeconds": 1}}),
+    ))?;
+    wait::retry(WAIT, || {
+        let status = container_status(&cluster, "served")?;
+        ensure!(
+            status["ready"] == true,
+            "not ready by its exec probe: {status}"
+        );
+        Ok(())
+    })?;
+    let outside = skiff_tests::Client {
+        netns: cluster.topology().control_plane_netns().clone(),
+        cgroup: None,
+    };
+    let host_port = std::net::SocketAddr::from((cluster.topology().node(1).ip, 18080));
+    let (who, _) = wait::retry(WAIT, || outside.who(host_port))?;
+    ensure!(who == "served", "hostPort answered by {who}");
     let live = log_file(&cluster, "chatty")?;
     let folder = live.parent().context("a log has a folder")?.to_path_buf();
     let files = || -> Result<Vec<String>> {
@@ -275,6 +300,31 @@ fn bad_input_ends_in_the_statuses_kubectl_users_know_and_the_node_stays_ready() 
         Ok(())
     })?;
     ensure!(node_ready(&cluster)?, "the node is not Ready");
+    // containerd itself goes away: the node says NotReady, and why, until it is back.
+    cluster.stop_containerd(1)?;
+    wait::retry(WAIT, || {
+        let nodes = cluster.get_json(&["nodes"])?;
+        let ready = nodes["items"][0]["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            ready["status"] == "False"
+                && ready["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("container runtime not ready")),
+            "still {ready}"
+        );
+        Ok(())
+    })?;
+    cluster.start_containerd(1)?;
+    wait::retry(WAIT, || {
+        ensure!(node_ready(&cluster)?, "not Ready again");
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -268,6 +268,11 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn container_names(&self, uid: &str) -> Result<Vec<String>, RuntimeError>;
     /// SIGTERM, up to `grace`, then SIGKILL; returns once it has ended.
     fn stop_container(&self, uid: &str, name: &str, grace: Duration) -> Result<(), RuntimeError>;
+    /// Ok when the runtime can run Pods, its network included (CRI `Status`); the process
+    /// runtime always can.
+    fn status(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Rotates running containers' logs over `max_bytes`, keeping `max_files` per container;
     /// returns how many were rotated. The process runtime keeps a log per run instead.
     fn rotate_logs(&self, _max_bytes: u64, _max_files: usize) -> Result<usize, RuntimeError> {

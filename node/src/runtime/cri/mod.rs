@@ -580,6 +580,36 @@ impl PodRuntime for CriRuntime {
         Ok(())
     }
 
+    fn status(&self) -> Result<(), RuntimeError> {
+        let mut client = self.runtime.clone();
+        let answer = self.wait(
+            "Status",
+            CALL_TIMEOUT,
+            client.status(cri::StatusRequest { verbose: false }),
+        )?;
+        let not_ready: Vec<String> = answer
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| !c.status)
+            .map(|c| {
+                format!(
+                    "{}=false reason:{} message:{}",
+                    c.r#type, c.reason, c.message
+                )
+            })
+            .collect();
+        if not_ready.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Call {
+                call: "Status",
+                message: not_ready.join("; "),
+            })
+        }
+    }
+
     fn rotate_logs(&self, max_bytes: u64, max_files: usize) -> Result<usize, RuntimeError> {
         let mut client = self.runtime.clone();
         let request = cri::ListContainersRequest {

@@ -79,6 +79,18 @@ struct Cli {
     /// How often container logs are checked for rotation, in seconds.
     #[arg(long, default_value_t = 10)]
     container_log_monitor_interval: u64,
+    /// The sandbox ("pause") image the CRI runtime is configured with: image GC keeps it.
+    #[arg(long, default_value = "localhost:5000/skiff/pause:latest")]
+    pod_infra_container_image: String,
+    /// Image GC starts when the image filesystem is fuller than this percentage...
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// ...and removes unused images until it is under this one.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
+    /// How often image GC looks, in seconds (kubelet's is 5 minutes).
+    #[arg(long, default_value_t = 300)]
+    image_gc_period: u64,
     /// The cluster DNS Service's addresses, the first nameserver of `ClusterFirst` Pods
     /// (comma-separated; none: Pods use the node's resolv.conf).
     #[arg(long, value_delimiter = ',')]
@@ -200,6 +212,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .clone(),
             log_root: cli.pod_logs_dir.clone(),
             cni: cni.clone(),
+            pinned_images: vec![cli.pod_infra_container_image.clone()],
         })?),
         None => Arc::new(ProcessRuntime {
             state_dir: cli.root_dir.join("pods"),
@@ -281,6 +294,15 @@ async fn run(cli: Cli) -> Result<()> {
         cli.container_log_max_files.max(1),
         Duration::from_secs(cli.container_log_monitor_interval.max(1)),
     ));
+    if cli.image_gc_low_threshold > cli.image_gc_high_threshold {
+        bail!("--image-gc-low-threshold must not be above --image-gc-high-threshold");
+    }
+    let image_gc_task = tokio::spawn(pods::collect_images(
+        Arc::clone(&ctx.runtime),
+        cli.image_gc_high_threshold,
+        cli.image_gc_low_threshold,
+        Duration::from_secs(cli.image_gc_period.max(1)),
+    ));
     let pod_task = tokio::spawn(pods::run(ctx));
     tracing::info!(node = %identity.name, "running pods");
     let proxy_mode = match cli.proxy_mode.as_str() {
@@ -325,6 +347,7 @@ async fn run(cli: Cli) -> Result<()> {
         _ = pod_task => bail!("the pod manager stopped"),
         _ = services_task => bail!("the Service watch stopped"),
         _ = log_task => bail!("the container log rotation stopped"),
+        _ = image_gc_task => bail!("image garbage collection stopped"),
         result = proxy_task => match result {
             Ok(Err(err)) => Err(err).context("the service proxy stopped"),
             _ => bail!("the service proxy stopped"),

@@ -454,3 +454,86 @@ fn fifty_pods_come_and_go_with_containerd_killed_once_and_leave_nothing() -> Res
     ensure!(pod_cgroups.is_empty(), "Pod cgroups left: {pod_cgroups:?}");
     Ok(())
 }
+
+/// The image references node 1's containerd holds.
+fn node_images(cluster: &Cluster) -> Result<Vec<String>> {
+    let socket = cluster.containerd_dirs(1)?.socket;
+    let socket = socket.to_string_lossy();
+    let listed = cluster.topology().node(1).netns.exec(
+        &[
+            "ctr",
+            "--address",
+            &socket,
+            "-n",
+            "k8s.io",
+            "images",
+            "ls",
+            "-q",
+        ],
+        Duration::from_secs(20),
+    )?;
+    Ok(listed.lines().map(str::to_owned).collect())
+}
+
+#[test]
+fn unused_images_are_collected_and_the_sandbox_image_stays() -> Result<()> {
+    // Every second, and as if the disk were always full: whatever no container runs goes.
+    let cluster = start_with(
+        "ctr-gc",
+        &[
+            "--image-gc-high-threshold",
+            "0",
+            "--image-gc-low-threshold",
+            "0",
+            "--image-gc-period",
+            "1",
+        ],
+    )?;
+    cluster.apply(&pod("user", "Always", &shell("sleep 3600")))?;
+    cluster.apply(&pod(
+        "passing",
+        "Always",
+        &json!({"name": "c", "image": TEST_SERVER_IMAGE}),
+    ))?;
+    wait::retry(WAIT, || {
+        for name in ["user", "passing"] {
+            let status = container_status(&cluster, name)?;
+            ensure!(status["state"]["running"].is_object(), "{name}: {status}");
+        }
+        Ok(())
+    })?;
+    cluster.kubectl(&["delete", "pod", "passing"])?;
+    // Barrier: the test server's image, unused now, goes...
+    wait::retry(WAIT, || {
+        let images = node_images(&cluster)?;
+        ensure!(
+            !images.iter().any(|i| i.contains("skiff/test-server")),
+            "still held: {images:?}"
+        );
+        Ok(())
+    })?;
+    // ...while the image a container runs and the sandbox image stay.
+    let images = node_images(&cluster)?;
+    ensure!(
+        images.iter().any(|i| i.contains("skiff/busybox")),
+        "{images:?}"
+    );
+    ensure!(
+        images.iter().any(|i| i.contains("skiff/pause")),
+        "{images:?}"
+    );
+    cluster.kubectl(&["delete", "pod", "user"])?;
+    wait::retry(WAIT, || {
+        let images = node_images(&cluster)?;
+        ensure!(
+            !images.iter().any(|i| i.contains("skiff/busybox")),
+            "still held: {images:?}"
+        );
+        ensure!(
+            images.iter().any(|i| i.contains("skiff/pause")),
+            "{images:?}"
+        );
+        Ok(())
+    })?;
+    Ok(())
+}

@@ -200,3 +200,26 @@ pub async fn rotate_logs(
         }
     }
 }
+
+/// Collects unused images every `period` when the image filesystem is full (kubelet's image
+/// GC).
+pub async fn collect_images(
+    runtime: Arc<dyn crate::runtime::PodRuntime>,
+    high_percent: u8,
+    low_percent: u8,
+    period: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        let runtime = Arc::clone(&runtime);
+        let collected =
+            tokio::task::spawn_blocking(move || runtime.collect_images(high_percent, low_percent))
+                .await;
+        match collected {
+            Ok(Ok(removed)) if removed.is_empty() => {}
+            Ok(Ok(removed)) => tracing::info!(?removed, "unused images removed"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "image GC failed"),
+            Err(_) => {}
+        }
+    }
+}

@@ -273,6 +273,16 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn status(&self) -> Result<(), RuntimeError> {
         Ok(())
     }
+    /// Removes images no container uses while the image filesystem is fuller than
+    /// `high_percent`, until it is under `low_percent`; returns the ids removed. The process
+    /// runtime's catalog holds no image data.
+    fn collect_images(
+        &self,
+        _high_percent: u8,
+        _low_percent: u8,
+    ) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
     /// Rotates running containers' logs over `max_bytes`, keeping `max_files` per container;
     /// returns how many were rotated. The process runtime keeps a log per run instead.
     fn rotate_logs(&self, _max_bytes: u64, _max_files: usize) -> Result<usize, RuntimeError> {

@@ -11,6 +11,7 @@
 //! workers retry.
 
 pub mod convert;
+pub mod image_gc;
 pub mod logs;
 
 use std::future::Future;
@@ -49,6 +50,8 @@ pub struct CriRuntime {
     log_root: PathBuf,
     /// The CNI plugins, for garbage collection only (containerd 1.6 has no CNI GC).
     cni: Cni,
+    /// The sandbox image, never collected.
+    pinned_images: Vec<String>,
 }
 
 /// Where a CRI runtime is and how Pods are laid out under it.
@@ -64,6 +67,8 @@ pub struct CriSettings {
     pub log_root: PathBuf,
     /// The CNI plugins (GC).
     pub cni: Cni,
+    /// Images image GC never removes (the sandbox image).
+    pub pinned_images: Vec<String>,
 }
 
 fn call_error(call: &'static str) -> impl FnOnce(tonic::Status) -> RuntimeError {
@@ -120,6 +125,7 @@ impl CriRuntime {
             cgroup_parent: format!("/{}", relative.display()),
             log_root: settings.log_root,
             cni: settings.cni,
+            pinned_images: settings.pinned_images,
         })
     }
 
@@ -608,6 +614,83 @@ impl PodRuntime for CriRuntime {
                 message: not_ready.join("; "),
             })
         }
+    }
+
+    fn collect_images(
+        &self,
+        high_percent: u8,
+        low_percent: u8,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let mut client = self.images.clone();
+        let filesystems = self
+            .wait(
+                "ImageFsInfo",
+                CALL_TIMEOUT,
+                client.image_fs_info(cri::ImageFsInfoRequest::default()),
+            )?
+            .image_filesystems;
+        let Some(mountpoint) = filesystems
+            .iter()
+            .find_map(|f| f.fs_id.as_ref().map(|id| id.mountpoint.clone()))
+        else {
+            return Ok(Vec::new());
+        };
+        let fs = nix::sys::statvfs::statvfs(mountpoint.as_str()).map_err(|e| RuntimeError::Io {
+            what: format!("cannot measure {mountpoint}"),
+            source: std::io::Error::from(e),
+        })?;
+        let block = fs.fragment_size() as u64;
+        let usage = image_gc::FsUsage {
+            used: (fs.blocks() as u64).saturating_sub(fs.blocks_free() as u64) * block,
+            capacity: fs.blocks() as u64 * block,
+        };
+        let mut client = self.images.clone();
+        let held: Vec<image_gc::HeldImage> = self
+            .wait(
+                "ListImages",
+                CALL_TIMEOUT,
+                client.list_images(cri::ListImagesRequest::default()),
+            )?
+            .images
+            .into_iter()
+            .filter(|i| !i.pinned)
+            .map(|i| image_gc::HeldImage {
+                id: i.id,
+                names: i.repo_tags.into_iter().chain(i.repo_digests).collect(),
+                size: i.size,
+            })
+            .collect();
+        let mut client = self.runtime.clone();
+        let in_use: Vec<String> = self
+            .wait(
+                "ListContainers",
+                CALL_TIMEOUT,
+                client.list_containers(cri::ListContainersRequest::default()),
+            )?
+            .containers
+            .into_iter()
+            .flat_map(|c| [c.image_ref, c.image.map(|i| i.image).unwrap_or_default()])
+            .filter(|r| !r.is_empty())
+            .collect();
+        let chosen = image_gc::to_remove(
+            &held,
+            &in_use,
+            &self.pinned_images,
+            usage,
+            high_percent,
+            low_percent,
+        );
+        for id in &chosen {
+            let mut client = self.images.clone();
+            let request = cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: id.clone(),
+                    ..Default::default()
+                }),
+            };
+            self.wait("RemoveImage", CALL_TIMEOUT, client.remove_image(request))?;
+        }
+        Ok(chosen)
     }
 
     fn rotate_logs(&self, max_bytes: u64, max_files: usize) -> Result<usize, RuntimeError> {

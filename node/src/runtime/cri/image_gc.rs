@@ -1,7 +1,13 @@
 //! Image garbage collection, as kubelet's image manager does it: when the filesystem that holds
 //! the images is fuller than the high threshold, images no container uses (and not the sandbox
 //! image, which every Pod needs) are removed until it is back under the low threshold. The
-//! choice is pure and tested here; the runtime lists, measures and removes.
+//! choice ([`to_remove`]) is pure and tested here; [`CriRuntime::collect_unused_images`] lists,
+//! measures and removes.
+
+use k8s_cri::v1 as cri;
+
+use super::{CALL_TIMEOUT, CriRuntime};
+use crate::runtime::RuntimeError;
 
 /// An image the runtime holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +60,87 @@ pub fn to_remove(
         chosen.push(image.id.clone());
     }
     chosen
+}
+
+impl CriRuntime {
+    /// Image GC through CRI: measures the image filesystem (ImageFsInfo, statvfs), lists images
+    /// and containers, and removes what [`to_remove`] picks.
+    pub(super) fn collect_unused_images(
+        &self,
+        high_percent: u8,
+        low_percent: u8,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let mut client = self.images.clone();
+        let filesystems = self
+            .wait(
+                "ImageFsInfo",
+                CALL_TIMEOUT,
+                client.image_fs_info(cri::ImageFsInfoRequest::default()),
+            )?
+            .image_filesystems;
+        let Some(mountpoint) = filesystems
+            .iter()
+            .find_map(|f| f.fs_id.as_ref().map(|id| id.mountpoint.clone()))
+        else {
+            return Ok(Vec::new());
+        };
+        let fs = nix::sys::statvfs::statvfs(mountpoint.as_str()).map_err(|e| RuntimeError::Io {
+            what: format!("cannot measure {mountpoint}"),
+            source: std::io::Error::from(e),
+        })?;
+        let block = fs.fragment_size() as u64;
+        let usage = FsUsage {
+            used: (fs.blocks() as u64).saturating_sub(fs.blocks_free() as u64) * block,
+            capacity: fs.blocks() as u64 * block,
+        };
+        let mut client = self.images.clone();
+        let held: Vec<HeldImage> = self
+            .wait(
+                "ListImages",
+                CALL_TIMEOUT,
+                client.list_images(cri::ListImagesRequest::default()),
+            )?
+            .images
+            .into_iter()
+            .filter(|i| !i.pinned)
+            .map(|i| HeldImage {
+                id: i.id,
+                names: i.repo_tags.into_iter().chain(i.repo_digests).collect(),
+                size: i.size,
+            })
+            .collect();
+        let mut client = self.runtime.clone();
+        let in_use: Vec<String> = self
+            .wait(
+                "ListContainers",
+                CALL_TIMEOUT,
+                client.list_containers(cri::ListContainersRequest::default()),
+            )?
+            .containers
+            .into_iter()
+            .flat_map(|c| [c.image_ref, c.image.map(|i| i.image).unwrap_or_default()])
+            .filter(|r| !r.is_empty())
+            .collect();
+        let chosen = to_remove(
+            &held,
+            &in_use,
+            &self.pinned_images,
+            usage,
+            high_percent,
+            low_percent,
+        );
+        for id in &chosen {
+            let mut client = self.images.clone();
+            let request = cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: id.clone(),
+                    ..Default::default()
+                }),
+            };
+            self.wait("RemoveImage", CALL_TIMEOUT, client.remove_image(request))?;
+        }
+        Ok(chosen)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `cargo xtask up` / `down`: a local cluster made of network namespaces, left running for a user.
 //!
 //! skiff-control in the underlay's namespace (so `kubectl` works from the host over the host
-//! link and from every node) and skiff-node on every node, running real Pods wired by skiff-cni
+//! link and from every node) and skiff-node on every node, running Pods as containers under a
+//! containerd of the node's own (or with the process runtime) wired by skiff-cni
 //! over a VXLAN or host-gw node network, each agent hosting the iptables Service proxy. A demo
 //! Deployment of the test server and its Service show it working: the ClusterIP, curled from a
 //! Pod on every node, is answered by Pods on several nodes.
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde_json::Value;
+use skiff_tests::Runtime;
 use skiff_tests::cluster::TEST_SERVER_IMAGE;
+use skiff_tests::images::{REGISTRY_HOST, REGISTRY_PORT};
 use skiff_tests::{Cluster, ClusterOptions, TopologyOptions, run, wait};
 
 use crate::{setup, shell};
@@ -28,9 +31,9 @@ pub struct UpArgs {
     /// The Service proxy's data plane on every node.
     #[arg(long, default_value = "iptables", value_parser = ["iptables", "ebpf"])]
     proxy_mode: String,
-    /// What runs Pods: `containerd` (real containers, images from a local registry) or
-    /// `process` (host processes, images from a catalog).
-    #[arg(long, default_value = "process", value_parser = ["process", "containerd"])]
+    /// What runs Pods: `containerd` (real containers, images from a local registry, as on any
+    /// cluster) or `process` (host processes, images from a catalog).
+    #[arg(long, default_value = "containerd", value_parser = ["process", "containerd"])]
     runtime: String,
 }
 
@@ -198,6 +201,14 @@ pub fn up(args: &UpArgs) -> Result<()> {
         .unwrap_or_default()
         .to_owned();
     let logs = topology.run().log_dir().to_path_buf();
+    let images = match cluster.runtime() {
+        Runtime::Containerd => format!(
+            "your images:      push to {}:{REGISTRY_PORT} (skopeo copy --dest-tls-verify=false), \
+             name them {REGISTRY_HOST}/...\n",
+            topology.control_plane_ip()
+        ),
+        Runtime::Process => String::new(),
+    };
     let id = cluster.detach()?;
     println!(
         "\ncluster {id} up in {:.1}s (building aside); Service web has ClusterIP {service}\n\n\
@@ -206,6 +217,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
          on a node:        cargo xtask exec --node node1 -- ip route\n\
          enter a node:     ip netns exec {first_node} bash\n\
          enter a Pod:      cargo xtask exec {first_pod} -- sh\n\
+         {images}\
          logs and state:   {}\n\
          take it down:     cargo xtask down",
         elapsed.as_secs_f64(),

@@ -23,6 +23,9 @@ use crate::runtime::PodRuntime;
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How long a Lease holds without renewal by default (kubelet's 40 s).
 pub const LEASE_DURATION: Duration = Duration::from_secs(40);
+/// How often readiness is checked while the runtime is not ready (its CNI config is about to
+/// appear at start), so the node turns Ready within a second of it.
+const NOT_READY_RECHECK: Duration = Duration::from_secs(1);
 /// How long the runtime gets to say whether it is ready.
 const STATUS_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the status is posted when nothing else asks for it.
@@ -36,32 +39,17 @@ pub async fn run(
     facts: MachineFacts,
     lease_duration: Duration,
     runtime: Arc<dyn PodRuntime>,
+    registered_problem: Option<String>,
 ) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(client);
     let mut last_status = Instant::now();
-    let mut last_problem: Option<String> = None;
+    let mut last_problem: Option<String> = registered_problem;
     loop {
         if let Err(err) = renew(&leases, &nodes, &identity.name, lease_duration).await {
             tracing::warn!(error = %err, "node lease not renewed");
         }
-        let asked = Arc::clone(&runtime);
-        // Bounded: a hung runtime must not hold up the Lease.
-        let status = tokio::time::timeout(
-            STATUS_CALL_TIMEOUT,
-            tokio::task::spawn_blocking(move || asked.status()),
-        );
-        let problem = match status.await {
-            Ok(Ok(Ok(()))) => None,
-            Ok(Ok(Err(err))) => Some(format!(
-                "container runtime not ready: {}",
-                skiff_cni::error_chain(&err)
-            )),
-            Ok(Err(_)) => Some("container runtime status unknown".to_owned()),
-            Err(_) => Some(format!(
-                "container runtime not ready: no answer within {STATUS_CALL_TIMEOUT:?}"
-            )),
-        };
+        let problem = runtime_problem(&runtime).await;
         let changed = problem != last_problem;
         if changed {
             match &problem {
@@ -100,7 +88,33 @@ pub async fn run(
                 Err(err) => tracing::warn!(error = %err, "node status not posted"),
             }
         }
-        tokio::time::sleep(lease_duration / 4).await;
+        let pause = if last_problem.is_some() {
+            NOT_READY_RECHECK.min(lease_duration / 4)
+        } else {
+            lease_duration / 4
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Why the runtime cannot run Pods now, as the Ready condition words it; None when it can.
+/// Bounded: a hung runtime must not hold up the Lease.
+pub async fn runtime_problem(runtime: &Arc<dyn PodRuntime>) -> Option<String> {
+    let asked = Arc::clone(runtime);
+    let status = tokio::time::timeout(
+        STATUS_CALL_TIMEOUT,
+        tokio::task::spawn_blocking(move || asked.status()),
+    );
+    match status.await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(err))) => Some(format!(
+            "container runtime not ready: {}",
+            skiff_cni::error_chain(&err)
+        )),
+        Ok(Err(_)) => Some("container runtime status unknown".to_owned()),
+        Err(_) => Some(format!(
+            "container runtime not ready: no answer within {STATUS_CALL_TIMEOUT:?}"
+        )),
     }
 }
 

@@ -227,7 +227,14 @@ async fn run(cli: Cli) -> Result<()> {
     facts.runtime_version = runtime_version(&runtime).await?;
     tracing::info!(runtime = %facts.runtime_version, "container runtime");
     let nodes: Api<Node> = Api::all(client.clone());
-    register::register(&nodes, &identity, &facts).await?;
+    // Ready only once the runtime is (containerd's network is not until the conflist below
+    // exists), so nothing is scheduled here before Pods can run.
+    let problem = heartbeat::runtime_problem(&runtime).await;
+    let observed = register::Observed {
+        images: Vec::new(),
+        runtime_problem: problem.clone(),
+    };
+    register::register(&nodes, &identity, &facts, &observed).await?;
     let lease = Duration::from_secs(cli.node_lease_duration_seconds.max(1));
     let heartbeat = tokio::spawn(heartbeat::run(
         client.clone(),
@@ -235,6 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
         facts,
         lease,
         Arc::clone(&runtime),
+        problem,
     ));
     let cidr = register::wait_for_pod_cidr(&nodes, &identity.name, Duration::from_secs(10)).await?;
     tracing::info!(node = %identity.name, ip = %identity.ip, pod_cidr = %cidr, "got a podCIDR");

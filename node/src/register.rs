@@ -143,6 +143,7 @@ pub async fn register(
     nodes: &Api<Node>,
     identity: &NodeIdentity,
     facts: &MachineFacts,
+    observed: &Observed,
 ) -> Result<Node, RegisterError> {
     let api_error = |source| RegisterError::Api {
         node: identity.name.clone(),
@@ -151,14 +152,14 @@ pub async fn register(
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": identity.name, "labels": node_labels(identity, facts)},
-        "status": node_status(identity, facts, &Observed::default()),
+        "status": node_status(identity, facts, observed),
     }))
     .expect("a valid Node");
     match nodes.create(&PostParams::default(), &node).await {
         Ok(created) => {
             tracing::info!(node = %identity.name, "registered the node");
             // Some apiservers drop a created Node's status: post it through /status too.
-            post_status(nodes, identity, facts, &Observed::default())
+            post_status(nodes, identity, facts, observed)
                 .await
                 .map(|_| created)
         }
@@ -173,7 +174,7 @@ pub async fn register(
                 .await
                 .map_err(api_error)?;
             tracing::info!(node = %identity.name, "the node exists: updating it");
-            post_status(nodes, identity, facts, &Observed::default()).await
+            post_status(nodes, identity, facts, observed).await
         }
         Err(source) => Err(api_error(source)),
     }

@@ -182,6 +182,30 @@ pub async fn follow_services(client: kube::Client, writer: reflector::store::Wri
         .await;
 }
 
+/// Runs `chore` on the runtime every `period` from a blocking task, forever, reporting what it
+/// did through `report` and logging `what` when it fails (log rotation, image GC).
+async fn every<T: Send + 'static>(
+    runtime: Arc<dyn crate::runtime::PodRuntime>,
+    period: std::time::Duration,
+    what: &'static str,
+    chore: impl Fn(&dyn crate::runtime::PodRuntime) -> Result<T, RuntimeError>
+    + Send
+    + Sync
+    + Copy
+    + 'static,
+    report: impl Fn(T),
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        let runtime = Arc::clone(&runtime);
+        match tokio::task::spawn_blocking(move || chore(runtime.as_ref())).await {
+            Ok(Ok(done)) => report(done),
+            Ok(Err(err)) => tracing::warn!(error = %err, "{what} failed"),
+            Err(_) => {}
+        }
+    }
+}
+
 /// Rotates containers' logs every `interval` (kubelet's container log manager).
 pub async fn rotate_logs(
     runtime: Arc<dyn crate::runtime::PodRuntime>,
@@ -189,16 +213,19 @@ pub async fn rotate_logs(
     max_files: usize,
     interval: std::time::Duration,
 ) {
-    loop {
-        tokio::time::sleep(interval).await;
-        let runtime = Arc::clone(&runtime);
-        match tokio::task::spawn_blocking(move || runtime.rotate_logs(max_bytes, max_files)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(rotated)) => tracing::info!(rotated, "container logs rotated"),
-            Ok(Err(err)) => tracing::warn!(error = %err, "container logs not rotated"),
-            Err(_) => {}
-        }
-    }
+    let chore = move |r: &dyn crate::runtime::PodRuntime| r.rotate_logs(max_bytes, max_files);
+    every(
+        runtime,
+        interval,
+        "container log rotation",
+        chore,
+        |rotated| {
+            if rotated > 0 {
+                tracing::info!(rotated, "container logs rotated");
+            }
+        },
+    )
+    .await;
 }
 
 /// Collects unused images every `period` when the image filesystem is full (kubelet's image
@@ -209,17 +236,18 @@ pub async fn collect_images(
     low_percent: u8,
     period: std::time::Duration,
 ) {
-    loop {
-        tokio::time::sleep(period).await;
-        let runtime = Arc::clone(&runtime);
-        let collected =
-            tokio::task::spawn_blocking(move || runtime.collect_images(high_percent, low_percent))
-                .await;
-        match collected {
-            Ok(Ok(removed)) if removed.is_empty() => {}
-            Ok(Ok(removed)) => tracing::info!(?removed, "unused images removed"),
-            Ok(Err(err)) => tracing::warn!(error = %err, "image GC failed"),
-            Err(_) => {}
-        }
-    }
+    let chore =
+        move |r: &dyn crate::runtime::PodRuntime| r.collect_images(high_percent, low_percent);
+    every(
+        runtime,
+        period,
+        "image GC",
+        chore,
+        |removed: Vec<String>| {
+            if !removed.is_empty() {
+                tracing::info!(?removed, "unused images removed");
+            }
+        },
+    )
+    .await;
 }

@@ -185,6 +185,17 @@ fn enter(netns: Option<&Path>) -> Result<Runtime, NetnsError> {
         .map_err(NetnsError::Start)
 }
 
+/// The node network's iptables door runs its binaries on this thread, in its namespace.
+impl skiff_iptables::Namespace for NetnsThread {
+    fn run<T, F>(&self, work: F) -> Result<T, skiff_iptables::NamespaceError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        NetnsThread::run(self, work).map_err(Into::into)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

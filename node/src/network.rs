@@ -17,12 +17,8 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use skiff_cni::network::{
-    Backend, NetlinkOps, NodeNetOps, NodeNetwork, NodeNetworkConfig, RealIptables, RemoteNode,
-    VXLAN_OVERHEAD,
+    Backend, NodeNetOps, NodeNetworkConfig, RealNodeNetwork, RemoteNode, VXLAN_OVERHEAD,
 };
-
-/// The agent's node network.
-pub type Network = NodeNetwork<NetlinkOps, RealIptables>;
 
 /// The interface that holds `ip`, found in this network namespace.
 pub fn interface_with(ip: Ipv4Addr) -> anyhow::Result<String> {
@@ -46,7 +42,7 @@ pub fn open(
     cluster_cidr: Ipv4Net,
     pod_cidr: Ipv4Net,
     backend: Backend,
-) -> anyhow::Result<(Network, u32)> {
+) -> anyhow::Result<(RealNodeNetwork, u32)> {
     let underlay = interface_with(node_ip)?;
     let config = NodeNetworkConfig {
         node_ip,
@@ -55,7 +51,7 @@ pub fn open(
         pod_cidr,
         backend,
     };
-    let network = NodeNetwork::open(config, None)?;
+    let network = RealNodeNetwork::open(config, None)?;
     let link = network
         .ops()
         .link(&underlay)?
@@ -97,7 +93,7 @@ pub fn remote_nodes<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<Remote
 
 /// Keeps the node network in step with the Nodes, forever. A failed sync is retried every
 /// 10 s, and a periodic one repairs what someone else changed.
-pub async fn follow_nodes(client: kube::Client, network: Network) {
+pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
     let network = Arc::new(Mutex::new(network));
     let events = watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     let mut events = std::pin::pin!(events);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ipnet::Ipv4Net;
-use skiff_proxy::iptables::{Iptables, RealIptables, RenderOptions, Table};
+use skiff_proxy::iptables::{Iptables, RealIptables, RenderOptions};
 use skiff_proxy::runner::Intervals;
 use skiff_proxy::{EbpfPaths, ModeConfig, NodeDataplane, Proxy, ProxyConfig, ProxyMode};
 
@@ -149,7 +149,7 @@ async fn main() -> Result<()> {
         }
         let iptables = RealIptables::new();
         let mut save = String::new();
-        for table in Table::ALL {
+        for table in skiff_proxy::iptables::TABLES {
             save.push_str(&iptables.save(table)?);
         }
         let text = skiff_proxy::explain::explain(

@@ -28,7 +28,7 @@ use skiff_proxy::ebpf::{LbState, plan};
 use skiff_proxy::iptables::render::{RenderOptions, render};
 use skiff_proxy::iptables::restore::{KernelTable, full};
 use skiff_proxy::iptables::trace::{Packet, Tables, Verdict};
-use skiff_proxy::iptables::{Ruleset, Table};
+use skiff_proxy::iptables::{Ruleset, TABLES, Table};
 use skiff_proxy::model::{
     DesiredState, EndpointSliceTracker, EndpointsMap, NodeFacts, Protocol, ServiceChangeTracker,
     ServiceMap, desired_state,
@@ -111,7 +111,7 @@ fn load(name: &str) -> (Fixture, DesiredState) {
 /// The ruleset of a full sync on an empty node, and its restore text.
 fn rules(desired: &DesiredState) -> (Ruleset, String) {
     let ruleset = render(desired, &RenderOptions::default());
-    let text: String = Table::ALL
+    let text: String = TABLES
         .iter()
         .map(|t| full(*t, &ruleset, &KernelTable::default()))
         .collect();

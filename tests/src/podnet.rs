@@ -12,14 +12,11 @@ use std::path::PathBuf;
 use anyhow::{Result, ensure};
 use ipnet::Ipv4Net;
 use skiff_cni::network::{
-    Backend, NetlinkOps, NodeNetwork, NodeNetworkConfig, RealIptables, RemoteNode, VXLAN_OVERHEAD,
+    Backend, NodeNetworkConfig, RealNodeNetwork, RemoteNode, VXLAN_OVERHEAD,
 };
 
 use crate::cni::{self, Chain, Pod};
 use crate::{Node, Topology, TopologyOptions};
-
-/// The real node network, as a node agent opens it.
-pub type Net = NodeNetwork<NetlinkOps, RealIptables>;
 
 /// The underlay's MTU (the harness's veths keep the kernel default).
 pub const UNDERLAY_MTU: u32 = 1500;
@@ -71,7 +68,7 @@ pub fn remote(node: &Node, k: usize) -> RemoteNode {
 }
 
 /// Opens (changes nothing yet) the node network of `node`, the k-th, in `backend`.
-pub fn open_net(node: &Node, k: usize, backend: &Backend) -> Result<Net> {
+pub fn open_net(node: &Node, k: usize, backend: &Backend) -> Result<RealNodeNetwork> {
     let config = NodeNetworkConfig {
         node_ip: node.ip,
         underlay: "eth0".into(),
@@ -79,7 +76,7 @@ pub fn open_net(node: &Node, k: usize, backend: &Backend) -> Result<Net> {
         pod_cidr: pod_cidr(k),
         backend: backend.clone(),
     };
-    Ok(NodeNetwork::open(
+    Ok(RealNodeNetwork::open(
         config,
         Some(&cni::netns_path(&node.netns)),
     )?)
@@ -90,7 +87,7 @@ pub fn open_net(node: &Node, k: usize, backend: &Backend) -> Result<Net> {
 #[derive(Debug)]
 pub struct PodNetwork {
     /// Node k's node network at index k-1.
-    pub nets: Vec<Net>,
+    pub nets: Vec<RealNodeNetwork>,
     /// Node k's Pod at index k-1.
     pub pods: Vec<Pod>,
     /// The backend every node runs.

@@ -17,12 +17,10 @@
 
 use ipnet::Ipv4Net;
 
-use super::iptables::{Iptables, IptablesError, split_words};
+use skiff_iptables::{Iptables, IptablesError, Table, join_words, split_words};
 
 /// Our chain in the `nat` table.
 pub const MASQUERADE_CHAIN: &str = "SKIFFNET-MASQ";
-
-const TABLE: &str = "nat";
 
 /// The jump from `POSTROUTING` to our chain (argv words after the chain name).
 fn jump_rule() -> Vec<String> {
@@ -49,10 +47,10 @@ pub fn chain_rules(cluster_cidr: Ipv4Net) -> String {
 pub fn ensure(iptables: &impl Iptables, cluster_cidr: Ipv4Net) -> Result<(), IptablesError> {
     iptables.restore(&chain_rules(cluster_cidr))?;
     let jump = jump_rule();
-    if !iptables.check(TABLE, "POSTROUTING", &jump)? {
+    if !iptables.check(Table::Nat, "POSTROUTING", &jump)? {
         iptables.restore(&format!(
             "*nat\n-I POSTROUTING 1 {}\nCOMMIT\n",
-            restore_words(&jump)
+            join_words(&jump)
         ))?;
     }
     Ok(())
@@ -66,43 +64,29 @@ pub fn remove(iptables: &impl Iptables) -> Result<(), IptablesError> {
     let jump = jump_rule();
     // Loop bounded by the number of jumps that can exist; each pass removes one.
     for _ in 0..16 {
-        if !iptables.check(TABLE, "POSTROUTING", &jump)? {
+        if !iptables.check(Table::Nat, "POSTROUTING", &jump)? {
             break;
         }
         iptables.restore(&format!(
             "*nat\n-D POSTROUTING {}\nCOMMIT\n",
-            restore_words(&jump)
+            join_words(&jump)
         ))?;
     }
     iptables.restore(&format!("*nat\n-X {MASQUERADE_CHAIN}\nCOMMIT\n"))
 }
 
-/// Argv words back into one restore line, quoting words with spaces.
-fn restore_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| {
-            if w.is_empty() || w.contains(char::is_whitespace) {
-                format!("\"{w}\"")
-            } else {
-                w.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::iptables::FakeIptables;
+    use skiff_iptables::FakeIptables;
 
     fn cluster() -> Ipv4Net {
         "10.244.0.0/16".parse().unwrap()
     }
 
     fn postrouting(ipt: &FakeIptables) -> Vec<Vec<String>> {
-        ipt.chain("nat", "POSTROUTING").unwrap()
+        let rules = ipt.chain(Table::Nat, "POSTROUTING").unwrap();
+        rules.iter().map(|r| split_words(r)).collect()
     }
 
     #[test]
@@ -127,7 +111,7 @@ mod tests {
         let chain = postrouting(&ipt);
         assert_eq!(chain.len(), 2, "{chain:?}");
         assert_eq!(chain[0], jump_rule(), "our jump goes first");
-        assert_eq!(ipt.chain("nat", MASQUERADE_CHAIN).unwrap().len(), 2);
+        assert_eq!(ipt.chain(Table::Nat, MASQUERADE_CHAIN).unwrap().len(), 2);
         // Setup, then chain + jump, then the chain alone: the second ensure added no jump.
         assert_eq!(ipt.restores().len(), 4);
     }
@@ -137,9 +121,9 @@ mod tests {
         let ipt = FakeIptables::new();
         ensure(&ipt, cluster()).unwrap();
         ensure(&ipt, "10.42.0.0/16".parse().unwrap()).unwrap();
-        let ours = ipt.chain("nat", MASQUERADE_CHAIN).unwrap();
+        let ours = ipt.chain(Table::Nat, MASQUERADE_CHAIN).unwrap();
         assert_eq!(ours.len(), 2);
-        assert!(ours.iter().flatten().all(|w| !w.contains("10.244.")));
+        assert!(ours.iter().all(|rule| !rule.contains("10.244.")));
     }
 
     #[test]
@@ -150,7 +134,7 @@ mod tests {
         ensure(&ipt, cluster()).unwrap();
         remove(&ipt).unwrap();
         remove(&ipt).unwrap();
-        assert_eq!(ipt.chain("nat", MASQUERADE_CHAIN), None);
+        assert_eq!(ipt.chain(Table::Nat, MASQUERADE_CHAIN), None);
         assert_eq!(
             postrouting(&ipt),
             vec![split_words("-o eth9 -j MASQUERADE")]

@@ -31,14 +31,14 @@
 //! state, keeps what is still right, and removes what belongs to nodes deleted while it was down.
 //! After any failure the next sync re-reads the kernel instead of trusting memory.
 //!
-//! Kernel work goes through two small doors, [`NodeNetOps`] (netlink) and [`Iptables`], each
-//! with a real implementation and a fake; the real ones run on a
-//! [`NetnsThread`](crate::netns::NetnsThread) that has entered the node's network namespace.
+//! Kernel work goes through two small doors, [`NodeNetOps`] (netlink) and [`Iptables`] (the
+//! `skiff-iptables` door the service proxy uses too), each with a real implementation and a
+//! fake; the real ones run on a [`NetnsThread`](crate::netns::NetnsThread) that has entered the
+//! node's network namespace.
 
 mod config;
 mod desired;
 mod fake;
-pub mod iptables;
 pub mod masquerade;
 mod netlink;
 mod node;
@@ -51,13 +51,13 @@ use std::net::Ipv4Addr;
 pub use config::{Backend, NodeNetworkConfig, RemoteNode, VXLAN_OVERHEAD, VxlanConfig, vtep_mac};
 pub use desired::Entry;
 pub use fake::FakeNetOps;
-pub use iptables::{FakeIptables, Iptables, IptablesError, RealIptables};
 pub use netlink::NetlinkOps;
-pub use node::{NodeNetwork, SyncReport};
+pub use node::{NodeIptables, NodeNetwork, RealNodeNetwork, SyncReport};
 pub use ops::{
     FdbEntry, IfIndex, Link, MacAddr, Neighbour, NetOpsError, NodeNetOps, Route,
     SKIFF_ROUTE_PROTOCOL, SyscallError, VxlanAttrs, VxlanSpec,
 };
+pub use skiff_iptables::{FakeIptables, Iptables, IptablesError};
 
 /// Why the node network could not be configured or synced.
 #[derive(Debug, thiserror::Error)]

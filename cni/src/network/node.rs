@@ -9,11 +9,11 @@ use super::config::{
     Backend, NodeNetworkConfig, RemoteNode, VXLAN_OVERHEAD, VxlanConfig, vtep_mac,
 };
 use super::desired::{Entries, Entry, Links, desired, remote_nodes};
-use super::iptables::{Iptables, RealIptables};
 use super::masquerade;
 use super::netlink::NetlinkOps;
 use super::ops::{IfIndex, Link, NetOpsError, NodeNetOps, VxlanSpec};
 use crate::netns::NetnsThread;
+use skiff_iptables::{Iptables, RealIptables};
 
 /// What one sync changed, in the order it changed it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,14 +47,20 @@ struct Programmed {
     entries: Entries,
 }
 
-impl NodeNetwork<NetlinkOps, RealIptables> {
+/// The iptables door of the node's namespace thread.
+pub type NodeIptables = RealIptables<Arc<NetnsThread>>;
+
+/// The node network on the real kernel.
+pub type RealNodeNetwork = NodeNetwork<NetlinkOps, NodeIptables>;
+
+impl RealNodeNetwork {
     /// The real thing, working inside the network namespace at `netns` (`None`: this process's).
     /// Nothing is changed until the first [`sync`](Self::sync).
     pub fn open(config: NodeNetworkConfig, netns: Option<&Path>) -> Result<Self, NodeNetworkError> {
         config.validate()?;
         let thread = Arc::new(NetnsThread::spawn(netns)?);
         let ops = NetlinkOps::open(Arc::clone(&thread)).map_err(kernel("opening netlink"))?;
-        Self::new(config, ops, RealIptables::new(thread))
+        Self::new(config, ops, RealIptables::in_namespace(thread))
     }
 }
 

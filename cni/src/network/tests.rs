@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::*;
+use skiff_iptables::Table;
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 4, 11);
 
@@ -115,7 +116,7 @@ fn first_vxlan_sync_builds_the_device_forwarding_masquerade_and_every_nodes_entr
     );
     assert!(ops.ip_forward());
     assert_eq!(
-        ipt.chain("nat", masquerade::MASQUERADE_CHAIN)
+        ipt.chain(Table::Nat, masquerade::MASQUERADE_CHAIN)
             .map(|c| c.len()),
         Some(2)
     );
@@ -191,7 +192,7 @@ fn a_restarted_agent_adopts_the_kernels_entries_and_removes_nodes_deleted_meanwh
     let report = again.sync(&[node(2), node(3)]).unwrap();
     assert_eq!(sorted(report.removed), sorted(vxlan_entries(4, dev)));
     assert!(report.added.is_empty());
-    let chain = ipt.chain("nat", "POSTROUTING").unwrap();
+    let chain = ipt.chain(Table::Nat, "POSTROUTING").unwrap();
     assert_eq!(chain.len(), 1, "one jump after three agents: {chain:?}");
 }
 
@@ -332,8 +333,8 @@ fn teardown_removes_routes_device_and_masquerade_and_may_run_twice() {
     assert!(ops.current_routes().is_empty());
     assert!(ops.current_link("skiff.vxlan").is_none());
     assert!(ops.current_fdb().is_empty() && ops.current_neighbours().is_empty());
-    assert_eq!(ipt.chain("nat", masquerade::MASQUERADE_CHAIN), None);
-    assert!(ipt.chain("nat", "POSTROUTING").unwrap().is_empty());
+    assert_eq!(ipt.chain(Table::Nat, masquerade::MASQUERADE_CHAIN), None);
+    assert!(ipt.chain(Table::Nat, "POSTROUTING").unwrap().is_empty());
     assert!(ops.current_link("eth0").is_some(), "the underlay stays");
     net.teardown().unwrap();
     // And it can come back.

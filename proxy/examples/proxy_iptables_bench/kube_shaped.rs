@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use skiff_proxy::iptables::door::jumps_to;
-use skiff_proxy::iptables::{Iptables, RealIptables, Table};
+use skiff_iptables::{Tables, jumps_to};
+use skiff_proxy::iptables::{Iptables, RealIptables, TABLES};
 
 use super::bench_common::{CHANGED, ENDPOINTS, endpoint_ip, service_ip};
 
@@ -162,32 +162,33 @@ fn ours(chain: &str) -> bool {
 
 /// Removes every `KUBE-*` and `SKIFF-*` chain and the built-in chains' jumps into them.
 pub fn remove_all(iptables: &RealIptables) -> Result<()> {
-    for table in Table::ALL {
-        let save = iptables.save(table)?;
-        let mut text = format!("*{}\n", table.as_str());
+    let mut text = String::new();
+    for table in TABLES {
+        let saved = Tables::parse(&iptables.save(table)?);
+        let Some(chains) = saved.chains(table) else {
+            continue;
+        };
+        let _ = writeln!(text, "*{table}");
         // Hooks first: a chain still jumped to cannot be deleted.
-        for rule in save.lines().filter_map(|l| l.strip_prefix("-A ")) {
-            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
-            let target = jumps_to(spec).unwrap_or_default();
-            if !ours(chain) && ours(target) {
-                let _ = writeln!(text, "-D {chain} {spec}");
+        for (chain, rules) in chains.iter().filter(|(name, _)| !ours(name)) {
+            for rule in rules
+                .iter()
+                .filter(|r| ours(jumps_to(r).unwrap_or_default()))
+            {
+                let _ = writeln!(text, "-D {chain} {rule}");
             }
         }
-        let chains: Vec<&str> = save
-            .lines()
-            .filter_map(|l| l.strip_prefix(':')?.split_whitespace().next())
-            .filter(|name| ours(name))
-            .collect();
         // Declaring a chain flushes it, so no rule of ours still jumps when it is deleted.
-        for name in &chains {
+        let mine: Vec<&String> = chains.keys().filter(|name| ours(name)).collect();
+        for name in &mine {
             let _ = writeln!(text, ":{name} - [0:0]");
         }
-        for name in &chains {
+        for name in &mine {
             let _ = writeln!(text, "-X {name}");
         }
         text.push_str("COMMIT\n");
-        iptables.restore(table, &text)?;
     }
+    iptables.restore(&text)?;
     Ok(())
 }
 

@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
-use super::door::Table;
 use super::render::{
     DROP_MARK, FIREWALL, HAIRPIN, LEAF, MARK_DROP, MARK_MASQ, MASQ_MARK, NODEPORTS, POSTROUTING,
     RenderOptions, Ruleset, SERVICES,
 };
 use crate::model::ServicePortName;
+use skiff_iptables::Table;
 
 /// Chain name → its rules before this render (`None`: it did not exist), per table.
 pub type ChainChanges = BTreeMap<Table, BTreeMap<String, Option<Vec<String>>>>;

@@ -1,11 +1,12 @@
 //! The iptables data plane: render the whole ruleset, write what changed in one restore per table.
 //!
-//! See [`render`] for the shape of the rules and why, [`restore`] for how full and partial syncs
-//! are written, and [`door`] for the `iptables-restore` seam. [`trace`] walks a parsed ruleset
-//! the way the kernel would, for tests and `skiff-proxy explain`.
+//! See [`render`] for the shape of the rules and why, and [`restore`] for how full and partial
+//! syncs are written; the kernel door (`iptables-restore`, `iptables-save`, and their fake) is
+//! the `skiff-iptables` crate the node network shares. Both tables go in one restore, so nat
+//! and filter never disagree about a Service. [`trace`] walks a parsed ruleset the way the
+//! kernel would, for tests and `skiff-proxy explain`.
 
 mod assemble;
-pub mod door;
 pub mod render;
 pub mod restore;
 pub mod trace;
@@ -13,14 +14,17 @@ pub mod trace;
 use tracing::warn;
 
 pub use assemble::ChainChanges;
-pub use door::{FakeIptables, Iptables, IptablesError, RealIptables, Table};
 pub use render::{RenderChanges, RenderOptions, Renderer, Ruleset};
+pub use skiff_iptables::{FakeIptables, Iptables, IptablesError, RealIptables, Table};
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::conntrack::{Conntrack, stale_service_flows};
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::model::{DesiredService, DesiredState, ServicePortName};
+
+/// The tables the proxy writes, in the order a restore names them.
+pub const TABLES: [Table; 2] = [Table::Filter, Table::Nat];
 
 /// The iptables data plane over an [`Iptables`] door and a [`Conntrack`] door.
 #[derive(Debug)]
@@ -72,23 +76,25 @@ impl<I: Iptables, C: Conntrack> IptablesDataplane<I, C> {
     }
 
     fn write(&self, changes: &ChainChanges) -> Result<(bool, usize), DataplaneError> {
-        let mut written = 0;
         let full = !self.synced;
         let ruleset = self.renderer.ruleset();
-        for table in Table::ALL {
-            let text = if full {
+        let mut text = String::new();
+        for table in TABLES {
+            if full {
                 let kernel = restore::parse_save(&self.iptables.save(table)?);
-                Some(restore::full(table, ruleset, &kernel))
-            } else {
-                changes
-                    .get(&table)
-                    .and_then(|changed| restore::partial(table, ruleset, changed))
-            };
-            if let Some(text) = text {
-                written += text.lines().filter(|l| l.starts_with(':')).count();
-                self.iptables.restore(table, &text)?;
+                text.push_str(&restore::full(table, ruleset, &kernel));
+            } else if let Some(partial) = changes
+                .get(&table)
+                .and_then(|changed| restore::partial(table, ruleset, changed))
+            {
+                text.push_str(&partial);
             }
         }
+        if text.is_empty() {
+            return Ok((full, 0));
+        }
+        self.iptables.restore(&text)?;
+        let written = text.lines().filter(|l| l.starts_with(':')).count();
         Ok((full, written))
     }
 }
@@ -112,7 +118,7 @@ impl<I: Iptables, C: Conntrack> Dataplane for IptablesDataplane<I, C> {
             written,
             ..SyncReport::default()
         };
-        for table in Table::ALL {
+        for table in TABLES {
             report
                 .rules
                 .insert(table.as_str(), self.renderer.ruleset().rule_count(table));
@@ -143,11 +149,13 @@ impl<I: Iptables, C: Conntrack> Dataplane for IptablesDataplane<I, C> {
         self.synced = false;
         self.flows_known = false;
         self.pending.clear();
-        for table in Table::ALL {
+        let mut text = String::new();
+        for table in TABLES {
             let kernel = restore::parse_save(&self.iptables.save(table)?);
-            if let Some(text) = restore::cleanup(table, &kernel) {
-                self.iptables.restore(table, &text)?;
-            }
+            text.extend(restore::cleanup(table, &kernel));
+        }
+        if !text.is_empty() {
+            self.iptables.restore(&text)?;
         }
         Ok(())
     }

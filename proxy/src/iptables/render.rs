@@ -34,10 +34,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::assemble::{Assembly, ChainChanges, Parts};
-use super::door::{Chains, Table};
 use crate::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePortName,
 };
+use skiff_iptables::{Chains, Table};
 
 /// Every chain of ours starts with this.
 pub const CHAIN_PREFIX: &str = "SKIFF-";

@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::door::{Chains, Table, jumps_to};
+use skiff_iptables::{Chains, Table, Tables, jumps_to};
+
 use super::render::{CHAIN_PREFIX, Ruleset, hooks};
 
 /// What `iptables-save` says about our part of one table.
@@ -27,22 +28,21 @@ pub struct KernelTable {
 
 /// Reads our chains and hook rules out of `iptables-save` text.
 pub fn parse_save(text: &str) -> KernelTable {
-    let mut table = KernelTable::default();
-    for line in text.lines() {
-        if let Some(decl) = line.strip_prefix(':') {
-            let name = decl.split_whitespace().next().unwrap_or_default();
-            if name.starts_with(CHAIN_PREFIX) {
-                table.chains.insert(name.to_owned());
+    let mut ours = KernelTable::default();
+    for (_, chains) in Tables::parse(text).iter() {
+        for (chain, rules) in chains {
+            if chain.starts_with(CHAIN_PREFIX) {
+                ours.chains.insert(chain.clone());
+                continue;
             }
-        } else if let Some(rest) = line.strip_prefix("-A ") {
-            let (chain, rule) = rest.split_once(' ').unwrap_or((rest, ""));
-            let ours = jumps_to(rule).is_some_and(|t| t.starts_with(CHAIN_PREFIX));
-            if ours && !chain.starts_with(CHAIN_PREFIX) {
-                table.hooks.push((chain.to_owned(), rule.to_owned()));
+            for rule in rules {
+                if jumps_to(rule).is_some_and(|t| t.starts_with(CHAIN_PREFIX)) {
+                    ours.hooks.push((chain.clone(), rule.clone()));
+                }
             }
         }
     }
-    table
+    ours
 }
 
 fn write_chain_rules(out: &mut String, name: &str, rules: &[String]) {

@@ -16,9 +16,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ipnet::Ipv4Net;
 
-use super::door::{Table, jumps_to};
 use super::render::{Ruleset, hooks};
 use crate::model::Protocol;
+use skiff_iptables::{Table, jumps_to, split_words};
 
 /// Why a trace could not be made.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -117,63 +117,14 @@ pub struct Tables {
     pub recent: BTreeSet<(String, Ipv4Addr)>,
 }
 
-/// Splits a rule into words; double quotes group words and are dropped.
-pub fn split_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let (mut quoted, mut started) = (false, false);
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                started = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if started {
-                    words.push(std::mem::take(&mut word));
-                    started = false;
-                }
-            }
-            c => {
-                word.push(c);
-                started = true;
-            }
-        }
-    }
-    if started {
-        words.push(word);
-    }
-    words
-}
-
 impl Tables {
     /// Parses restore or save text (any number of `*table` sections).
     pub fn parse(text: &str) -> Self {
         let mut tables = Tables::default();
-        let mut current = String::new();
-        for line in text.lines().map(str::trim) {
-            if let Some(name) = line.strip_prefix('*') {
-                current = name.to_owned();
-                tables.tables.entry(current.clone()).or_default();
-            } else if let Some(decl) = line.strip_prefix(':') {
-                let name = decl
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                tables
-                    .tables
-                    .entry(current.clone())
-                    .or_default()
-                    .entry(name)
-                    .or_default();
-            } else if let Some(rest) = line.strip_prefix("-A ") {
-                let (chain, rule) = rest.split_once(' ').unwrap_or((rest, ""));
-                let table = tables.tables.entry(current.clone()).or_default();
-                table
-                    .entry(chain.to_owned())
-                    .or_default()
-                    .push(split_words(rule));
+        for (table, chains) in skiff_iptables::Tables::parse(text).iter() {
+            let parsed = tables.tables.entry(table.as_str().to_owned()).or_default();
+            for (name, rules) in chains {
+                parsed.insert(name.clone(), rules.iter().map(|r| split_words(r)).collect());
             }
         }
         tables

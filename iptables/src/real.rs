@@ -1,0 +1,146 @@
+//! The real door: the system's `iptables-restore`, `iptables-save` and `iptables -C`.
+//!
+//! The binaries act on the network namespace they start in. The proxy runs them from its own
+//! namespace; the node network runs them on a thread that entered the node's namespace (a
+//! child inherits its thread's namespace), which it hands over as a [`Namespace`].
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use crate::door::{Iptables, IptablesError};
+use crate::table::Table;
+
+/// Seconds to wait for the xtables lock another writer holds.
+const LOCK_WAIT: &str = "5";
+
+/// Why work could not be run in a namespace.
+pub type NamespaceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the binaries run: a network namespace that can run work for us.
+pub trait Namespace: Send + Sync {
+    /// Runs `work` in the namespace and hands back its result.
+    fn run<T, F>(&self, work: F) -> Result<T, NamespaceError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static;
+}
+
+/// The calling thread's own network namespace.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CurrentNamespace;
+
+impl Namespace for CurrentNamespace {
+    fn run<T, F>(&self, work: F) -> Result<T, NamespaceError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Ok(work())
+    }
+}
+
+impl<N: Namespace> Namespace for Arc<N> {
+    fn run<T, F>(&self, work: F) -> Result<T, NamespaceError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        N::run(self, work)
+    }
+}
+
+/// Runs the system's iptables binaries in a [`Namespace`].
+#[derive(Clone, Debug, Default)]
+pub struct RealIptables<N = CurrentNamespace> {
+    namespace: N,
+}
+
+impl RealIptables {
+    /// The door of the calling thread's namespace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<N: Namespace> RealIptables<N> {
+    /// The door of another namespace.
+    pub fn in_namespace(namespace: N) -> Self {
+        RealIptables { namespace }
+    }
+
+    /// Runs `binary args` in the namespace, with `stdin` as its input.
+    fn run(
+        &self,
+        binary: &'static str,
+        args: Vec<String>,
+        stdin: Option<String>,
+    ) -> Result<Output, IptablesError> {
+        let output = self.namespace.run(move || {
+            let mut child = Command::new(binary)
+                .args(&args)
+                .stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // A write error shows up as the child's failure.
+                let _ = pipe.write_all(text.as_bytes());
+            }
+            child.wait_with_output()
+        });
+        output
+            .map_err(IptablesError::Namespace)?
+            .map_err(|source| IptablesError::Spawn { binary, source })
+    }
+}
+
+fn failed(command: String, output: &Output) -> IptablesError {
+    IptablesError::Failed {
+        command,
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    }
+}
+
+fn words(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+impl<N: Namespace> Iptables for RealIptables<N> {
+    fn restore(&self, text: &str) -> Result<(), IptablesError> {
+        let args = words(&["--noflush", "--wait", LOCK_WAIT]);
+        let output = self.run("iptables-restore", args, Some(text.to_owned()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(failed(
+            format!("iptables-restore --noflush <<< {text:?}"),
+            &output,
+        ))
+    }
+
+    fn save(&self, table: Table) -> Result<String, IptablesError> {
+        let output = self.run("iptables-save", words(&["-t", table.as_str()]), None)?;
+        if !output.status.success() {
+            return Err(failed(format!("iptables-save -t {table}"), &output));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn check(&self, table: Table, chain: &str, rule: &[String]) -> Result<bool, IptablesError> {
+        let mut args = words(&["--wait", LOCK_WAIT, "-t", table.as_str(), "-C", chain]);
+        args.extend(rule.iter().cloned());
+        let output = self.run("iptables", args.clone(), None)?;
+        // 0: the rule exists; 1: it does not; anything else: the question was bad.
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(failed(format!("iptables {}", args.join(" ")), &output)),
+        }
+    }
+}

@@ -1,4 +1,7 @@
-//! What more than one skiff component needs to read the Kubernetes API the same way: the
-//! scheduler and the node agent both read resource quantities, and must agree on them.
+//! What more than one skiff component needs to do the same way: the scheduler and the node
+//! agent both read resource quantities and must agree on them ([`quantity`]); every binary
+//! starts alike, and the node agent and a standalone proxy must name their node alike
+//! ([`cli`]).
 
+pub mod cli;
 pub mod quantity;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use skiff_common::cli::init_logging;
 use skiff_control::allocator::ServiceRanges;
 use skiff_control::auth::{kubeconfig, tokens};
 use skiff_control::controllers::Settings;
@@ -99,16 +100,7 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if cli.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    init_logging(cli.log_json);
     if let Some(Command::MintToken {
         user,
         groups,

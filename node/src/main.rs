@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use skiff_cni::network::{Backend, VxlanConfig};
+use skiff_common::cli::{init_logging, kube_config, node_name, optional_address};
 use skiff_node::cni::Cni;
 use skiff_node::facts::MachineFacts;
 use skiff_node::images::Catalog;
@@ -34,7 +35,7 @@ struct Cli {
     /// Credentials for the apiserver (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// The Node's name (default: the hostname).
+    /// The Node's name (default: the hostname; lower-cased, as kubelet registers it).
     #[arg(long)]
     hostname_override: Option<String>,
     /// The Node's InternalIP (default: the address this machine reaches the apiserver from).
@@ -155,35 +156,13 @@ fn main() -> Result<()> {
     if let Some(Command::Shim(args)) = &cli.command {
         shim::run(args);
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if cli.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    init_logging(cli.log_json);
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let config = match &cli.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    let name = match cli.hostname_override {
-        Some(name) => name,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .context("cannot read the hostname")?
-            .trim()
-            .to_lowercase(),
-    };
+    let config = kube_config(cli.kubeconfig.as_deref()).await?;
+    let name = node_name(cli.hostname_override.as_deref())?;
     let ip = match cli.node_ip {
         Some(ip) => ip,
         None => route_source_to(&config.cluster_url)?,
@@ -326,8 +305,8 @@ async fn run(cli: Cli) -> Result<()> {
                 cluster_cidr: Some(cli.cluster_cidr),
                 intervals: Intervals::default(),
                 render: RenderOptions::default(),
-                metrics_bind: bind(&cli.proxy_metrics_bind_address)?,
-                healthz_bind: bind(&cli.proxy_healthz_bind_address)?,
+                metrics_bind: optional_address(&cli.proxy_metrics_bind_address)?,
+                healthz_bind: optional_address(&cli.proxy_healthz_bind_address)?,
             };
             // The Pods' parent by default: the socket programs see every Pod.
             let dataplane = NodeDataplane::open(ModeConfig {
@@ -381,17 +360,6 @@ async fn runtime_version(runtime: &Arc<dyn PodRuntime>) -> Result<String> {
             }
         }
     }
-}
-
-/// An address flag: empty means "do not serve".
-fn bind(text: &str) -> Result<Option<std::net::SocketAddr>> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        text.parse()
-            .with_context(|| format!("bad address {text:?}"))?,
-    ))
 }
 
 /// The local address the kernel picks to reach the apiserver: kubelet's default node IP on a

@@ -1,12 +1,13 @@
 //! `skiff-proxy`: the service proxy on its own, a drop-in for kube-proxy against any apiserver.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ipnet::Ipv4Net;
+use skiff_common::cli::{init_logging, kube_config, node_name, optional_address};
 use skiff_proxy::iptables::{Iptables, RealIptables, RenderOptions};
 use skiff_proxy::runner::Intervals;
 use skiff_proxy::{EbpfPaths, ModeConfig, NodeDataplane, Proxy, ProxyConfig, ProxyMode};
@@ -20,9 +21,12 @@ struct Args {
     /// kubeconfig to reach the apiserver (default: in-cluster or ~/.kube/config).
     #[arg(long, global = true)]
     kubeconfig: Option<PathBuf>,
-    /// This node's name (default: the hostname).
+    /// This node's name (default: the hostname; lower-cased, as kubelet registers it).
     #[arg(long)]
     hostname_override: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
     /// The cluster's Pod CIDR: traffic to Services from outside it is masqueraded.
     #[arg(long)]
     cluster_cidr: Option<Ipv4Net>,
@@ -100,16 +104,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn bind(text: &str) -> Result<Option<SocketAddr>> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        text.parse()
-            .with_context(|| format!("bad address {text:?}"))?,
-    ))
-}
-
 fn local_addresses() -> Vec<Ipv4Addr> {
     let out = std::process::Command::new("ip")
         .args(["-o", "-4", "addr", "show"])
@@ -128,12 +122,7 @@ fn local_addresses() -> Vec<Ipv4Addr> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(args.log_json);
     if let Some(Command::Explain {
         target,
         source,
@@ -184,18 +173,8 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let dataplane = NodeDataplane::open(mode).context("cannot open the data plane")?;
-    let node_name = match &args.hostname_override {
-        Some(name) => name.clone(),
-        None => nix_hostname()?,
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
+    let node_name = node_name(args.hostname_override.as_deref())?;
+    let config = kube_config(args.kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config)?;
     let proxy_config = ProxyConfig {
         node_name,
@@ -206,8 +185,8 @@ async fn main() -> Result<()> {
             ..Intervals::default()
         },
         render,
-        metrics_bind: bind(&args.metrics_bind_address)?,
-        healthz_bind: bind(&args.healthz_bind_address)?,
+        metrics_bind: optional_address(&args.metrics_bind_address)?,
+        healthz_bind: optional_address(&args.healthz_bind_address)?,
     };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -219,10 +198,4 @@ async fn main() -> Result<()> {
     };
     Proxy::run(client, proxy_config, dataplane, shutdown).await?;
     Ok(())
-}
-
-fn nix_hostname() -> Result<String> {
-    let name =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read the hostname")?;
-    Ok(name.trim().to_owned())
 }

@@ -11,9 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, ensure};
 use ipnet::Ipv4Net;
-use skiff_cni::network::{
-    Backend, NodeNetworkConfig, RealNodeNetwork, RemoteNode, VXLAN_OVERHEAD,
-};
+use skiff_cni::network::{Backend, NodeNetworkConfig, RealNodeNetwork, RemoteNode, VXLAN_OVERHEAD};
 
 use crate::cni::{self, Chain, Pod};
 use crate::{Node, Topology, TopologyOptions};

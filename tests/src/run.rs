@@ -10,11 +10,12 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use skiff_common::rng::SmallRng;
 
 use crate::{cmd, kernelfs};
 
@@ -36,24 +37,12 @@ impl RunId {
     /// A fresh id, random enough that concurrent runs do not collide.
     pub fn generate() -> Self {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        // Mix in pid and a per-process counter: two runs in one process may start in the same tick.
+        // Two runs in one process may start in the same clock tick: a per-process counter is
+        // mixed in; uniqueness is still checked where ids are taken.
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut seed = nanos ^ (u128::from(std::process::id()) << 64) ^ u128::from(count) << 96;
-        let mut id = String::with_capacity(6);
-        for _ in 0..6 {
-            // xorshift-style scrambling of the seed; quality is not critical, uniqueness is checked.
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            id.push(char::from(
-                ALPHABET[(seed % ALPHABET.len() as u128) as usize],
-            ));
-        }
+        let mut rng = SmallRng::from_clock(count);
+        let id = (0..6).map(|_| char::from(*rng.pick(ALPHABET))).collect();
         RunId(id)
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
+use skiff_common::rng::SmallRng;
 use skiff_tests::cni::{self, Chain, CniArgs, PluginOutput};
 use skiff_tests::{Netns, Topology, TopologyOptions, binaries, wait};
 
@@ -394,26 +395,6 @@ fn chained_before_portmap_a_host_port_reaches_the_pod() -> Result<()> {
     Ok(())
 }
 
-/// xorshift64*: enough randomness to pick which runs to kill and when; the seed is printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next().is_multiple_of(n)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[derive(Default)]
 struct Churn {
     kills: AtomicUsize,
@@ -430,7 +411,7 @@ fn churn(
     stats: &Churn,
     deadline: Instant,
 ) -> Result<()> {
-    let mut rng = Rng(seed ^ (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = SmallRng::seeded(seed ^ (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let name = format!("w{worker}");
     let mut pod = cni.pod(&name)?;
     let mut last_add = Duration::from_millis(10);

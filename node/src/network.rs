@@ -19,6 +19,7 @@ use serde_json::json;
 use skiff_cni::network::{
     Backend, NodeNetOps, NodeNetworkConfig, RealNodeNetwork, RemoteNode, VXLAN_OVERHEAD,
 };
+use skiff_common::relist::{Change, changes};
 
 /// The interface that holds `ip`, found in this network namespace.
 pub fn interface_with(ip: Ipv4Addr) -> anyhow::Result<String> {
@@ -96,9 +97,8 @@ pub fn remote_nodes<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<Remote
 pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
     let network = Arc::new(Mutex::new(network));
     let events = watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
-    let mut events = std::pin::pin!(events);
+    let mut events = std::pin::pin!(changes(events));
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    let mut listing: Option<BTreeMap<String, Node>> = None;
     let mut last: Option<Vec<RemoteNode>> = None;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
@@ -106,15 +106,11 @@ pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
             event = events.next() => match event {
                 None => return,
                 Some(Err(err)) => tracing::warn!(error = %err, "node watch failed"),
-                Some(Ok(watcher::Event::Init)) => listing = Some(BTreeMap::new()),
-                Some(Ok(watcher::Event::InitApply(node))) => {
-                    if let Some(list) = listing.as_mut() {
-                        list.insert(node.name_any(), node);
-                    }
+                Some(Ok(Change::Relisted(listed))) => {
+                    nodes = listed.into_iter().map(|n| (n.name_any(), n)).collect();
                 }
-                Some(Ok(watcher::Event::InitDone)) => nodes = listing.take().unwrap_or_default(),
-                Some(Ok(watcher::Event::Apply(node))) => { nodes.insert(node.name_any(), node); }
-                Some(Ok(watcher::Event::Delete(node))) => { nodes.remove(&node.name_any()); }
+                Some(Ok(Change::Applied(node))) => { nodes.insert(node.name_any(), node); }
+                Some(Ok(Change::Deleted(node))) => { nodes.remove(&node.name_any()); }
             },
             _ = tick.tick() => {
                 let shared = Arc::clone(&network);
@@ -122,9 +118,6 @@ pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
                 let _ = tokio::task::spawn_blocking(move || shared.lock().expect("not poisoned").invalidate()).await;
                 last = None;
             }
-        }
-        if listing.is_some() {
-            continue;
         }
         let remotes = remote_nodes(nodes.values());
         if last.as_ref() == Some(&remotes) {

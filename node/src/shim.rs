@@ -14,12 +14,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
+use skiff_common::placement::start_inside;
 
 /// What the shim is told.
 #[derive(Clone, Debug, clap::Args)]
@@ -179,17 +179,6 @@ pub fn run(args: &ShimArgs) -> ! {
 }
 
 fn supervise(args: &ShimArgs) -> Result<(), String> {
-    let netns = File::open(&args.netns).map_err(|e| {
-        format!(
-            "cannot open network namespace {}: {e}",
-            args.netns.display()
-        )
-    })?;
-    let procs_path = args.cgroup.join("cgroup.procs");
-    let procs = OpenOptions::new()
-        .write(true)
-        .open(&procs_path)
-        .map_err(|e| format!("cannot open {}: {e}", procs_path.display()))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -208,8 +197,7 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
         command.current_dir(dir);
     }
     let shim = nix::unistd::getpid();
-    // SAFETY: between fork and exec only async-signal-safe calls: setns(2) and write(2) on
-    // descriptors opened above, prctl(2) and getppid(2).
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl(2) and getppid(2).
     unsafe {
         command.pre_exec(move || {
             // The container dies with its shim (SIGKILLed, or taken down with the agent's
@@ -222,11 +210,10 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
                     "the shim ended before the container ran",
                 ));
             }
-            nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-            nix::unistd::write(procs.as_fd(), b"0")?;
             Ok(())
         });
     }
+    start_inside(&mut command, Some(&args.netns), Some(&args.cgroup)).map_err(|e| e.to_string())?;
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;

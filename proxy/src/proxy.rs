@@ -19,6 +19,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::registry::Registry;
+use skiff_common::relist::{Change, changes};
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
@@ -245,25 +246,20 @@ fn sync_loop<D: Dataplane>(
 
 async fn watch_services(client: kube::Client, shared: Arc<Shared>) {
     let api: Api<Service> = Api::all(client);
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                shared.record(|r| r.services.update(&s));
-            }
-            Ok(watcher::Event::Delete(s)) => shared.record(|r| {
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    let mut changes = std::pin::pin!(changes(events));
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok(Change::Applied(s)) => shared.record(|r| r.services.update(&s)),
+            Ok(Change::Deleted(s)) => shared.record(|r| {
                 let ns = s.metadata.namespace.as_deref().unwrap_or("default");
                 r.services
                     .delete(ns, s.metadata.name.as_deref().unwrap_or_default())
             }),
-            Ok(watcher::Event::Init) => shared.record(|r| {
-                r.services.begin_relist();
-                false
-            }),
-            Ok(watcher::Event::InitDone) => shared.record(|r| {
+            Ok(Change::Relisted(listed)) => shared.record(|r| {
                 let first = !r.services_listed;
                 r.services_listed = true;
-                r.services.end_relist() || first
+                r.services.relist(&listed) || first
             }),
             Err(err) => warn!(error = %err, "Service watch failed; retrying"),
         }
@@ -273,21 +269,15 @@ async fn watch_services(client: kube::Client, shared: Arc<Shared>) {
 async fn watch_slices(client: kube::Client, shared: Arc<Shared>) {
     let api: Api<EndpointSlice> = Api::all(client);
     let config = watcher::Config::default().labels(SLICE_SELECTOR);
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                shared.record(|r| r.slices.update(&s));
-            }
-            Ok(watcher::Event::Delete(s)) => shared.record(|r| r.slices.delete(&s)),
-            Ok(watcher::Event::Init) => shared.record(|r| {
-                r.slices.begin_relist();
-                false
-            }),
-            Ok(watcher::Event::InitDone) => shared.record(|r| {
+    let mut changes = std::pin::pin!(changes(watcher(api, config).default_backoff()));
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok(Change::Applied(s)) => shared.record(|r| r.slices.update(&s)),
+            Ok(Change::Deleted(s)) => shared.record(|r| r.slices.delete(&s)),
+            Ok(Change::Relisted(listed)) => shared.record(|r| {
                 let first = !r.slices_listed;
                 r.slices_listed = true;
-                r.slices.end_relist() || first
+                r.slices.relist(&listed) || first
             }),
             Err(err) => warn!(error = %err, "EndpointSlice watch failed; retrying"),
         }

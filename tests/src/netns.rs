@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow};
 use nix::sched::{CloneFlags, setns};
 
 use crate::cmd;
+use skiff_common::placement::start_inside;
 
 /// A network namespace: a named one (`/run/netns/<name>`), or one known only by a path (a
 /// containerd Pod's, `/proc/<pid>/ns/net`), which `ip -n` cannot address.
@@ -109,26 +110,10 @@ impl Netns {
     /// socket programs see only processes in a node's cgroup, so a client standing for a Pod
     /// must be one.
     pub fn command_in_cgroup(&self, cgroup: &std::path::Path, argv: &[&str]) -> Result<Command> {
-        use std::os::fd::AsFd;
-        use std::os::unix::process::CommandExt;
-        let path = &self.path;
-        let ns = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let procs_path = cgroup.join("cgroup.procs");
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&procs_path)
-            .with_context(|| format!("cannot open {}", procs_path.display()))?;
         let (program, rest) = argv.split_first().context("an empty command")?;
         let mut command = Command::new(program);
         command.args(rest);
-        // SAFETY: only setns(2) and write(2) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
-                nix::unistd::write(procs.as_fd(), b"0")?;
-                Ok(())
-            });
-        }
+        start_inside(&mut command, Some(&self.path), Some(cgroup))?;
         Ok(command)
     }
 

@@ -106,19 +106,6 @@ fn app_container(pod_cgroup: &std::path::Path) -> Option<(std::path::PathBuf, u3
 
 /// `command`, started inside the cgroup `dir`.
 fn in_cgroup(mut command: Command, dir: &std::path::Path) -> Result<Command> {
-    use std::os::fd::AsFd;
-    use std::os::unix::process::CommandExt;
-    let procs_path = dir.join("cgroup.procs");
-    let procs = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&procs_path)
-        .with_context(|| format!("cannot open {}", procs_path.display()))?;
-    // SAFETY: only write(2) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            nix::unistd::write(procs.as_fd(), b"0")?;
-            Ok(())
-        });
-    }
+    skiff_common::placement::start_inside(&mut command, None, Some(dir))?;
     Ok(command)
 }

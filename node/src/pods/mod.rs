@@ -23,7 +23,8 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, reflector};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
+use skiff_common::relist::{Change, changes};
 use tokio::sync::{mpsc, watch};
 
 use self::worker::Context;
@@ -70,14 +71,13 @@ impl Workers {
 pub async fn run(ctx: Arc<Context>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
-    let mut events = std::pin::pin!(watcher::watcher(pods, config));
+    let mut events = std::pin::pin!(changes(watcher(pods, config)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut workers = Workers {
         ctx: Arc::clone(&ctx),
         senders: HashMap::new(),
         done: done_tx,
     };
-    let mut listing: Vec<Pod> = Vec::new();
     let mut adopted = false;
     // Containers get the Service variables of their namespace: know the Services first.
     if ctx.services.wait_until_ready().await.is_err() {
@@ -92,10 +92,7 @@ pub async fn run(ctx: Arc<Context>) {
                     tracing::warn!(error = %err, "pod watch failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
-                Some(Ok(Event::Init)) => listing.clear(),
-                Some(Ok(Event::InitApply(pod))) => listing.push(pod),
-                Some(Ok(Event::InitDone)) => {
-                    let listed = std::mem::take(&mut listing);
+                Some(Ok(Change::Relisted(listed))) => {
                     if !adopted {
                         adopt(&ctx, &listed).await;
                         adopted = true;
@@ -113,8 +110,8 @@ pub async fn run(ctx: Arc<Context>) {
                         workers.apply(pod);
                     }
                 }
-                Some(Ok(Event::Apply(pod))) if adopted => workers.apply(pod),
-                Some(Ok(Event::Delete(pod))) if adopted => workers.delete(&pod),
+                Some(Ok(Change::Applied(pod))) if adopted => workers.apply(pod),
+                Some(Ok(Change::Deleted(pod))) if adopted => workers.delete(&pod),
                 Some(Ok(_)) => {}
             }
         }
@@ -170,7 +167,7 @@ pub async fn follow_services(client: kube::Client, writer: reflector::store::Wri
     let services: Api<Service> = Api::all(client);
     let stream = reflector(
         writer,
-        watcher::watcher(services, watcher::Config::default()).default_backoff(),
+        watcher(services, watcher::Config::default()).default_backoff(),
     );
     stream
         .for_each(|event| {

@@ -13,7 +13,6 @@
 //! missing from the catalog still runs when the container gives a command (a host program).
 
 use std::fs;
-use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,6 +32,7 @@ use crate::images::{Catalog, ImageError, resolve};
 use crate::pods::env::DEFAULT_PATH;
 use crate::sandbox;
 use crate::shim::{self, Exited, ShimProcess, Started};
+use skiff_common::placement::start_inside;
 
 /// How long starting a container waits for its shim to say the process runs.
 const START_WAIT: Duration = Duration::from_secs(2);
@@ -512,12 +512,6 @@ fn exec_in(
         what: "exec with an empty command".into(),
         source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
     })?;
-    let ns = fs::File::open(netns).map_err(io(format!("cannot open {}", netns.display())))?;
-    let procs_path = cgroup.join("cgroup.procs");
-    let procs = fs::OpenOptions::new()
-        .write(true)
-        .open(&procs_path)
-        .map_err(io(format!("cannot open {}", procs_path.display())))?;
     let mut command = Command::new(program);
     command
         .args(rest)
@@ -525,14 +519,10 @@ fn exec_in(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: only setns(2) and write(2) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-            nix::unistd::write(procs.as_fd(), b"0")?;
-            Ok(())
-        });
-    }
+    start_inside(&mut command, Some(netns), Some(cgroup)).map_err(|err| RuntimeError::Io {
+        what: err.to_string(),
+        source: err.source,
+    })?;
     let child = command
         .spawn()
         .map_err(io(format!("cannot run {program}")))?;

@@ -50,7 +50,6 @@ pub struct EndpointSliceTracker {
     /// Services with a change, and their merged endpoints at the last fold.
     pending: BTreeMap<NamespacedName, Merged>,
     trigger_times: Vec<SystemTime>,
-    relist_seen: Option<BTreeSet<(NamespacedName, String)>>,
 }
 
 /// What folding the tracker into the map changed.
@@ -163,9 +162,6 @@ impl EndpointSliceTracker {
         let Some((service, name)) = slice_key(slice) else {
             return false;
         };
-        if let Some(seen) = self.relist_seen.as_mut() {
-            seen.insert((service.clone(), name.clone()));
-        }
         let endpoints = slice_endpoints(&service, slice);
         let changed = self.record(&service, |slices| {
             slices.insert(name, endpoints);
@@ -186,23 +182,20 @@ impl EndpointSliceTracker {
         })
     }
 
-    /// A watch restarts with a full list: remember what it lists.
-    pub fn begin_relist(&mut self) {
-        self.relist_seen = Some(BTreeSet::new());
-    }
-
-    /// The list is complete: slices it did not name are gone.
-    pub fn end_relist(&mut self) -> bool {
-        let Some(seen) = self.relist_seen.take() else {
-            return false;
-        };
+    /// Records a complete list: these slices, and no others, exist.
+    pub fn relist(&mut self, slices: &[EndpointSlice]) -> bool {
+        let mut changed = false;
+        let mut seen = BTreeSet::new();
+        for slice in slices {
+            seen.extend(slice_key(slice));
+            changed |= self.update(slice);
+        }
         let gone: Vec<(NamespacedName, String)> = self
             .slices
             .iter()
             .flat_map(|(svc, slices)| slices.keys().map(move |n| (svc.clone(), n.clone())))
             .filter(|key| !seen.contains(key))
             .collect();
-        let mut changed = false;
         for (service, name) in gone {
             changed |= self.record(&service, |slices| {
                 slices.remove(&name);

@@ -101,9 +101,7 @@ fn a_relist_drops_slices_it_does_not_name() {
     tracker.update(&slice("a", &json!([{"addresses": ["10.244.1.5"]}])));
     tracker.update(&slice("b", &json!([{"addresses": ["10.244.1.6"]}])));
     map.apply(&mut tracker);
-    tracker.begin_relist();
-    tracker.update(&slice("b", &json!([{"addresses": ["10.244.1.6"]}])));
-    assert!(tracker.end_relist());
+    assert!(tracker.relist(&[slice("b", &json!([{"addresses": ["10.244.1.6"]}]))]));
     map.apply(&mut tracker);
     let ips: Vec<_> = map.get(&key()).iter().map(|e| e.ip.to_string()).collect();
     assert_eq!(ips, ["10.244.1.6"]);

@@ -177,7 +177,12 @@ struct Change {
 pub struct ServiceChangeTracker {
     known: BTreeMap<NamespacedName, ServicePorts>,
     pending: BTreeMap<NamespacedName, Change>,
-    relist_seen: Option<BTreeSet<NamespacedName>>,
+}
+
+fn service_key(service: &Service) -> Option<NamespacedName> {
+    let name = service.metadata.name.as_deref()?;
+    let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+    Some(NamespacedName::new(namespace, name))
 }
 
 impl ServiceChangeTracker {
@@ -188,14 +193,9 @@ impl ServiceChangeTracker {
 
     /// Records a created or updated Service; returns whether that changes anything pending.
     pub fn update(&mut self, service: &Service) -> bool {
-        let Some(name) = service.metadata.name.as_deref() else {
+        let Some(key) = service_key(service) else {
             return false;
         };
-        let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
-        let key = NamespacedName::new(namespace, name);
-        if let Some(seen) = self.relist_seen.as_mut() {
-            seen.insert(key.clone());
-        }
         self.record(key, service_ports(service))
     }
 
@@ -204,16 +204,16 @@ impl ServiceChangeTracker {
         self.record(NamespacedName::new(namespace, name), None)
     }
 
-    /// A watch restarts with a full list: remember what it lists.
-    pub fn begin_relist(&mut self) {
-        self.relist_seen = Some(BTreeSet::new());
-    }
-
-    /// The list is complete: Services it did not name are gone.
-    pub fn end_relist(&mut self) -> bool {
-        let Some(seen) = self.relist_seen.take() else {
-            return false;
-        };
+    /// Records a complete list: these Services, and no others, exist.
+    pub fn relist(&mut self, services: &[Service]) -> bool {
+        let mut changed = false;
+        let mut seen = BTreeSet::new();
+        for service in services {
+            if let Some(key) = service_key(service) {
+                seen.insert(key.clone());
+                changed |= self.record(key, service_ports(service));
+            }
+        }
         let gone: Vec<NamespacedName> = self
             .known
             .keys()
@@ -221,7 +221,6 @@ impl ServiceChangeTracker {
             .filter(|k| !seen.contains(*k))
             .cloned()
             .collect();
-        let mut changed = false;
         for key in gone {
             changed |= self.record(key, None);
         }

@@ -136,9 +136,7 @@ fn a_relist_deletes_what_it_no_longer_names() {
     other.metadata.name = Some("other".into());
     tracker.update(&other);
     map.apply(&mut tracker);
-    tracker.begin_relist();
-    tracker.update(&other);
-    assert!(tracker.end_relist());
+    assert!(tracker.relist(&[other]));
     let changed = map.apply(&mut tracker);
     assert_eq!(
         changed.into_iter().collect::<Vec<_>>(),

@@ -15,6 +15,7 @@
 //! network namespace) and [`netlink`] (the socket, errors and message parsing they share),
 //! each behind its own narrow trait.
 
+pub mod conflist;
 pub mod ipam;
 pub mod link;
 pub mod netlink;

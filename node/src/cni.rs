@@ -4,11 +4,9 @@
 //! gave (`prevResult`) even after the agent restarted.
 //!
 //! The configuration is the first `*.conflist`, `*.conf` or `*.json` file, in name order, of
-//! the conf dir (kubelet's and containerd's rule). Each plugin gets the network's `name` and
-//! `cniVersion`, the previous plugin's result as `prevResult`, and the part of `runtimeConfig`
-//! its `capabilities` ask for (e.g. `portMappings` for `portmap`). DEL runs the chain
-//! backwards and carries on past errors of plugins whose state is already gone, so a Pod can
-//! always be torn down. GC passes every attachment still cached as valid, so a plugin frees
+//! the conf dir (kubelet's and containerd's rule); how each plugin's configuration is completed
+//! and in which order the chain runs is [`skiff_cni::conflist`]'s. DEL carries on past errors
+//! of plugins whose state is already gone, so a Pod can always be torn down. GC passes every attachment still cached as valid, so a plugin frees
 //! what an agent crash left behind.
 
 use std::io::Write;
@@ -16,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use skiff_cni::conflist::NetworkList;
 
 /// How long one plugin may run.
 pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,97 +65,39 @@ pub enum CniError {
     },
 }
 
-/// A network configuration list.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NetworkList {
-    /// The file it came from.
-    pub path: PathBuf,
-    /// `name`.
-    pub name: String,
-    /// `cniVersion`.
-    pub version: String,
-    /// The plugin configurations.
-    pub plugins: Vec<Value>,
-}
-
-impl NetworkList {
-    /// Parses a `.conflist` (or a single-plugin `.conf`, wrapped as a list of one).
-    pub fn parse(path: &Path, text: &str) -> Result<NetworkList, CniError> {
-        let bad = |message: String| CniError::BadConfig {
-            path: path.to_path_buf(),
-            message,
-        };
-        let value: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let name = value["name"]
-            .as_str()
-            .ok_or_else(|| bad("no name".into()))?;
-        let version = value["cniVersion"].as_str().unwrap_or("0.4.0");
-        let plugins = match value.get("plugins") {
-            Some(Value::Array(list)) if !list.is_empty() => list.clone(),
-            Some(_) => return Err(bad("plugins must be a non-empty list".into())),
-            None => vec![value.clone()],
-        };
-        if let Some(p) = plugins.iter().find(|p| !p["type"].is_string()) {
-            return Err(bad(format!("a plugin has no type: {p}")));
-        }
-        Ok(NetworkList {
-            path: path.to_path_buf(),
-            name: name.to_owned(),
-            version: version.to_owned(),
-            plugins,
+/// The first valid configuration in `dir`, by file name.
+pub fn load_network(dir: &Path) -> Result<NetworkList, CniError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|_| CniError::NoConfig(dir.to_path_buf()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conflist" | "conf" | "json")
+            )
         })
-    }
-
-    /// The first valid configuration in `dir`, by file name.
-    pub fn load(dir: &Path) -> Result<NetworkList, CniError> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|_| CniError::NoConfig(dir.to_path_buf()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("conflist" | "conf" | "json")
-                )
-            })
-            .collect();
-        files.sort();
-        let mut last_error = None;
-        for path in files {
-            let text = std::fs::read_to_string(&path).map_err(|source| CniError::Io {
-                what: format!("cannot read {}", path.display()),
-                source,
-            })?;
-            match Self::parse(&path, &text) {
-                Ok(list) => return Ok(list),
-                Err(err) => {
-                    tracing::warn!(error = %err, "skipping a CNI configuration");
-                    last_error = Some(err);
-                }
+        .collect();
+    files.sort();
+    let mut last_error = None;
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|source| CniError::Io {
+            what: format!("cannot read {}", path.display()),
+            source,
+        })?;
+        match NetworkList::parse(&text) {
+            Ok(list) => return Ok(list),
+            Err(err) => {
+                let err = CniError::BadConfig {
+                    path,
+                    message: err.0,
+                };
+                tracing::warn!(error = %err, "skipping a CNI configuration");
+                last_error = Some(err);
             }
         }
-        Err(last_error.unwrap_or(CniError::NoConfig(dir.to_path_buf())))
     }
-
-    fn plugin_config(&self, plugin: &Value, prev: Option<&Value>, runtime: &Value) -> Value {
-        let mut config: Map<String, Value> = plugin.as_object().cloned().unwrap_or_default();
-        config.insert("name".into(), json!(self.name));
-        config.insert("cniVersion".into(), json!(self.version));
-        if let Some(prev) = prev {
-            config.insert("prevResult".into(), prev.clone());
-        }
-        let wanted: Map<String, Value> = plugin["capabilities"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, on)| on.as_bool() == Some(true))
-            .filter_map(|(cap, _)| Some((cap.clone(), runtime.get(cap)?.clone())))
-            .collect();
-        if !wanted.is_empty() {
-            config.insert("runtimeConfig".into(), Value::Object(wanted));
-        }
-        Value::Object(config)
-    }
+    Err(last_error.unwrap_or(CniError::NoConfig(dir.to_path_buf())))
 }
 
 /// One Pod network attachment.
@@ -271,9 +212,9 @@ impl Cni {
 
     /// ADD through the chain; returns the final result, also cached for DEL and CHECK.
     pub fn add(&self, attachment: &Attachment) -> Result<Value, CniError> {
-        let list = NetworkList::load(&self.conf_dir)?;
+        let list = load_network(&self.conf_dir)?;
         let mut prev: Option<Value> = None;
-        for plugin in &list.plugins {
+        for plugin in list.order("ADD").into_iter().map(|i| &list.plugins[i]) {
             let config = list.plugin_config(plugin, prev.as_ref(), &attachment.runtime_config);
             prev = Some(self.exec("ADD", plugin, &config, Some(attachment))?);
         }
@@ -301,7 +242,7 @@ impl Cni {
     /// DEL through the chain, backwards, with the cached result; idempotent. Every plugin runs
     /// even if an earlier one failed; the first failure is returned after.
     pub fn del(&self, attachment: &Attachment) -> Result<(), CniError> {
-        let list = NetworkList::load(&self.conf_dir)?;
+        let list = load_network(&self.conf_dir)?;
         let cache = self.cache_path(&list.name, attachment);
         let cached: Option<Value> = std::fs::read(&cache)
             .ok()
@@ -313,7 +254,7 @@ impl Cni {
                 c["runtimeConfig"].clone()
             });
         let mut first_error = None;
-        for plugin in list.plugins.iter().rev() {
+        for plugin in list.order("DEL").into_iter().map(|i| &list.plugins[i]) {
             let config = list.plugin_config(plugin, prev.as_ref(), &runtime);
             if let Err(err) = self.exec("DEL", plugin, &config, Some(attachment)) {
                 tracing::warn!(error = %err, "CNI DEL");
@@ -349,8 +290,8 @@ impl Cni {
     /// GC: every plugin frees what is not in `valid` (container id, ifname); cache entries
     /// of other attachments are dropped. Needs a 1.1.0 configuration (older ones skip it).
     pub fn gc(&self, valid: &[(String, String)]) -> Result<(), CniError> {
-        let list = NetworkList::load(&self.conf_dir)?;
-        if !version_at_least(&list.version, (1, 1)) {
+        let list = load_network(&self.conf_dir)?;
+        if !list.knows_gc() {
             return Ok(());
         }
         let attachments: Vec<Value> = valid
@@ -372,12 +313,6 @@ impl Cni {
         }
         Ok(())
     }
-}
-
-fn version_at_least(version: &str, wanted: (u32, u32)) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    have >= wanted
 }
 
 /// Collects `child`'s output, killing it when it runs longer than `timeout`. The pipes are
@@ -409,45 +344,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_conf_becomes_a_list_of_one_and_bad_files_say_why() {
-        let path = Path::new("/x/10-net.conf");
-        let list = NetworkList::parse(path, r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#)
-            .unwrap();
-        assert_eq!((list.name.as_str(), list.plugins.len()), ("n", 1));
-        let err = NetworkList::parse(path, r#"{"name":"n","plugins":[{"x":1}]}"#).unwrap_err();
-        assert!(err.to_string().contains("a plugin has no type"), "{err}");
-        let err = NetworkList::parse(path, "{").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("invalid CNI configuration /x/10-net.conf")
-        );
-    }
-
-    #[test]
-    fn plugins_get_name_version_prev_result_and_only_their_capabilities() {
-        let list = NetworkList::parse(
-            Path::new("/x/a.conflist"),
-            r#"{"cniVersion":"1.1.0","name":"skiff","plugins":[
-                {"type":"skiff-cni"},
-                {"type":"portmap","capabilities":{"portMappings":true,"bandwidth":false}}]}"#,
-        )
-        .unwrap();
-        let runtime = json!({"portMappings": [{"hostPort": 80}], "bandwidth": {"rate": 1}});
-        let first = list.plugin_config(&list.plugins[0], None, &runtime);
-        assert_eq!(
-            first,
-            json!({"type": "skiff-cni", "name": "skiff", "cniVersion": "1.1.0"})
-        );
-        let prev = json!({"ips": []});
-        let second = list.plugin_config(&list.plugins[1], Some(&prev), &runtime);
-        assert_eq!(second["prevResult"], prev);
-        assert_eq!(
-            second["runtimeConfig"],
-            json!({"portMappings": [{"hostPort": 80}]})
-        );
-    }
-
-    #[test]
     fn the_first_valid_file_by_name_wins() {
         let dir = std::env::temp_dir().join(format!("skiff-cniconf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -463,18 +359,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("README"), "not a config").unwrap();
-        assert_eq!(NetworkList::load(&dir).unwrap().name, "b");
+        assert_eq!(load_network(&dir).unwrap().name, "b");
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(matches!(
-            NetworkList::load(&dir),
-            Err(CniError::NoConfig(_))
-        ));
-    }
-
-    #[test]
-    fn versions_compare_by_number() {
-        assert!(version_at_least("1.1.0", (1, 1)));
-        assert!(!version_at_least("1.0.0", (1, 1)));
-        assert!(!version_at_least("0.4.0", (1, 1)));
+        assert!(matches!(load_network(&dir), Err(CniError::NoConfig(_))));
     }
 }

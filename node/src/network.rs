@@ -209,12 +209,12 @@ mod tests {
             Path::new("/x"),
         )
         .unwrap();
-        let list = crate::cni::NetworkList::load(path.parent().unwrap()).unwrap();
+        let list = crate::cni::load_network(path.parent().unwrap()).unwrap();
         assert_eq!((list.version.as_str(), list.plugins.len()), ("1.1.0", 1));
         assert_eq!(list.plugins[0]["mtu"], 1450);
         std::fs::write(bin.join("portmap"), "").unwrap();
         write_conflist(&dir.join("net.d"), &[bin], cidr, 1450, Path::new("/x")).unwrap();
-        let list = crate::cni::NetworkList::load(&dir.join("net.d")).unwrap();
+        let list = crate::cni::load_network(&dir.join("net.d")).unwrap();
         assert_eq!((list.version.as_str(), list.plugins.len()), ("1.0.0", 2));
         std::fs::remove_dir_all(&dir).unwrap();
     }

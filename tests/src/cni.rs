@@ -4,9 +4,8 @@
 //! A plugin runs inside the *node's* namespace (`ip netns exec`), never the host's, with the
 //! `CNI_*` variables and the config on stdin; its stdout is the result or error object. One
 //! plugin run is [`invoke`] (or [`spawn`] + [`finish`], for tests that kill it half way). A
-//! [`Chain`] runs a conflist: each plugin gets the network's name and version, its share of
-//! `runtimeConfig` (by `capabilities`), and the previous plugin's result as `prevResult`; DEL
-//! runs the chain backwards, as the spec orders. [`add_pod`] makes a Pod: a namespace of the
+//! [`Chain`] runs a conflist, each plugin's configuration completed and the chain ordered as
+//! skiff-node completes and orders it ([`skiff_cni::conflist`]). [`add_pod`] makes a Pod: a namespace of the
 //! run's, wired by a chain, with its address read from the result.
 //!
 //! Two chains are ready-made: [`Chain::skiff`] (our plugin alone, routed /32 veths) and
@@ -20,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use ipnet::Ipv4Net;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use skiff_cni::conflist::NetworkList;
 
 use crate::{Netns, Node, Run, cmd};
 
@@ -162,87 +162,88 @@ pub fn finish(child: Child, timeout: Duration) -> Result<PluginOutput> {
     })
 }
 
-/// A conflist: plugins run in order, each config completed as libcni completes it.
+/// A conflist and where each of its plugins' binary is.
 #[derive(Clone, Debug)]
 pub struct Chain {
-    /// The network's name.
-    pub name: String,
-    /// The conflist's `cniVersion`.
-    pub version: String,
-    /// (binary, that plugin's config) in order.
-    pub plugins: Vec<(PathBuf, Value)>,
+    /// The list.
+    pub list: NetworkList,
+    /// The binary of each plugin of the list, in the same order.
+    pub binaries: Vec<PathBuf>,
 }
 
 impl Chain {
+    /// A list `name` at `version` of (binary, that plugin's config).
+    pub fn new(name: &str, version: &str, plugins: Vec<(PathBuf, Value)>) -> Self {
+        let (binaries, plugins) = plugins.into_iter().unzip();
+        Chain {
+            list: NetworkList {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                plugins,
+            },
+            binaries,
+        }
+    }
+
     /// skiff-cni alone (spec 1.1.0): routed /32 veths from `pod_cidr`, both ends at `mtu`,
     /// IPAM state under `data_dir`.
     pub fn skiff(plugin: &Path, pod_cidr: Ipv4Net, mtu: u32, data_dir: &Path) -> Self {
-        Chain {
-            name: "skiff".to_owned(),
-            version: "1.1.0".to_owned(),
-            plugins: vec![(
-                plugin.to_owned(),
-                json!({"type": "skiff-cni", "podCIDR": pod_cidr.to_string(), "mtu": mtu,
-                       "dataDir": data_dir}),
-            )],
-        }
+        let config = json!({"type": "skiff-cni", "podCIDR": pod_cidr.to_string(), "mtu": mtu,
+                            "dataDir": data_dir});
+        Chain::new("skiff", "1.1.0", vec![(plugin.to_owned(), config)])
     }
 
     /// Debian's reference `bridge` (`cni0`, the Pods' gateway, no masquerade: the node network
     /// does that) with `host-local` IPAM over `pod_cidr`, its state in `data_dir`. Spec 1.0.0,
     /// the newest Debian's plugins (1.1.1) speak.
     pub fn reference_bridge(pod_cidr: Ipv4Net, mtu: u32, data_dir: &Path) -> Self {
-        Chain {
-            name: "skiff-reference".to_owned(),
-            version: "1.0.0".to_owned(),
-            plugins: vec![(
-                Path::new(REFERENCE_PLUGINS).join("bridge"),
-                json!({
-                    "type": "bridge",
-                    "bridge": "cni0",
-                    "isGateway": true,
-                    "ipMasq": false,
-                    "mtu": mtu,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{ "subnet": pod_cidr.to_string() }]],
-                        "routes": [{ "dst": "0.0.0.0/0" }],
-                        "dataDir": data_dir,
-                    },
-                }),
-            )],
-        }
+        let bridge = json!({
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "ipMasq": false,
+            "mtu": mtu,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": pod_cidr.to_string() }]],
+                "routes": [{ "dst": "0.0.0.0/0" }],
+                "dataDir": data_dir,
+            },
+        });
+        let binary = Path::new(REFERENCE_PLUGINS).join("bridge");
+        Chain::new("skiff-reference", "1.0.0", vec![(binary, bridge)])
     }
 
-    fn config(&self, plugin: &Value, runtime_config: &Value, prev: Option<&Value>) -> Value {
-        let mut config = plugin.clone();
-        config["name"] = json!(self.name);
-        config["cniVersion"] = json!(self.version);
-        if let Some(caps) = plugin.get("capabilities").and_then(Value::as_object) {
-            let wanted: Map<String, Value> = caps
-                .iter()
-                .filter(|(_, on)| on.as_bool() == Some(true))
-                .filter_map(|(cap, _)| Some((cap.clone(), runtime_config.get(cap)?.clone())))
-                .collect();
-            config["runtimeConfig"] = Value::Object(wanted);
+    /// Runs `command` through the chain in the spec's order, each plugin handed `prev` (for
+    /// ADD, the previous plugin's result); returns the last result.
+    fn run(
+        &self,
+        node: &Netns,
+        args: &CniArgs,
+        runtime_config: &Value,
+        mut prev: Option<Value>,
+    ) -> Result<Value> {
+        let adding = args.command == "ADD";
+        let mut last = Value::Null;
+        for i in self.list.order(&args.command) {
+            let (binary, plugin) = (&self.binaries[i], &self.list.plugins[i]);
+            let config = self
+                .list
+                .plugin_config(plugin, prev.as_ref(), runtime_config);
+            last = invoke(binary, node, args, &config)?
+                .success()
+                .with_context(|| format!("{} by {}", args.command, binary.display()))?;
+            if adding {
+                prev = Some(last.clone());
+            }
         }
-        if let Some(prev) = prev {
-            config["prevResult"] = prev.clone();
-        }
-        config
+        Ok(last)
     }
 
     /// ADD through the chain; returns the last plugin's result.
     pub fn add(&self, node: &Netns, args: &CniArgs, runtime_config: &Value) -> Result<Value> {
-        let mut prev: Option<Value> = None;
-        for (binary, plugin) in &self.plugins {
-            let config = self.config(plugin, runtime_config, prev.as_ref());
-            let result = invoke(binary, node, args, &config)?
-                .success()
-                .with_context(|| format!("ADD by {}", binary.display()))?;
-            prev = Some(result);
-        }
-        prev.context("an empty chain")
+        ensure!(!self.binaries.is_empty(), "an empty chain");
+        self.run(node, args, runtime_config, None)
     }
 
     /// DEL through the chain, last plugin first, each given the ADD's final result.
@@ -253,13 +254,8 @@ impl Chain {
         runtime_config: &Value,
         result: &Value,
     ) -> Result<()> {
-        for (binary, plugin) in self.plugins.iter().rev() {
-            let config = self.config(plugin, runtime_config, Some(result));
-            invoke(binary, node, args, &config)?
-                .success()
-                .with_context(|| format!("DEL by {}", binary.display()))?;
-        }
-        Ok(())
+        self.run(node, args, runtime_config, Some(result.clone()))
+            .map(drop)
     }
 }
 
@@ -322,43 +318,18 @@ mod tests {
     }
 
     #[test]
-    fn each_plugin_gets_the_network_its_capabilities_and_the_previous_result() {
-        let chain = Chain {
-            name: "net".into(),
-            version: "1.0.0".into(),
-            plugins: vec![],
-        };
-        let portmap =
-            json!({"type": "portmap", "capabilities": {"portMappings": true, "bandwidth": false}});
-        let runtime =
-            json!({"portMappings": [{"hostPort": 1}], "bandwidth": {"rate": 1}, "ips": []});
-        let prev = json!({"cniVersion": "1.0.0", "ips": []});
-        let config = chain.config(&portmap, &runtime, Some(&prev));
-        assert_eq!(config["name"], "net");
-        assert_eq!(config["cniVersion"], "1.0.0");
-        assert_eq!(
-            config["runtimeConfig"],
-            json!({"portMappings": [{"hostPort": 1}]}),
-            "only capabilities the plugin turned on"
-        );
-        assert_eq!(config["prevResult"], prev);
-        let plain = chain.config(&json!({"type": "skiff-cni"}), &runtime, None);
-        assert!(plain.get("runtimeConfig").is_none() && plain.get("prevResult").is_none());
-    }
-
-    #[test]
     fn the_ready_made_chains_keep_state_private_and_masquerade_to_the_node_network() {
         let cidr: Ipv4Net = "10.244.3.0/24".parse().unwrap();
         let dir = Path::new("/run/x/ipam");
         let skiff = Chain::skiff(Path::new("/bin/skiff-cni"), cidr, 1450, dir);
-        let (binary, config) = &skiff.plugins[0];
+        let (binary, config) = (&skiff.binaries[0], &skiff.list.plugins[0]);
         assert_eq!(binary, Path::new("/bin/skiff-cni"));
         assert_eq!(config["podCIDR"], "10.244.3.0/24");
         assert_eq!(config["mtu"], 1450);
         assert_eq!(config["dataDir"], "/run/x/ipam");
 
         let reference = Chain::reference_bridge(cidr, 1450, dir);
-        let bridge = &reference.plugins[0].1;
+        let bridge = &reference.list.plugins[0];
         assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["mtu"], 1450);
         assert_eq!(bridge["ipam"]["dataDir"], "/run/x/ipam");

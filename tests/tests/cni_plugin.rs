@@ -349,17 +349,17 @@ fn chained_before_portmap_a_host_port_reaches_the_pod() -> Result<()> {
     let cni = Cni::new("cni-portmap", 2)?;
     let pod = cni.pod("p1")?;
     // Debian's portmap (1.1.1) speaks up to 1.0.0, so the conflist is 1.0.0.
-    let chain = Chain {
-        name: "skiff".into(),
-        version: "1.0.0".into(),
-        plugins: vec![
+    let chain = Chain::new(
+        "skiff",
+        "1.0.0",
+        vec![
             (cni.plugin.clone(), cni.config("1.0.0")),
             (
                 PathBuf::from("/usr/lib/cni/portmap"),
                 json!({"type": "portmap", "capabilities": {"portMappings": true}}),
             ),
         ],
-    };
+    );
     let runtime = json!({"portMappings": [
         {"hostPort": 30080, "containerPort": 8080, "protocol": "tcp"}]});
     let result = chain.add(cni.node(), &CniArgs::new("ADD", "c1", Some(&pod)), &runtime)?;

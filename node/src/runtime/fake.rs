@@ -29,6 +29,8 @@ struct State {
     pulled: BTreeSet<String>,
     pulls: u32,
     next_ip: u8,
+    /// Calls that change what runs, in order.
+    calls: Vec<String>,
 }
 
 /// The in-memory runtime.
@@ -73,6 +75,11 @@ impl FakeRuntime {
             .get(&(uid.to_owned(), name.to_owned()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The calls that stop or remove something, in the order they came.
+    pub fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
     }
 
     /// How many pulls reached the "registry".
@@ -147,6 +154,7 @@ impl PodRuntime for FakeRuntime {
 
     fn remove_sandbox(&self, uid: &str) -> Result<(), RuntimeError> {
         let mut state = self.state();
+        state.calls.push(format!("remove_sandbox {uid}"));
         state.sandboxes.remove(uid);
         state.runs.retain(|(pod, _), _| pod != uid);
         Ok(())
@@ -211,7 +219,9 @@ impl PodRuntime for FakeRuntime {
             .collect())
     }
 
-    fn stop_container(&self, uid: &str, name: &str, _grace: Duration) -> Result<(), RuntimeError> {
+    fn stop_container(&self, uid: &str, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let call = format!("stop_container {uid}/{name} {}s", grace.as_secs());
+        self.state().calls.push(call);
         let running = matches!(
             self.runs(uid, name).last().map(|r| &r.state),
             Some(ContainerState::Running { .. })

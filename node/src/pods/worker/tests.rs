@@ -1,5 +1,7 @@
 //! The worker against the fake runtime and a fake apiserver.
+use super::launch::port_mappings;
 use super::*;
+use crate::runtime::PortMapping;
 use crate::runtime::fake::FakeRuntime;
 use std::sync::Mutex;
 
@@ -233,4 +235,33 @@ async fn a_crashing_container_restarts_at_once_then_waits_in_crash_loop_back_off
     assert_eq!(container["state"]["waiting"]["reason"], "CrashLoopBackOff");
     assert_eq!(container["restartCount"], 1);
     assert_eq!(container["lastState"]["terminated"]["exitCode"], 1);
+}
+
+#[tokio::test]
+async fn a_deleted_pod_is_stopped_removed_and_then_deleted_for_good() {
+    let runtime = Arc::new(FakeRuntime::default());
+    let (mut worker, requests) = worker(Arc::clone(&runtime));
+    let mut pod = pod(&json!({"name": "app", "image": "web:v1"}));
+    worker.sync(&pod).await;
+    assert_eq!(runtime.sandboxes().unwrap().len(), 1);
+    pod.metadata.deletion_timestamp =
+        serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
+    pod.metadata.deletion_grace_period_seconds = Some(7);
+    worker.tear_down("u1", Some(&pod)).await;
+    assert_eq!(
+        runtime.calls(),
+        ["stop_container u1/app 7s", "remove_sandbox u1"],
+        "containers stop before the sandbox goes"
+    );
+    assert!(runtime.sandboxes().unwrap().is_empty());
+    let seen = requests.lock().unwrap().clone();
+    let (method, path, body) = seen.last().unwrap();
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("DELETE", "/api/v1/namespaces/default/pods/web-1")
+    );
+    assert_eq!(
+        body["preconditions"]["uid"], "u1",
+        "the uid guards against a namesake"
+    );
 }

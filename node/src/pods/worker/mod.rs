@@ -1,5 +1,9 @@
 //! One Pod's worker: makes what runs match the Pod, every second and on every change.
 //!
+//! It observes (the runtime's view of each container), asks [`decide`] what each needs next —
+//! restart policy, back-offs and teardown order are pure decisions there — and carries that out
+//! against the runtime and the API.
+//!
 //! Like kubelet's pod worker it owns one Pod from first sight to teardown: it makes the sandbox,
 //! pulls images per `imagePullPolicy` (failed pulls back off as kubelet's do:
 //! `ErrImagePull`, then `ImagePullBackOff`), starts containers (again, per `restartPolicy`,
@@ -19,25 +23,20 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::dns::{DnsSettings, pod_dns};
-use super::env::{container_env, expand, service_env};
+use self::decide::{Backoff, Next, RestartPolicy, Teardown};
+use self::launch::sandbox_config;
+use super::dns::DnsSettings;
 use super::events::Recorder;
-use super::probe::{Check, ProbeSpec, ProbeState, network_check};
-use super::resources::container_resources;
+use super::probe::ProbeState;
 use super::status::{ContainerView, PodView, pod_status};
-use crate::runtime::{
-    ContainerConfig, ContainerState, PodRuntime, PortMapping, PullPolicy, RuntimeError,
-    SandboxConfig, SandboxInfo,
-};
+use crate::runtime::{ContainerState, PodRuntime, PullPolicy, RuntimeError, SandboxInfo};
+
+mod decide;
+mod launch;
+mod probing;
 
 /// How often a worker looks at its Pod when nothing changed (kubelet's PLEG relist period).
 pub const RESYNC: Duration = Duration::from_secs(1);
-/// The first restart back-off after the immediate one.
-const BACKOFF_START: Duration = Duration::from_secs(10);
-/// The longest back-off.
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// A container that ran this long resets its back-off.
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 /// What every worker shares.
 pub struct Context {
@@ -84,12 +83,10 @@ struct Track {
     started: Option<Instant>,
     readiness: Option<ProbeState>,
     liveness: Option<ProbeState>,
-    /// Restarts done under back-off, and when the next one may happen.
-    backoff_count: u32,
-    not_before: Option<Instant>,
-    /// Failed pulls in a row, and when the next pull may happen.
-    pull_failures: u32,
-    pull_not_before: Option<Instant>,
+    /// Restarts in a row, and when the next may happen.
+    crash: Backoff,
+    /// Failed pulls in a row, and when the next may happen.
+    pull: Backoff,
     /// The image id of the last pull.
     image_id: Option<String>,
     /// The last warning sent, not to repeat it every second.
@@ -106,43 +103,11 @@ struct Worker {
     sandbox_error: Option<String>,
 }
 
-fn grace_of(pod: &Pod) -> Duration {
-    let seconds = pod
-        .metadata
-        .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
-        .unwrap_or(30);
-    Duration::from_secs(seconds.max(0) as u64)
-}
-
 fn now_text() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
         .unwrap_or_default()
-}
-
-/// The Pod's sandbox, as the runtime is asked for it (at RunPodSandbox and CreateContainer).
-fn sandbox_config(pod: &Pod, dns: &DnsSettings) -> SandboxConfig {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let hostname = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.hostname.clone())
-        .unwrap_or_else(|| name.clone());
-    SandboxConfig {
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        name,
-        hostname,
-        port_mappings: port_mappings(pod),
-        dns: pod_dns(pod, dns),
-    }
-}
-
-/// kubelet's back-off after the `failures`-th failure in a row: 10 s doubling to 5 min.
-fn backoff(failures: u32) -> Duration {
-    (BACKOFF_START * 2u32.pow(failures.saturating_sub(1).min(5))).min(BACKOFF_MAX)
 }
 
 /// The waiting reason Kubernetes shows for a failed start.
@@ -155,21 +120,6 @@ fn start_failure_reason(err: &RuntimeError) -> String {
         } => "CreateContainerError".to_owned(),
         _ => "RunContainerError".to_owned(),
     }
-}
-
-fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
-    let containers = pod.spec.iter().flat_map(|s| &s.containers);
-    containers
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            Some(PortMapping {
-                host_port: u16::try_from(p.host_port?).ok().filter(|&h| h != 0)?,
-                container_port: u16::try_from(p.container_port).ok()?,
-                protocol: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
-                host_ip: p.host_ip.clone().filter(|h| !h.is_empty()),
-            })
-        })
-        .collect()
 }
 
 /// Runs the worker of one Pod until the Pod is gone and torn down. `pod` carries the latest
@@ -187,14 +137,8 @@ pub async fn run(ctx: Arc<Context>, uid: String, mut pod: watch::Receiver<Option
         let current = pod.borrow_and_update().clone();
         match current {
             Some(p) if p.metadata.deletion_timestamp.is_none() => worker.sync(&p).await,
-            Some(p) => {
-                worker.terminate(&uid, grace_of(&p)).await;
-                worker.finish(&p).await;
-                return;
-            }
-            None => {
-                // Deleted from the API without us: nothing to wait for.
-                worker.terminate(&uid, Duration::from_secs(2)).await;
+            gone => {
+                worker.tear_down(&uid, gone.as_ref()).await;
                 return;
             }
         }
@@ -284,50 +228,42 @@ impl Worker {
         let runtime_name = name.clone();
         let mut run =
             blocking(&self.ctx, move |r| r.container(&runtime_uid, &runtime_name)).await?;
-        let mut waiting = None;
-        let policy = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.as_deref())
-            .unwrap_or("Always");
-        let wants_start = match &run {
-            None => true,
-            Some(info) => match &info.state {
-                ContainerState::Exited { exit_code, .. } => match policy {
-                    "Never" => false,
-                    "OnFailure" => *exit_code != 0,
-                    _ => true,
-                },
-                _ => false,
+        let track = self.tracks.entry(name.clone()).or_default();
+        let can_run = !finished && self.sandbox.is_some();
+        let now = Instant::now();
+        let state = run.as_ref().map(|info| &info.state);
+        let next = decide::next(
+            RestartPolicy::of(pod),
+            state,
+            can_run,
+            &track.crash,
+            &track.pull,
+            now,
+        );
+        let image = container.image.as_deref().unwrap_or_default();
+        let waiting = match next {
+            Next::Leave => None,
+            Next::CrashBackOff { left } => Some((
+                "CrashLoopBackOff".to_owned(),
+                format!(
+                    "back-off restarting failed container={name} pod={} ({}s left)",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    left.as_secs()
+                ),
+            )),
+            Next::PullBackOff => Some((
+                "ImagePullBackOff".to_owned(),
+                format!("Back-off pulling image {image:?}"),
+            )),
+            Next::Start { restart } => match self.ensure_image(pod, container).await {
+                Err(why) => Some(why),
+                Ok(()) => {
+                    let (started, why) = self.start(pod, container, restart).await;
+                    run = started.or(run);
+                    why
+                }
             },
         };
-        if wants_start && !finished && self.sandbox.is_some() {
-            let track = self.tracks.entry(name.clone()).or_default();
-            let now = Instant::now();
-            // Back-off applies to restarts, not the first start.
-            let held = run.is_some() && track.not_before.is_some_and(|t| now < t);
-            let left = track
-                .not_before
-                .map_or(0, |t| t.saturating_duration_since(now).as_secs());
-            if held {
-                waiting = Some((
-                    "CrashLoopBackOff".to_owned(),
-                    format!(
-                        "back-off restarting failed container={name} pod={} ({left}s left)",
-                        pod.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                ));
-            } else {
-                match self.ensure_image(pod, container).await {
-                    Err(why) => waiting = Some(why),
-                    Ok(()) => {
-                        let (started, why) = self.start(pod, container, run.is_some()).await;
-                        run = started.or(run);
-                        waiting = why;
-                    }
-                }
-            }
-        }
         let mut ready = false;
         if let Some(info) = &run
             && let ContainerState::Running { .. } = info.state
@@ -363,21 +299,14 @@ impl Worker {
         })
     }
 
-    /// Pulls the container's image per its policy, unless a failed pull is backing off; the
-    /// waiting reason and message when the image is not there.
+    /// Pulls the container's image per its policy; the waiting reason and message when the
+    /// image is not there.
     async fn ensure_image(
         &mut self,
         pod: &Pod,
         container: &Container,
     ) -> Result<(), (String, String)> {
         let image = container.image.clone().unwrap_or_default();
-        let track = self.tracks.entry(container.name.clone()).or_default();
-        if track.pull_not_before.is_some_and(|t| Instant::now() < t) {
-            return Err((
-                "ImagePullBackOff".to_owned(),
-                format!("Back-off pulling image {image:?}"),
-            ));
-        }
         let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image);
         let started = Instant::now();
         let wanted = image.clone();
@@ -386,8 +315,7 @@ impl Worker {
         match pulled {
             Ok(id) => {
                 let first = track.image_id.is_none();
-                track.pull_failures = 0;
-                track.pull_not_before = None;
+                track.pull.reset();
                 track.image_id = Some(id);
                 if first {
                     let took = started.elapsed();
@@ -404,8 +332,7 @@ impl Worker {
                 Ok(())
             }
             Err(err) => {
-                track.pull_failures += 1;
-                track.pull_not_before = Some(Instant::now() + backoff(track.pull_failures));
+                track.pull.fail(Instant::now());
                 let reason = start_failure_reason(&err);
                 let message = error_text(&err);
                 self.ctx.recorder.pod_event(pod, true, "Failed", &message);
@@ -434,11 +361,7 @@ impl Worker {
         let name = container.name.clone();
         let track = self.tracks.entry(name.clone()).or_default();
         if restart {
-            if track.started.is_some_and(|s| s.elapsed() >= BACKOFF_RESET) {
-                track.backoff_count = 0;
-            }
-            track.backoff_count += 1;
-            track.not_before = Some(Instant::now() + backoff(track.backoff_count));
+            decide::count_restart(&mut track.crash, track.started, Instant::now());
         }
         let reported = track.reported.clone();
         let config = self.launch(pod, container);
@@ -465,126 +388,6 @@ impl Worker {
         }
     }
 
-    /// The container as the runtime is asked to run it: the Pod's command, args and
-    /// environment (`$(VAR)`s expanded, as kubelet does), working dir and limits.
-    fn launch(&self, pod: &Pod, container: &Container) -> ContainerConfig {
-        let pod_ip = self
-            .sandbox
-            .as_ref()
-            .and_then(|s| s.ip)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let links = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.enable_service_links)
-            .unwrap_or(true);
-        let services = self.ctx.services.state();
-        let services = service_env(namespace, links, services.iter().map(AsRef::as_ref));
-        let host_ip = self.ctx.node_ip.to_string();
-        let env = container_env(pod, container, &services, &pod_ip, &host_ip);
-        let expand_all = |list: &[String]| list.iter().map(|a| expand(a, &env)).collect();
-        ContainerConfig {
-            name: container.name.clone(),
-            image: container.image.clone().unwrap_or_default(),
-            command: expand_all(container.command.as_deref().unwrap_or_default()),
-            args: container.args.as_deref().map(expand_all),
-            working_dir: container.working_dir.clone(),
-            resources: container_resources(container),
-            env,
-        }
-    }
-
-    /// Runs due probes of a running container; returns its readiness. A failing liveness
-    /// probe stops the container (the restart policy then decides).
-    async fn probe(&mut self, pod: &Pod, uid: &str, container: &Container, attempt: u32) -> bool {
-        let track = self.tracks.entry(container.name.clone()).or_default();
-        if track.attempt != Some(attempt) {
-            track.attempt = Some(attempt);
-            track.started = Some(Instant::now());
-            track.readiness = container
-                .readiness_probe
-                .as_ref()
-                .map(|p| ProbeState::new(ProbeSpec::of(p, container), false));
-            track.liveness = container
-                .liveness_probe
-                .as_ref()
-                .map(|p| ProbeState::new(ProbeSpec::of(p, container), true));
-        }
-        let started = track.started.unwrap_or_else(Instant::now);
-        let pod_ip = self
-            .sandbox
-            .as_ref()
-            .and_then(|s| s.ip)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let now = Instant::now();
-        let mut readiness = track.readiness.take();
-        let mut liveness = track.liveness.take();
-        if let Some(state) = readiness.as_mut()
-            && state.due(started, now)
-        {
-            let result = self.check(uid, &container.name, &state.spec, pod_ip).await;
-            state.record(result, Instant::now());
-        }
-        let mut kill = false;
-        if let Some(state) = liveness.as_mut()
-            && state.due(started, now)
-        {
-            let result = self.check(uid, &container.name, &state.spec, pod_ip).await;
-            if state.record(result, Instant::now()) && !state.passing {
-                let why = state.last_failure.clone().unwrap_or_default();
-                self.ctx.recorder.pod_event(
-                    pod,
-                    true,
-                    "Unhealthy",
-                    &format!("Liveness probe failed: {why}"),
-                );
-                kill = true;
-            }
-        }
-        let ready = readiness.as_ref().is_none_or(|s| s.passing);
-        let track = self.tracks.entry(container.name.clone()).or_default();
-        track.readiness = readiness;
-        track.liveness = liveness;
-        if kill {
-            let message = format!(
-                "Container {} failed liveness probe, will be restarted",
-                container.name
-            );
-            self.ctx.recorder.pod_event(pod, false, "Killing", &message);
-            let (uid, name, grace) = (uid.to_owned(), container.name.clone(), grace_of(pod));
-            if let Err(err) =
-                blocking(&self.ctx, move |r| r.stop_container(&uid, &name, grace)).await
-            {
-                tracing::warn!(error = %err, "stopping an unhealthy container");
-            }
-            return false;
-        }
-        ready
-    }
-
-    async fn check(
-        &self,
-        uid: &str,
-        container: &str,
-        spec: &ProbeSpec,
-        pod_ip: Ipv4Addr,
-    ) -> Result<(), String> {
-        match &spec.check {
-            Check::Exec { argv } => {
-                let (uid, argv, timeout) = (uid.to_owned(), argv.clone(), spec.timeout);
-                let name = container.to_owned();
-                match blocking(&self.ctx, move |r| r.exec(&uid, &name, &argv, timeout)).await {
-                    Ok(out) if out.code == Some(0) => Ok(()),
-                    Ok(out) => Err(format!("exit {:?}: {}", out.code, out.output.trim())),
-                    Err(err) => Err(error_text(&err)),
-                }
-            }
-            other => network_check(other, pod_ip, spec.timeout).await,
-        }
-    }
-
     /// Patches `status` when it differs from what was posted last.
     async fn post(&mut self, pod: &Pod, status: Value) {
         if subset_of(&status, &self.posted) {
@@ -607,14 +410,26 @@ impl Worker {
         }
     }
 
-    /// Stops every container and removes the sandbox, retrying until the runtime agrees.
-    async fn terminate(&mut self, uid: &str, grace: Duration) {
+    /// Takes the Pod down step by step, as [`decide::teardown`] orders it.
+    async fn tear_down(&mut self, uid: &str, pod: Option<&Pod>) {
+        for step in decide::teardown(pod) {
+            match (step, pod) {
+                (Teardown::StopContainers { grace }, _) => self.stop_containers(uid, grace).await,
+                (Teardown::RemoveSandbox, _) => self.remove_sandbox(uid).await,
+                (Teardown::DeletePod, Some(pod)) => self.finish(pod).await,
+                (Teardown::DeletePod, None) => {}
+            }
+        }
+    }
+
+    /// Stops every container at once, each with `grace`.
+    async fn stop_containers(&self, uid: &str, grace: Duration) {
         let names: Vec<String> = {
             let listed_uid = uid.to_owned();
             match blocking(&self.ctx, move |r| r.container_names(&listed_uid)).await {
                 Ok(names) => names,
                 Err(err) => {
-                    // Removing the sandbox below stops them all anyway, only without grace.
+                    // Removing the sandbox stops them all anyway, only without grace.
                     tracing::warn!(pod = %uid, error = %error_text(&err), "cannot list containers to stop");
                     Vec::new()
                 }
@@ -631,6 +446,10 @@ impl Worker {
                 tracing::warn!(error = %err, "container did not stop cleanly");
             }
         }
+    }
+
+    /// Releases the network and removes the sandbox, retrying until the runtime agrees.
+    async fn remove_sandbox(&mut self, uid: &str) {
         let mut delay = Duration::from_millis(200);
         loop {
             let uid_owned = uid.to_owned();

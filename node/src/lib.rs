@@ -1,8 +1,10 @@
-//! skiff-node: the per-node agent.
+//! skiff-node: the per-node agent, kubelet's job plus the node network and the service proxy.
 //!
-//! Registers the Node and keeps it alive (Lease + status), waits for its podCIDR, and — as the
-//! node agent issue progresses — runs Pods with the process runtime, wires them through the
-//! CNI plugin chain and hosts the node network and the service proxy.
+//! It registers the Node and keeps it alive (Lease + status, NotReady while the runtime is not),
+//! waits for its podCIDR, and runs the Pods bound to it: a worker per Pod ([`pods`]) drives a
+//! [`runtime`] — containerd over CRI, or host processes for fast tests — which wires each
+//! sandbox through the CNI plugin chain ([`cni`]). Beside the Pods it keeps the cross-node
+//! routes or VXLAN overlay ([`network`]) and hosts the service proxy in-process.
 
 pub mod cni;
 pub mod facts;

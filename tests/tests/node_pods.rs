@@ -295,7 +295,10 @@ fn killed_containers_and_shims_restart_deleted_pods_leave_nothing_and_a_killed_a
     )?;
     assert_eq!(reply.trim(), "solo");
     cluster.start_agent(1)?;
-    std::thread::sleep(Duration::from_secs(3));
+    // Barrier: a Pod created after the restart runs, so the new agent has listed, adopted and
+    // synced what it found (a wrong restart of `solo` would have happened by now).
+    cluster.kubectl(&["run", "after", "--image=skiff/test-server", "--port=8080"])?;
+    ready_pods(&cluster, "run=after", 1)?;
     assert!(alive(second), "the container survived the agent's restart");
     assert_eq!(
         started_pid(&cluster, &uid, "solo", 2)?,
@@ -320,7 +323,7 @@ fn killed_containers_and_shims_restart_deleted_pods_leave_nothing_and_a_killed_a
 
     // Deleted: processes, namespace and address reservation are gone, then the Pod object.
     let netns = pod_netns(&cluster, &pod)?;
-    cluster.kubectl(&["delete", "pod", "solo", "--wait=false"])?;
+    cluster.kubectl(&["delete", "pod", "solo", "after", "--wait=false"])?;
     wait::retry(WAIT, || {
         let left = cluster.kubectl(&["get", "pods", "-o", "name"])?;
         ensure!(left.trim().is_empty(), "still listed: {left}");

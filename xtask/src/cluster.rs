@@ -1,9 +1,10 @@
 //! `cargo xtask up` / `down`: a local cluster made of network namespaces, left running for a user.
 //!
 //! skiff-control in the underlay's namespace (so `kubectl` works from the host over the host
-//! link and from every node) and skiff-node on every node, running Pods as containers under a
-//! containerd of the node's own (or with the process runtime) wired by skiff-cni
-//! over a VXLAN or host-gw node network, each agent hosting the iptables Service proxy. A demo
+//! link and from every node) beside a local image registry, and skiff-node on every node,
+//! running Pods as containers under a containerd of the node's own (or with the process
+//! runtime) wired by skiff-cni over a VXLAN or host-gw node network, each agent hosting the
+//! Service proxy (iptables, or eBPF with `--proxy-mode ebpf`). A demo
 //! Deployment of the test server and its Service show it working: the ClusterIP, curled from a
 //! Pod on every node, is answered by Pods on several nodes.
 

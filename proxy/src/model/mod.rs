@@ -5,7 +5,7 @@
 //! recorded changes into a [`ServiceMap`] and an [`EndpointsMap`] keyed by [`ServicePortName`],
 //! and [`desired_state`] turns those maps plus [`NodeFacts`] into a [`DesiredState`]: per
 //! Service port, which endpoints internal and external traffic may reach from this node. Both
-//! data planes (iptables now, eBPF later) consume that one value, so every Kubernetes rule about
+//! data planes (iptables and eBPF) consume that one value, so every Kubernetes rule about
 //! *which* endpoint may serve *which* traffic lives here, once, under unit tests.
 
 mod desired;

@@ -125,14 +125,7 @@ fn start_failure_reason(err: &RuntimeError) -> String {
 /// Runs the worker of one Pod until the Pod is gone and torn down. `pod` carries the latest
 /// object; `None` means it was deleted from the API.
 pub async fn run(ctx: Arc<Context>, uid: String, mut pod: watch::Receiver<Option<Pod>>) {
-    let mut worker = Worker {
-        ctx,
-        tracks: HashMap::new(),
-        sandbox: None,
-        start_time: None,
-        posted: Value::Null,
-        sandbox_error: None,
-    };
+    let mut worker = Worker::new(ctx);
     loop {
         let current = pod.borrow_and_update().clone();
         match current {
@@ -150,6 +143,18 @@ pub async fn run(ctx: Arc<Context>, uid: String, mut pod: watch::Receiver<Option
 }
 
 impl Worker {
+    /// A worker that has seen nothing yet.
+    fn new(ctx: Arc<Context>) -> Self {
+        Worker {
+            ctx,
+            tracks: HashMap::new(),
+            sandbox: None,
+            start_time: None,
+            posted: Value::Null,
+            sandbox_error: None,
+        }
+    }
+
     async fn sync(&mut self, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let Some(spec) = pod.spec.as_ref() else {

@@ -55,14 +55,7 @@ fn worker(runtime: Arc<FakeRuntime>) -> (Worker, Requests) {
         node: "node1".into(),
         node_ip: Ipv4Addr::new(172, 31, 0, 11),
     });
-    let worker = Worker {
-        ctx,
-        tracks: HashMap::new(),
-        sandbox: None,
-        start_time: None,
-        posted: Value::Null,
-        sandbox_error: None,
-    };
+    let worker = Worker::new(ctx);
     (worker, requests)
 }
 

@@ -46,6 +46,26 @@ pub fn up(args: &UpArgs) -> Result<()> {
         bail!("`cargo xtask up` makes network namespaces and needs root");
     }
     setup::run_all()?;
+    build(args)?;
+    for id in run::detached_runs() {
+        println!("taking down the cluster already up (run {id})");
+        run::destroy(&id)?;
+    }
+    shell::step(&format!(
+        "up: {} nodes ({}, {} proxy, {} runtime)",
+        args.nodes, args.overlay, args.proxy_mode, args.runtime
+    ));
+    let started = Instant::now();
+    let cluster = start_cluster(args)?;
+    let pods = start_demo(&cluster)?;
+    let elapsed = started.elapsed();
+    print!("{}", cluster.kubectl(&["get", "pods", "-o", "wide"])?);
+    curl_demo(&cluster, &pods)?;
+    print_usage(cluster, &pods, elapsed)
+}
+
+/// Builds what the cluster runs.
+fn build(args: &UpArgs) -> Result<()> {
     shell::step("up: build");
     shell::run(shell::cargo().args([
         "build",
@@ -63,16 +83,11 @@ pub fn up(args: &UpArgs) -> Result<()> {
     if args.proxy_mode == "ebpf" {
         crate::ebpf::build()?;
     }
-    for id in run::detached_runs() {
-        println!("taking down the cluster already up (run {id})");
-        run::destroy(&id)?;
-    }
+    Ok(())
+}
 
-    shell::step(&format!(
-        "up: {} nodes ({}, {} proxy, {} runtime)",
-        args.nodes, args.overlay, args.proxy_mode, args.runtime
-    ));
-    let started = Instant::now();
+/// Starts the cluster and waits until every node is Ready with a podCIDR.
+fn start_cluster(args: &UpArgs) -> Result<Cluster> {
     let options = ClusterOptions {
         topology: TopologyOptions {
             host_link: true,
@@ -115,7 +130,11 @@ pub fn up(args: &UpArgs) -> Result<()> {
                 .map_or("", |n| n.netns.name())
         );
     }
+    Ok(cluster)
+}
 
+/// The demo Deployment and its Service; returns its Pods once all are ready.
+fn start_demo(cluster: &Cluster) -> Result<Vec<Value>> {
     shell::step("up: a demo Deployment of the test server");
     let replicas = format!("--replicas={DEMO_REPLICAS}");
     let image = format!("--image={TEST_SERVER_IMAGE}");
@@ -144,15 +163,17 @@ pub fn up(args: &UpArgs) -> Result<()> {
         Ok(ready)
     })
     .context("the demo Pods did not become ready")?;
-    let elapsed = started.elapsed();
-    print!("{}", cluster.kubectl(&["get", "pods", "-o", "wide"])?);
+    Ok(pods)
+}
 
+/// Curls the demo Service from a Pod on every node; fails unless several Pods answer each.
+fn curl_demo(cluster: &Cluster, pods: &[Value]) -> Result<()> {
     let service =
         cluster.kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
     shell::step(&format!(
         "up: curl the Service web (ClusterIP {service}) from a Pod on every node"
     ));
-    for from in &pods {
+    for from in pods {
         let client = cluster.pod_client(from["metadata"]["name"].as_str().unwrap_or_default())?;
         let url = format!("http://{service}/");
         // The proxy may still be syncing the new Service: a few tries, bounded.
@@ -190,7 +211,12 @@ pub fn up(args: &UpArgs) -> Result<()> {
             "the Service web was answered by {answered:?} only, not by several Pods"
         );
     }
+    Ok(())
+}
 
+/// Leaves the cluster running and says how to use it.
+fn print_usage(cluster: Cluster, pods: &[Value], elapsed: Duration) -> Result<()> {
+    let topology = cluster.topology();
     let kubeconfig = shell::root().join("target/skiff-up/admin.kubeconfig");
     std::fs::copy(cluster.admin_kubeconfig(), &kubeconfig)
         .context("cannot copy the admin kubeconfig")?;

@@ -295,23 +295,7 @@ fn service_rules(
             .map(|ip| (*ip, "load balancer IP")),
     );
     if !service.has_endpoints {
-        // TCP gets a reset: ICMP errors are rate-limited per destination (about one a second
-        // after a burst of six), so a client retrying quickly would wait out a SYN retransmit.
-        let reject = match proto {
-            Protocol::Tcp => "REJECT --reject-with tcp-reset",
-            Protocol::Udp | Protocol::Sctp => "REJECT",
-        };
-        for (ip, _) in &ips {
-            out.rejects.push(format!(
-                "-d {ip}/32 {dport} -m comment --comment \"{name} has no endpoints\" -j {reject}"
-            ));
-        }
-        if let Some(np) = port.node_port {
-            out.rejects.push(format!(
-                "-m addrtype --dst-type LOCAL {} -m comment --comment \"{name} has no endpoints\" -j {reject}",
-                port_match(proto, np)
-            ));
-        }
+        out.rejects = rejects(name, service, &ips);
         return out;
     }
     let svc = svc_chain(name);
@@ -358,35 +342,8 @@ fn service_rules(
     out.chains.push((svc.clone(), svc_rules));
 
     if port.has_external() {
-        let mut ext_rules = Vec::new();
-        if port.external_policy_local {
-            if let Some(cidr) = node.cluster_cidr {
-                ext_rules.push(format!(
-                    "-s {cidr} -m comment --comment \"pod traffic for {name} external destinations\" -j {svc}"
-                ));
-            }
-            ext_rules.push(format!("-m addrtype --src-type LOCAL -j {MARK_MASQ}"));
-            ext_rules.push(format!("-m addrtype --src-type LOCAL -j {svc}"));
-            ext_rules.extend(balance(
-                &hash,
-                proto,
-                port.affinity_seconds,
-                &service.external_endpoints,
-            ));
-        } else {
-            ext_rules.push(format!("-j {MARK_MASQ}"));
-            if service.external_endpoints == service.internal_endpoints {
-                ext_rules.push(format!("-j {svc}"));
-            } else {
-                ext_rules.extend(balance(
-                    &hash,
-                    proto,
-                    port.affinity_seconds,
-                    &service.external_endpoints,
-                ));
-            }
-        }
-        out.chains.push((ext.clone(), ext_rules));
+        let rules = external_rules(name, service, node, &hash, &svc);
+        out.chains.push((ext.clone(), rules));
     }
     if !port.load_balancer_source_ranges.is_empty() && !port.load_balancer_ips.is_empty() {
         let mut fw_rules: Vec<String> = port
@@ -400,6 +357,76 @@ fn service_rules(
         out.chains.push((fw, fw_rules));
     }
     out
+}
+
+/// The filter rules that refuse a Service without endpoints on each of its addresses.
+fn rejects(
+    name: &ServicePortName,
+    service: &DesiredService,
+    ips: &[(Ipv4Addr, &str)],
+) -> Vec<String> {
+    let (port, proto) = (&service.port, name.protocol);
+    let dport = port_match(proto, port.port);
+    // TCP gets a reset: ICMP errors are rate-limited per destination (about one a second
+    // after a burst of six), so a client retrying quickly would wait out a SYN retransmit.
+    let reject = match proto {
+        Protocol::Tcp => "REJECT --reject-with tcp-reset",
+        Protocol::Udp | Protocol::Sctp => "REJECT",
+    };
+    let mut rules: Vec<String> = ips
+        .iter()
+        .map(|(ip, _)| {
+            format!(
+                "-d {ip}/32 {dport} -m comment --comment \"{name} has no endpoints\" -j {reject}"
+            )
+        })
+        .collect();
+    if let Some(np) = port.node_port {
+        rules.push(format!(
+            "-m addrtype --dst-type LOCAL {} -m comment --comment \"{name} has no endpoints\" -j {reject}",
+            port_match(proto, np)
+        ));
+    }
+    rules
+}
+
+/// The rules of the Service's external chain: external traffic policy, then the endpoints
+/// external traffic may reach (or the Service chain, when they are the same).
+fn external_rules(
+    name: &ServicePortName,
+    service: &DesiredService,
+    node: &NodeFacts,
+    hash: &str,
+    svc: &str,
+) -> Vec<String> {
+    let port = &service.port;
+    let external = |rules: &mut Vec<String>| {
+        rules.extend(balance(
+            hash,
+            name.protocol,
+            port.affinity_seconds,
+            &service.external_endpoints,
+        ));
+    };
+    let mut rules = Vec::new();
+    if port.external_policy_local {
+        if let Some(cidr) = node.cluster_cidr {
+            rules.push(format!(
+                "-s {cidr} -m comment --comment \"pod traffic for {name} external destinations\" -j {svc}"
+            ));
+        }
+        rules.push(format!("-m addrtype --src-type LOCAL -j {MARK_MASQ}"));
+        rules.push(format!("-m addrtype --src-type LOCAL -j {svc}"));
+        external(&mut rules);
+    } else {
+        rules.push(format!("-j {MARK_MASQ}"));
+        if service.external_endpoints == service.internal_endpoints {
+            rules.push(format!("-j {svc}"));
+        } else {
+            external(&mut rules);
+        }
+    }
+    rules
 }
 
 /// The recent-list name pinning clients of `hash` to `ep`.

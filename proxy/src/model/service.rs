@@ -67,22 +67,7 @@ pub fn service_ports(service: &Service) -> Option<ServicePorts> {
     if kind == "ExternalName" {
         return None;
     }
-    let mut ip_words: Vec<&str> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    if ip_words.is_empty() {
-        ip_words.extend(spec.cluster_ip.as_deref());
-    }
-    if ip_words.contains(&"None") {
-        return None;
-    }
-    let cluster_ips: Vec<Ipv4Addr> = ip_words.iter().filter_map(|ip| ip.parse().ok()).collect();
-    if cluster_ips.is_empty() {
-        return None;
-    }
+    let cluster_ips = cluster_ips(spec)?;
     let external = matches!(kind, "NodePort" | "LoadBalancer");
     let external_policy_local =
         external && spec.external_traffic_policy.as_deref() == Some("Local");
@@ -96,17 +81,7 @@ pub fn service_ports(service: &Service) -> Option<ServicePorts> {
             .unwrap_or(DEFAULT_AFFINITY_SECONDS)
     });
     let load_balancer_ips = if kind == "LoadBalancer" {
-        let status = service
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref());
-        status
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|ing| ing.ip_mode.as_deref() != Some("Proxy"))
-            .filter_map(|ing| ing.ip.as_deref()?.parse().ok())
-            .collect()
+        load_balancer_ips(service)
     } else {
         Vec::new()
     };
@@ -159,6 +134,39 @@ pub fn service_ports(service: &Service) -> Option<ServicePorts> {
         );
     }
     Some(ports)
+}
+
+/// The Service's IPv4 cluster IPs; `None` for a headless Service or one without any.
+fn cluster_ips(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Option<Vec<Ipv4Addr>> {
+    let mut words: Vec<&str> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if words.is_empty() {
+        words.extend(spec.cluster_ip.as_deref());
+    }
+    if words.contains(&"None") {
+        return None;
+    }
+    let ips: Vec<Ipv4Addr> = words.iter().filter_map(|ip| ip.parse().ok()).collect();
+    (!ips.is_empty()).then_some(ips)
+}
+
+/// The load balancer's ingress IPs that traffic reaches directly (not `ipMode: Proxy`).
+fn load_balancer_ips(service: &Service) -> Vec<Ipv4Addr> {
+    let status = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref());
+    status
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|ing| ing.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|ing| ing.ip.as_deref()?.parse().ok())
+        .collect()
 }
 
 fn parse_all<'a, T: std::str::FromStr>(words: impl Iterator<Item = &'a String>) -> Vec<T> {

@@ -19,6 +19,7 @@ pub mod containerd;
 pub mod images;
 pub mod kernelfs;
 pub mod netns;
+pub mod objects;
 pub mod podnet;
 pub mod process;
 pub mod run;

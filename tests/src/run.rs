@@ -371,19 +371,17 @@ fn stop_processes(id: &RunId, namespaces: &[String]) {
 /// Names of all named network namespaces (`ip netns list`).
 pub fn netns_names() -> Vec<String> {
     // /run/netns is where iproute2 keeps them; reading it avoids a process per call.
-    fs::read_dir("/run/netns")
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    entry_names("/run/netns")
 }
 
 /// Names of the links in this process's own network namespace.
 pub fn root_link_names() -> Vec<String> {
-    fs::read_dir("/sys/class/net")
+    entry_names("/sys/class/net")
+}
+
+/// The names in directory `dir` (none when it cannot be read).
+fn entry_names(dir: &str) -> Vec<String> {
+    fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use skiff_tests::cluster::TEST_SERVER_IMAGE;
+use skiff_tests::objects::has_condition;
 use skiff_tests::{Client, Cluster, ClusterOptions, Runtime, UdpLoop, wait};
 
 const NODES: usize = 3;
@@ -260,15 +261,6 @@ impl World {
         }
         Ok((ready, ports))
     }
-}
-
-/// Is `kind` among the object's conditions, and true?
-fn has_condition(object: &Value, kind: &str) -> bool {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == kind && c["status"] == "True")
 }
 
 /// The web Deployment: the test server with named TCP and UDP ports.

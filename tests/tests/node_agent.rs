@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use skiff_tests::objects::condition;
 use skiff_tests::{Cluster, ClusterOptions};
 
 const GRACE_SECONDS: u64 = 5;
@@ -17,11 +18,7 @@ fn nodes(cluster: &Cluster) -> Result<Vec<Value>> {
 }
 
 fn ready_of(node: &Value) -> String {
-    node["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
+    condition(node, "Ready")
         .and_then(|c| c["status"].as_str())
         .unwrap_or("")
         .to_owned()

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use skiff_tests::images::{BUSYBOX_IMAGE, TEST_SERVER_IMAGE};
+use skiff_tests::objects::{condition, has_condition};
 use skiff_tests::{Cluster, ClusterOptions, Runtime, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -64,11 +65,7 @@ fn event_reasons(cluster: &Cluster, name: &str) -> Result<Vec<(String, String)>>
 
 fn node_ready(cluster: &Cluster) -> Result<bool> {
     let nodes = cluster.get_json(&["nodes"])?;
-    Ok(nodes["items"][0]["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    Ok(has_condition(&nodes["items"][0], "Ready"))
 }
 
 /// The CRI log file of the first run of container `c` of Pod `name` (kubelet's layout).
@@ -304,11 +301,7 @@ fn bad_input_ends_in_the_statuses_kubectl_users_know_and_the_node_stays_ready() 
     cluster.stop_containerd(1)?;
     wait::retry(WAIT, || {
         let nodes = cluster.get_json(&["nodes"])?;
-        let ready = nodes["items"][0]["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Ready")
+        let ready = condition(&nodes["items"][0], "Ready")
             .cloned()
             .unwrap_or_default();
         ensure!(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
+use skiff_tests::objects::has_condition;
 use skiff_tests::{Cluster, ClusterOptions, wait};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -21,11 +22,7 @@ fn pods(cluster: &Cluster, selector: &str) -> Result<Vec<Value>> {
 }
 
 fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    has_condition(pod, "Ready")
 }
 
 fn text<'a>(value: &'a Value, what: &str) -> Result<&'a str> {
@@ -313,13 +310,7 @@ fn killed_containers_and_shims_restart_deleted_pods_leave_nothing_and_a_killed_a
     )?;
     assert_eq!(reply.trim(), "solo");
     let nodes = cluster.get_json(&["nodes"])?;
-    assert!(
-        nodes["items"][0]["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    );
+    assert!(has_condition(&nodes["items"][0], "Ready"));
 
     // Deleted: processes, namespace and address reservation are gone, then the Pod object.
     let netns = pod_netns(&cluster, &pod)?;

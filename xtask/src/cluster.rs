@@ -17,6 +17,7 @@ use serde_json::Value;
 use skiff_tests::Runtime;
 use skiff_tests::cluster::TEST_SERVER_IMAGE;
 use skiff_tests::images::{REGISTRY_HOST, REGISTRY_PORT};
+use skiff_tests::objects::has_condition;
 use skiff_tests::{Cluster, ClusterOptions, TopologyOptions, run, wait};
 
 use crate::{setup, shell};
@@ -111,7 +112,7 @@ fn start_cluster(args: &UpArgs) -> Result<Cluster> {
         let items = list["items"].as_array().cloned().unwrap_or_default();
         let ready = items
             .iter()
-            .filter(|n| n["spec"]["podCIDR"].is_string() && condition(n, "Ready"))
+            .filter(|n| n["spec"]["podCIDR"].is_string() && has_condition(n, "Ready"))
             .count();
         ensure!(ready == args.nodes, "{ready} of {} nodes ready", args.nodes);
         Ok(items)
@@ -152,7 +153,7 @@ fn start_demo(cluster: &Cluster) -> Result<Vec<Value>> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|p| p["status"]["phase"] == "Running" && condition(p, "Ready"))
+            .filter(|p| p["status"]["phase"] == "Running" && has_condition(p, "Ready"))
             .cloned()
             .collect();
         ensure!(
@@ -252,14 +253,6 @@ fn print_usage(cluster: Cluster, pods: &[Value], elapsed: Duration) -> Result<()
         logs.display()
     );
     Ok(())
-}
-
-fn condition(object: &Value, kind: &str) -> bool {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == kind && c["status"] == "True")
 }
 
 fn internal_ip(node: &Value) -> &str {

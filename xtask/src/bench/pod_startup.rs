@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use skiff_tests::images::TEST_SERVER_IMAGE;
+use skiff_tests::objects::has_condition;
 use skiff_tests::{Cluster, ClusterOptions, Runtime, wait};
 
 use super::programming::{kubectl_proxy, send};
@@ -179,11 +180,7 @@ fn measure(runtime: Runtime, pods: usize) -> Result<Samples> {
     let (_proxy, api) = kubectl_proxy(&cluster, PROXY_PORT)?;
     wait::retry(WAIT, || {
         let nodes = cluster.get_json(&["nodes"])?;
-        let ready = nodes["items"][0]["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let ready = has_condition(&nodes["items"][0], "Ready");
         ensure!(ready, "the node is not ready");
         Ok(())
     })?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
+use skiff_tests::objects::has_condition;
 
 use super::host;
 use super::vms::{self, Settings, node_ip};
@@ -40,11 +41,7 @@ impl Demo {
 }
 
 fn ready(object: &Value) -> bool {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    has_condition(object, "Ready")
 }
 
 /// The demo's Pods that are not being deleted.

@@ -1,4 +1,4 @@
-//! The iptables data plane: render the whole ruleset, write what changed in one restore per table.
+//! The iptables data plane: render the whole ruleset, write what changed in one restore.
 //!
 //! See [`render`] for the shape of the rules and why, and [`restore`] for how full and partial
 //! syncs are written; the kernel door (`iptables-restore`, `iptables-save`, and their fake) is

@@ -13,9 +13,11 @@
 //!
 //! Both halves reach the kernel the same way, through [`netns`] (work on a thread inside a
 //! network namespace) and [`netlink`] (the socket, errors and message parsing they share),
-//! each behind its own narrow trait.
+//! each behind its own narrow trait. Their fakes are two doors onto one in-memory kernel,
+//! [`fake_kernel`], so both halves are tested against the same rules.
 
 pub mod conflist;
+pub mod fake_kernel;
 pub mod ipam;
 pub mod link;
 pub mod netlink;

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use crate::ipam::Attachment;
-use crate::link::{LinkError, LinkInfo, LinkOps, MacAddr, Namespaces, RouteSpec};
+use crate::link::{LinkError, LinkInfo, LinkOps, MacAddr, Namespaces, RouteSpec, VethPair};
 use crate::netns::NetnsError;
 use crate::spec::PodCidr;
 use crate::spec::error::{CniError, ErrorCode};
@@ -242,7 +242,13 @@ pub fn attach<N: Namespaces>(
             if let Some(stale) = ops.link(&host_name)? {
                 ops.delete_link(stale.index)?;
             }
-            ops.add_veth(&host_name, host_veth_mac(who), ifname, netns, net.mtu)
+            ops.add_veth(&VethPair {
+                name: host_name.clone(),
+                mac: host_veth_mac(who),
+                peer: ifname.to_owned(),
+                peer_netns: netns.to_owned(),
+                mtu: net.mtu,
+            })
         })
         .map_err(step(format!("create veth {host_name} / {ifname}")))?;
     let mut guard = VethGuard {

@@ -7,8 +7,9 @@
 //! (made after the switch) belongs to that namespace; for the node it simply stays where the
 //! process is. A thread in a foreign namespace is never reused, and no tokio worker that
 //! others share ever changes namespace — each batch drives its own current-thread runtime.
-//! The fake ([`FakeNamespaces`]) models namespaces, veth peers and what dies with what, so the
-//! plugin's logic and rollback are tested without root.
+//! The fake ([`FakeNamespaces`]) is this door onto the one fake kernel
+//! ([`crate::fake_kernel`]) the node network's fake uses too, so the plugin's logic and
+//! rollback are tested without root against the same rules.
 //!
 //! Veths are created with the Pod end placed straight into the Pod's namespace under its final
 //! name (`IFLA_NET_NS_FD` on the peer), instead of create-in-host, move, rename: one netlink
@@ -20,11 +21,11 @@ mod netlink;
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-pub use fake::{FakeKernel, FakeLinkOps, FakeNamespaces};
+pub use fake::{FakeLinkOps, FakeNamespaces};
 pub use netlink::{RealLinkOps, RealNamespaces};
 
 pub use crate::netlink::{MacAddr, SyscallError};
@@ -96,22 +97,29 @@ pub struct RouteSpec {
     pub scope_link: bool,
 }
 
+/// A veth pair to create: one end here, the other straight in another namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VethPair {
+    /// This end's name.
+    pub name: String,
+    /// This end's MAC address.
+    pub mac: MacAddr,
+    /// The other end's name, in its namespace.
+    pub peer: String,
+    /// The namespace of the other end.
+    pub peer_netns: PathBuf,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
 /// What the plugin asks of netlink inside one network namespace.
 pub trait LinkOps {
     /// The link named `name`, if it exists.
     fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, LinkError>;
     /// Every link of the namespace.
     fn links(&mut self) -> Result<Vec<LinkInfo>, LinkError>;
-    /// A veth pair: `name` here, with MAC address `mac`, `peer` created directly in the
-    /// namespace at `peer_netns`; both ends get `mtu`.
-    fn add_veth(
-        &mut self,
-        name: &str,
-        mac: MacAddr,
-        peer: &str,
-        peer_netns: &Path,
-        mtu: u32,
-    ) -> Result<(), LinkError>;
+    /// A veth pair: `veth.name` here, its peer created directly in `veth.peer_netns`.
+    fn add_veth(&mut self, veth: &VethPair) -> Result<(), LinkError>;
     /// Sets a link up.
     fn set_up(&mut self, index: u32) -> Result<(), LinkError>;
     /// Adds an address to a link.

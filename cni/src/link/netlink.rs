@@ -20,7 +20,7 @@ use netlink_packet_route::route::{RouteHeader, RouteMessage, RouteScope, RouteTy
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use tokio::runtime::Runtime;
 
-use super::{LinkError, LinkInfo, LinkOps, Namespaces, RouteSpec};
+use super::{LinkError, LinkInfo, LinkOps, Namespaces, RouteSpec, VethPair};
 use crate::netlink::{self as shared, MacAddr};
 use crate::netns::{self, NetnsError};
 
@@ -121,27 +121,20 @@ impl LinkOps for RealLinkOps {
         Ok(all.iter().map(link_info).collect())
     }
 
-    fn add_veth(
-        &mut self,
-        name: &str,
-        mac: MacAddr,
-        peer: &str,
-        peer_netns: &Path,
-        mtu: u32,
-    ) -> Result<(), LinkError> {
-        let netns = File::open(peer_netns).map_err(|source| NetnsError::Open {
-            path: peer_netns.to_owned(),
+    fn add_veth(&mut self, veth: &VethPair) -> Result<(), LinkError> {
+        let netns = File::open(&veth.peer_netns).map_err(|source| NetnsError::Open {
+            path: veth.peer_netns.clone(),
             source,
         })?;
         let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer.to_owned())
-            .mtu(mtu)
+            .name(veth.peer.clone())
+            .mtu(veth.mtu)
             .setns_by_fd(netns.as_raw_fd())
             .build();
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(name.to_owned())
-            .address(mac.octets().to_vec())
-            .mtu(mtu)
+            .name(veth.name.clone())
+            .address(veth.mac.octets().to_vec())
+            .mtu(veth.mtu)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
         let request = self.handle.link().add(msg).execute();

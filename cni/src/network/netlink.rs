@@ -20,11 +20,10 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{RouteFlags, RouteHeader, RouteMessage, RouteProtocol};
-use nix::errno::Errno;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use super::ops::{
-    FdbEntry, IfIndex, Link, MacAddr, Neighbour, NetOpsError, NodeNetOps, Route,
+    ALREADY_GONE, FdbEntry, IfIndex, Link, MacAddr, Neighbour, NetOpsError, NodeNetOps, Route,
     SKIFF_ROUTE_PROTOCOL, SyscallError, VxlanAttrs, VxlanSpec,
 };
 use crate::netlink as shared;
@@ -78,11 +77,7 @@ fn failed(call: &'static str) -> impl Fn(rtnetlink::Error) -> NetOpsError {
 /// Treats "already gone" answers to a delete as success.
 fn gone_is_ok(result: Result<(), rtnetlink::Error>, call: &'static str) -> Result<(), NetOpsError> {
     match result {
-        Err(err)
-            if shared::is_errno(&err, &[Errno::ENOENT, Errno::ESRCH, Errno::EADDRNOTAVAIL]) =>
-        {
-            Ok(())
-        }
+        Err(err) if shared::is_errno(&err, &ALREADY_GONE) => Ok(()),
         other => other.map_err(failed(call)),
     }
 }

@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use nix::errno::Errno;
 
 pub use crate::netlink::{MacAddr, SyscallError};
 use crate::netns::NetnsError;
@@ -20,6 +21,9 @@ use crate::netns::NetnsError;
 ///
 /// Unassigned in iproute2's `rt_protos`; it lets a restarted agent find exactly its own routes.
 pub const SKIFF_ROUTE_PROTOCOL: u8 = 83;
+
+/// The kernel's answers to a delete that mean "already gone": the caller's goal is met.
+pub(crate) const ALREADY_GONE: [Errno; 3] = [Errno::ENOENT, Errno::ESRCH, Errno::EADDRNOTAVAIL];
 
 /// Why a [`NodeNetOps`] call failed.
 #[derive(Debug, thiserror::Error)]

@@ -24,11 +24,14 @@ fn vxlan() -> Backend {
     Backend::Vxlan(VxlanConfig::default())
 }
 
-/// A fake node: `eth0` (index 1) with the node IP in 172.31.4.0/24, MTU 1500.
+/// The underlay's index: `lo` is 1, as in every namespace.
+const UNDERLAY: IfIndex = 2;
+
+/// A fake node: `eth0` with the node IP in 172.31.4.0/24, MTU 1500.
 fn kernel() -> FakeNetOps {
     let ops = FakeNetOps::new();
     let index = ops.add_ethernet("eth0", 1500, &["172.31.4.11/24".parse().unwrap()]);
-    assert_eq!(index, 1);
+    assert_eq!(index, UNDERLAY);
     ops
 }
 
@@ -78,7 +81,7 @@ fn host_gw_route(k: u8) -> Route {
     Route {
         dst: remote.pod_cidr,
         gateway: remote.node_ip,
-        oif: 1,
+        oif: UNDERLAY,
         onlink: false,
     }
 }
@@ -105,7 +108,7 @@ fn first_vxlan_sync_builds_the_device_forwarding_masquerade_and_every_nodes_entr
     let vx = dev.vxlan.clone().unwrap();
     assert_eq!(
         (vx.vni, vx.port, vx.local, vx.underlay, vx.learning),
-        (Some(1), Some(8472), Some(NODE_IP), Some(1), false)
+        (Some(1), Some(8472), Some(NODE_IP), Some(UNDERLAY), false)
     );
     let want_addr: Ipv4Net = "10.244.1.0/32".parse().unwrap();
     assert_eq!(
@@ -137,19 +140,19 @@ fn a_node_added_or_removed_touches_exactly_its_entries_and_nothing_else_is_asked
     let mut net = agent(vxlan(), &ops, &ipt);
     net.sync(&[node(2)]).unwrap();
     let dev = device(&ops).index;
-    ops.take_calls();
+    ops.kernel().take_calls();
 
     let report = net.sync(&[node(2), node(3)]).unwrap();
     assert_eq!(sorted(report.added), sorted(vxlan_entries(3, dev)));
     assert!(report.removed.is_empty());
-    let calls = ops.take_calls();
+    let calls = ops.kernel().take_calls();
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert!(calls.iter().all(|c| c.starts_with("add ")), "{calls:?}");
 
     let report = net.sync(&[node(3)]).unwrap();
     assert_eq!(sorted(report.removed), sorted(vxlan_entries(2, dev)));
     assert!(report.added.is_empty());
-    let calls = ops.take_calls();
+    let calls = ops.kernel().take_calls();
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert!(calls.iter().all(|c| c.starts_with("del ")), "{calls:?}");
     let left: Vec<Entry> = ops.current_routes().into_iter().map(Entry::Route).collect();
@@ -159,7 +162,7 @@ fn a_node_added_or_removed_touches_exactly_its_entries_and_nothing_else_is_asked
     let report = net.sync(&[node(3)]).unwrap();
     assert!(report.is_empty());
     assert_eq!(
-        ops.take_calls(),
+        ops.kernel().take_calls(),
         Vec::<String>::new(),
         "unchanged: no calls"
     );
@@ -173,13 +176,14 @@ fn a_restarted_agent_adopts_the_kernels_entries_and_removes_nodes_deleted_meanwh
         .sync(&[node(2), node(3), node(4)])
         .unwrap();
     let dev = device(&ops).index;
-    ops.take_calls();
+    ops.kernel().take_calls();
 
     // Same list after a restart: nothing is rewritten, the device is kept.
     let mut restarted = agent(vxlan(), &ops, &ipt);
     let report = restarted.sync(&[node(2), node(3), node(4)]).unwrap();
     assert!(report.is_empty(), "{report:?}");
     let writes: Vec<String> = ops
+        .kernel()
         .take_calls()
         .into_iter()
         .filter(|c| !c.starts_with("get ") && !c.starts_with("list "))
@@ -233,7 +237,7 @@ fn host_gw_refuses_a_node_that_is_not_on_link_and_changes_nothing() {
     let (ops, ipt) = (kernel(), FakeIptables::new());
     let mut net = agent(Backend::HostGw, &ops, &ipt);
     net.sync(&[node(2)]).unwrap();
-    ops.take_calls();
+    ops.kernel().take_calls();
     let far = RemoteNode {
         name: "far".into(),
         node_ip: Ipv4Addr::new(192, 0, 2, 9),
@@ -241,10 +245,10 @@ fn host_gw_refuses_a_node_that_is_not_on_link_and_changes_nothing() {
     };
     let err = net.sync(&[node(2), far]).unwrap_err();
     assert!(err.to_string().contains("not on-link"), "{err}");
-    assert_eq!(ops.take_calls(), Vec::<String>::new());
+    assert_eq!(ops.kernel().take_calls(), Vec::<String>::new());
     // The baseline survived the refusal: a good list is applied incrementally.
     assert!(net.sync(&[node(2)]).unwrap().is_empty());
-    assert_eq!(ops.take_calls(), Vec::<String>::new());
+    assert_eq!(ops.kernel().take_calls(), Vec::<String>::new());
 }
 
 #[test]
@@ -255,7 +259,7 @@ fn a_bad_list_is_refused_before_any_kernel_call() {
     clash.pod_cidr = node(2).pod_cidr;
     let err = net.sync(&[node(2), clash]).unwrap_err();
     assert!(matches!(err, NodeNetworkError::Remote { ref name, .. } if name == "node3"));
-    assert_eq!(ops.take_calls(), Vec::<String>::new());
+    assert_eq!(ops.kernel().take_calls(), Vec::<String>::new());
     assert!(ops.current_link("skiff.vxlan").is_none());
     assert!(ipt.restores().is_empty());
 }
@@ -266,16 +270,16 @@ fn after_a_failed_call_the_next_sync_reads_the_kernel_and_finishes_the_job() {
     let mut net = agent(vxlan(), &ops, &ipt);
     net.sync(&[node(2)]).unwrap();
     let dev = device(&ops).index;
-    ops.fail_next("add route");
+    ops.kernel().fail_next("add route");
     let err = net.sync(&[node(2), node(3)]).unwrap_err();
     assert!(
         err.to_string().contains("adding route 10.244.3.0/24"),
         "{err}"
     );
-    ops.take_calls();
+    ops.kernel().take_calls();
 
     let report = net.sync(&[node(2), node(3)]).unwrap();
-    let calls = ops.take_calls();
+    let calls = ops.kernel().take_calls();
     assert!(calls.contains(&"list routes".to_owned()), "{calls:?}");
     // FDB and neighbour made it before the failure; only the route is left to add.
     assert_eq!(report.added, vec![vxlan_entries(3, dev)[2]]);

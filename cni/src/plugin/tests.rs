@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 use super::*;
+use crate::fake_kernel::NODE;
 use crate::ipam::MemoryStore;
 use crate::link::FakeNamespaces;
 use crate::pod::host_veth_name;
@@ -22,7 +23,7 @@ type TestPlugin = Plugin<FakeNamespaces, Box<dyn Fn(&Path) -> Result<MemoryStore
 impl Harness {
     fn new() -> Self {
         let fake = FakeNamespaces::new();
-        fake.add_netns(NETNS);
+        fake.kernel().add_netns(NETNS);
         Harness {
             fake,
             store: MemoryStore::default(),
@@ -68,7 +69,7 @@ impl Harness {
     }
 
     fn node_links(&self) -> Vec<String> {
-        self.fake.with(|k| k.link_names("node"))
+        self.fake.kernel().with(|k| k.link_names(NODE))
     }
 }
 
@@ -151,7 +152,7 @@ fn chained_after_another_plugin_our_entries_are_appended() {
 #[test]
 fn a_failed_add_gives_back_its_address_and_its_veth() {
     let h = Harness::new();
-    h.fake.fail_next("add_neighbour");
+    h.fake.kernel().fail_next("add neigh");
     let response = h.cmd("ADD", "c1", &conf("1.1.0"));
     assert_eq!(code(&response), 101);
     assert_eq!(h.reservations(), 0);
@@ -223,7 +224,7 @@ fn bad_input_gets_its_code_in_the_config_version_and_changes_nothing() {
     assert_eq!(cases[0].0.stdout.as_ref().unwrap()["cniVersion"], "1.0.0");
     assert_eq!(h.reservations(), 0);
     assert_eq!(h.node_links(), ["lo"]);
-    assert!(h.fake.with(|k| k.link("/run/netns/p1", "eth0")).is_none());
+    assert!(h.fake.kernel().with(|k| k.link(NETNS, "eth0")).is_none());
 }
 
 #[test]
@@ -242,7 +243,7 @@ fn del_is_idempotent_with_or_without_netns_and_frees_the_address() {
     ];
     ok(h.call(&no_netns, &conf("1.1.0")));
     ok(h.cmd("ADD", "c2", &conf("1.1.0")));
-    h.fake.remove_netns(NETNS);
+    h.fake.kernel().remove_netns(NETNS);
     ok(h.cmd("DEL", "c2", &conf("1.1.0")));
     assert_eq!(h.reservations(), 0);
 }
@@ -259,8 +260,10 @@ fn check_passes_on_a_fresh_add_and_fails_when_the_veth_is_gone() {
     wrong_mac["prevResult"]["interfaces"][1]["mac"] = json!("02:99:99:99:99:99");
     assert_eq!(code(&h.cmd("CHECK", "c1", &wrong_mac)), 106);
 
+    let host_veth = host_veth_name(&Attachment::new("c1", "eth0"));
     h.fake
-        .with(|k| k.delete_by_name("node", &host_veth_name(&Attachment::new("c1", "eth0"))));
+        .kernel()
+        .with(|k| k.delete_link_named(NODE, &host_veth));
     let response = h.cmd("CHECK", "c1", &config);
     assert_eq!(code(&response), 106);
     assert!(
@@ -283,7 +286,7 @@ fn gc_releases_all_but_the_valid_attachments_and_their_veths() {
     let h = Harness::new();
     for (n, id) in ["keep", "drop1", "drop2"].iter().enumerate() {
         let path = format!("/run/netns/gc{n}");
-        h.fake.add_netns(&path);
+        h.fake.kernel().add_netns(&path);
         ok(h.call(
             &[
                 ("CNI_COMMAND", "ADD"),

@@ -1,8 +1,9 @@
 use super::*;
+use crate::fake_kernel::{FakeRoute, NODE};
 use crate::link::FakeNamespaces;
+use crate::network::Neighbour;
 
 const NETNS: &str = "/run/netns/pod1";
-const NODE: &str = "node";
 
 fn net() -> PodNetwork {
     PodNetwork {
@@ -25,7 +26,7 @@ fn gw() -> Ipv4Addr {
 
 fn fake_with_pod() -> FakeNamespaces {
     let fake = FakeNamespaces::new();
-    fake.add_netns(NETNS);
+    fake.kernel().add_netns(NETNS);
     fake
 }
 
@@ -74,25 +75,31 @@ fn attach_wires_both_ends_as_designed() {
     );
     assert!(wired.host.up && wired.pod.up);
     assert_eq!((wired.host.mtu, wired.pod.mtu), (1450, 1450));
-    fake.with(|k| {
+    fake.kernel().with(|k| {
         let pod = k.link(NETNS, "eth0").unwrap();
         assert_eq!(k.addresses(NETNS, "eth0"), [Ipv4Net::from(ip())]);
         assert!(k.link(NETNS, "lo").unwrap().up, "lo must be up");
         let routes = k.routes(NETNS);
-        assert!(routes.contains(&gateway_route(gw(), pod.index)));
-        assert!(routes.contains(&default_route(gw(), pod.index)));
+        assert!(routes.contains(&FakeRoute::from(&gateway_route(gw(), pod.index))));
+        assert!(routes.contains(&FakeRoute::from(&default_route(gw(), pod.index))));
         // The address chosen at creation, which udev leaves alone, is what the Pod resolves.
         assert_eq!(wired.host.mac, host_veth_mac(&who()));
-        assert_eq!(k.neighbours(NETNS), [(pod.index, gw(), wired.host.mac)]);
+        let neighbour = Neighbour {
+            link: pod.index,
+            ip: gw(),
+            mac: wired.host.mac,
+        };
+        assert_eq!(k.neighbours(NETNS), [neighbour]);
         assert_eq!(k.addresses(NODE, &wired.host.name), [Ipv4Net::from(gw())]);
-        assert!(k.routes(NODE).contains(&host_route(ip(), wired.host.index)));
+        let host_route = FakeRoute::from(&host_route(ip(), wired.host.index));
+        assert!(k.routes(NODE).contains(&host_route));
     });
 }
 
 #[test]
 fn every_host_veth_holds_the_gateway() {
     let fake = fake_with_pod();
-    fake.add_netns("/run/netns/pod2");
+    fake.kernel().add_netns("/run/netns/pod2");
     attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
     let other = Attachment::new("beef", "eth0");
     attach(
@@ -104,7 +111,9 @@ fn every_host_veth_holds_the_gateway() {
     )
     .unwrap();
     for pod in [who(), other] {
-        let addresses = fake.with(|k| k.addresses(NODE, &host_veth_name(&pod)));
+        let addresses = fake
+            .kernel()
+            .with(|k| k.addresses(NODE, &host_veth_name(&pod)));
         assert_eq!(addresses, [Ipv4Net::from(gw())]);
     }
 }
@@ -113,23 +122,23 @@ fn every_host_veth_holds_the_gateway() {
 fn a_failure_half_way_leaves_no_veth_behind() {
     // (operation, how many of its calls succeed first): every step after the veth exists.
     let steps = [
-        ("set_up", 1),
-        ("set_up", 2),
-        ("add_address", 0),
-        ("add_address", 1),
-        ("add_route", 0),
-        ("add_route", 1),
-        ("add_route", 2),
-        ("add_neighbour", 0),
-        ("link", 5),
+        ("set up", 1),
+        ("set up", 2),
+        ("add address", 0),
+        ("add address", 1),
+        ("add route", 0),
+        ("add route", 1),
+        ("add route", 2),
+        ("add neigh", 0),
+        ("get link", 5),
     ];
     for (op, skip) in steps {
         let fake = fake_with_pod();
-        fake.fail_after(op, skip);
+        fake.kernel().fail_after(op, skip);
         let err = attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Netlink, "{op}#{skip}: {err}");
         let host_name = host_veth_name(&who());
-        fake.with(|k| {
+        fake.kernel().with(|k| {
             assert!(
                 k.link(NODE, &host_name).is_none(),
                 "{op}#{skip}: host veth left behind"
@@ -150,7 +159,7 @@ fn a_failure_half_way_leaves_no_veth_behind() {
 fn an_interface_name_in_use_is_refused_without_touching_it() {
     let fake = fake_with_pod();
     attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
-    let before = fake.with(|k| k.link(NETNS, "eth0"));
+    let before = fake.kernel().with(|k| k.link(NETNS, "eth0"));
     let err = attach(
         &fake,
         net(),
@@ -160,8 +169,11 @@ fn an_interface_name_in_use_is_refused_without_touching_it() {
     )
     .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InterfaceExists, "{err}");
-    assert_eq!(fake.with(|k| k.link(NETNS, "eth0")), before);
-    assert!(fake.with(|k| k.link(NODE, &host_veth_name(&who())).is_some()));
+    assert_eq!(fake.kernel().with(|k| k.link(NETNS, "eth0")), before);
+    assert!(
+        fake.kernel()
+            .with(|k| k.link(NODE, &host_veth_name(&who())).is_some())
+    );
 }
 
 #[test]
@@ -169,7 +181,7 @@ fn a_missing_netns_is_error_104_and_changes_nothing() {
     let fake = FakeNamespaces::new();
     let err = attach(&fake, net(), &who(), Path::new("/run/netns/gone"), ip()).unwrap_err();
     assert_eq!(err.code(), ErrorCode::NetnsUnavailable, "{err}");
-    assert_eq!(fake.with(|k| k.link_names(NODE)), ["lo"]);
+    assert_eq!(fake.kernel().with(|k| k.link_names(NODE)), ["lo"]);
 }
 
 #[test]
@@ -179,11 +191,11 @@ fn detach_is_idempotent_and_survives_a_deleted_netns() {
     assert!(detach(&fake, &who()).unwrap());
     assert!(!detach(&fake, &who()).unwrap());
     assert!(
-        fake.with(|k| k.link(NETNS, "eth0").is_none()),
+        fake.kernel().with(|k| k.link(NETNS, "eth0").is_none()),
         "the peer goes with the host end"
     );
     attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
-    fake.remove_netns(NETNS);
+    fake.kernel().remove_netns(NETNS);
     assert!(
         !detach(&fake, &who()).unwrap(),
         "the pair died with the namespace"
@@ -207,7 +219,8 @@ fn check_passes_after_attach_and_names_what_is_missing_later() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("lacks 10.244.1.99/32"), "{err}");
-    fake.with(|k| k.delete_by_name(NODE, &host_veth_name(&who())));
+    fake.kernel()
+        .with(|k| k.delete_link_named(NODE, &host_veth_name(&who())));
     let err = check(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap_err();
     assert_eq!(err.code(), ErrorCode::CheckFailed);
     let text = err.to_string();
@@ -220,7 +233,7 @@ fn check_passes_after_attach_and_names_what_is_missing_later() {
 #[test]
 fn sweep_removes_only_our_unlisted_host_veths() {
     let fake = fake_with_pod();
-    fake.add_netns("/run/netns/pod2");
+    fake.kernel().add_netns("/run/netns/pod2");
     attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
     let keep = Attachment::new("keep", "eth0");
     attach(
@@ -233,6 +246,6 @@ fn sweep_removes_only_our_unlisted_host_veths() {
     .unwrap();
     let removed = sweep(&fake, std::slice::from_ref(&keep)).unwrap();
     assert_eq!(removed, [host_veth_name(&who())]);
-    let names = fake.with(|k| k.link_names(NODE));
+    let names = fake.kernel().with(|k| k.link_names(NODE));
     assert_eq!(names, ["lo".to_owned(), host_veth_name(&keep)]);
 }

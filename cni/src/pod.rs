@@ -328,58 +328,75 @@ pub fn check<N: Namespaces>(
 ) -> Result<Wired, PodError> {
     let gateway = net.cidr.gateway();
     let host_name = host_veth_name(who);
-    let ifname = who.ifname.clone();
-    let mut problems = Vec::new();
     let host = namespaces
         .node(|ops| {
-            let Some(host) = ops.link(&host_name)? else {
-                return Ok((None, vec![format!("host veth {host_name} is missing")]));
+            let wanted = LinkWiring {
+                label: format!("host veth {host_name}"),
+                name: &host_name,
+                address: Ipv4Net::from(gateway),
+                routes: &|index| vec![host_route(ip, index)],
             };
-            let mut problems = Vec::new();
-            if !host.up {
-                problems.push(format!("{host_name} is down"));
-            }
-            if !ops.addresses(host.index)?.contains(&Ipv4Net::from(gateway)) {
-                problems.push(format!("{host_name} lacks the gateway {gateway}/32"));
-            }
-            if !ops
-                .routes(host.index)?
-                .contains(&host_route(ip, host.index))
-            {
-                problems.push(format!("no route to {ip} via {host_name}"));
-            }
-            Ok((Some(host), problems))
+            wanted.inspect(ops)
         })
         .map_err(step("inspect the node's namespace"))?;
-    problems.extend(host.1);
     let pod = namespaces
         .pod(netns, |ops| {
-            let Some(pod) = ops.link(&ifname)? else {
-                return Ok((None, vec![format!("{ifname} is missing in the Pod")]));
+            let wanted = LinkWiring {
+                label: format!("{} in the Pod", who.ifname),
+                name: &who.ifname,
+                address: Ipv4Net::from(ip),
+                routes: &|index| vec![gateway_route(gateway, index), default_route(gateway, index)],
             };
-            let mut problems = Vec::new();
-            if !pod.up {
-                problems.push(format!("{ifname} is down"));
-            }
-            if !ops.addresses(pod.index)?.contains(&Ipv4Net::from(ip)) {
-                problems.push(format!("{ifname} lacks {ip}/32"));
-            }
-            let routes = ops.routes(pod.index)?;
-            for wanted in [
-                gateway_route(gateway, pod.index),
-                default_route(gateway, pod.index),
-            ] {
-                if !routes.contains(&wanted) {
-                    problems.push(format!("{ifname} lacks the route to {}", wanted.dst));
-                }
-            }
-            Ok((Some(pod), problems))
+            wanted.inspect(ops)
         })
         .map_err(step("inspect the Pod's namespace"))?;
-    problems.extend(pod.1);
-    match (host.0, pod.0) {
-        (Some(host), Some(pod)) if problems.is_empty() => Ok(Wired { host, pod }),
-        _ => Err(PodError::CheckFailed(problems.join("; "))),
+    match (host, pod) {
+        ((Some(host), host_problems), (Some(pod), pod_problems))
+            if host_problems.is_empty() && pod_problems.is_empty() =>
+        {
+            Ok(Wired { host, pod })
+        }
+        ((_, mut problems), (_, pod_problems)) => {
+            problems.extend(pod_problems);
+            Err(PodError::CheckFailed(problems.join("; ")))
+        }
+    }
+}
+
+/// How one end of the veth should look: up, holding `address`, with `routes` out of it.
+struct LinkWiring<'a> {
+    /// How to name it in a problem, e.g. `eth0 in the Pod`.
+    label: String,
+    name: &'a str,
+    address: Ipv4Net,
+    /// The routes it should carry, given its index.
+    routes: &'a dyn Fn(u32) -> Vec<RouteSpec>,
+}
+
+impl LinkWiring<'_> {
+    /// The link, if it exists, and every way it differs from what is wanted.
+    fn inspect(
+        &self,
+        ops: &mut impl LinkOps,
+    ) -> Result<(Option<LinkInfo>, Vec<String>), LinkError> {
+        let label = &self.label;
+        let Some(link) = ops.link(self.name)? else {
+            return Ok((None, vec![format!("{label} is missing")]));
+        };
+        let mut problems = Vec::new();
+        if !link.up {
+            problems.push(format!("{label} is down"));
+        }
+        if !ops.addresses(link.index)?.contains(&self.address) {
+            problems.push(format!("{label} lacks {}", self.address));
+        }
+        let routes = ops.routes(link.index)?;
+        for wanted in (self.routes)(link.index) {
+            if !routes.contains(&wanted) {
+                problems.push(format!("{label} lacks the route to {}", wanted.dst));
+            }
+        }
+        Ok((Some(link), problems))
     }
 }
 

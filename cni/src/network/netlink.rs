@@ -57,6 +57,51 @@ impl NetlinkOps {
         let handle = self.handle.clone();
         self.thread.block_on(move || request(handle))?
     }
+
+    /// One netlink request made by `make`; its failure is reported as request `call`'s.
+    fn request<T, Fut, F>(&self, call: &'static str, make: F) -> Result<T, NetOpsError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, rtnetlink::Error>>,
+        F: FnOnce(Handle) -> Fut + Send + 'static,
+    {
+        self.call(move |handle| async move { make(handle).await.map_err(failed(call)) })
+    }
+
+    /// A delete request: an answer that the entry is already gone is success.
+    fn delete<Fut, F>(&self, call: &'static str, make: F) -> Result<(), NetOpsError>
+    where
+        Fut: Future<Output = Result<(), rtnetlink::Error>>,
+        F: FnOnce(Handle) -> Fut + Send + 'static,
+    {
+        self.call(move |handle| async move {
+            match make(handle).await {
+                Err(err) if shared::is_errno(&err, &ALREADY_GONE) => Ok(()),
+                other => other.map_err(failed(call)),
+            }
+        })
+    }
+
+    fn set_link(&self, message: LinkMessage) -> Result<(), NetOpsError> {
+        self.request("RTM_SETLINK", |handle| handle.link().set(message).execute())
+    }
+
+    /// The permanent entries on `link` of a neighbour dump of `family`, as (IP, MAC).
+    fn permanent_entries(
+        &self,
+        family: AddressFamily,
+        link: IfIndex,
+    ) -> Result<Vec<(Ipv4Addr, MacAddr)>, NetOpsError> {
+        let messages: Vec<NeighbourMessage> = self.request("RTM_GETNEIGH", move |handle| {
+            let request = handle.neighbours().get().set_address_family(family);
+            request.execute().try_collect()
+        })?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.ifindex == link && m.header.state == NeighbourState::Permanent)
+            .filter_map(neighbour_parts)
+            .collect())
+    }
 }
 
 /// Maps an rtnetlink failure of request `call` to our error, keeping the errno.
@@ -74,24 +119,13 @@ fn failed(call: &'static str) -> impl Fn(rtnetlink::Error) -> NetOpsError {
     }
 }
 
-/// Treats "already gone" answers to a delete as success.
-fn gone_is_ok(result: Result<(), rtnetlink::Error>, call: &'static str) -> Result<(), NetOpsError> {
-    match result {
-        Err(err) if shared::is_errno(&err, &ALREADY_GONE) => Ok(()),
-        other => other.map_err(failed(call)),
-    }
-}
-
 impl NodeNetOps for NetlinkOps {
     fn link(&self, name: &str) -> Result<Option<Link>, NetOpsError> {
         let name = name.to_owned();
-        self.call(move |handle| async move {
-            let found = shared::link_by_name(&handle, name).await;
-            Ok(found
-                .map_err(failed("RTM_GETLINK"))?
-                .as_ref()
-                .map(parse_link))
-        })
+        let found = self.request("RTM_GETLINK", |handle| async move {
+            shared::link_by_name(&handle, name).await
+        })?;
+        Ok(found.as_ref().map(parse_link))
     }
 
     fn add_vxlan(&self, spec: &VxlanSpec) -> Result<(), NetOpsError> {
@@ -103,24 +137,12 @@ impl NodeNetOps for NetlinkOps {
             .mtu(spec.mtu)
             .address(spec.mac.octets().to_vec())
             .build();
-        self.call(move |handle| async move {
-            handle
-                .link()
-                .add(message)
-                .execute()
-                .await
-                .map_err(failed("RTM_NEWLINK"))
-        })
+        self.request("RTM_NEWLINK", |handle| handle.link().add(message).execute())
     }
 
     fn delete_link(&self, index: IfIndex) -> Result<(), NetOpsError> {
-        self.call(move |handle| async move {
-            handle
-                .link()
-                .del(index)
-                .execute()
-                .await
-                .map_err(failed("RTM_DELLINK"))
+        self.request("RTM_DELLINK", move |handle| {
+            handle.link().del(index).execute()
         })
     }
 
@@ -135,20 +157,15 @@ impl NodeNetOps for NetlinkOps {
     }
 
     fn addresses(&self, index: IfIndex) -> Result<Vec<Ipv4Net>, NetOpsError> {
-        self.call(move |handle| async move {
-            let found = shared::ipv4_addresses(&handle, index).await;
-            found.map_err(failed("RTM_GETADDR"))
+        self.request("RTM_GETADDR", move |handle| async move {
+            shared::ipv4_addresses(&handle, index).await
         })
     }
 
     fn add_address(&self, index: IfIndex, addr: Ipv4Net) -> Result<(), NetOpsError> {
-        self.call(move |handle| async move {
-            handle
-                .address()
-                .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
-                .execute()
-                .await
-                .map_err(failed("RTM_NEWADDR"))
+        self.request("RTM_NEWADDR", move |handle| {
+            let ip = IpAddr::V4(addr.addr());
+            handle.address().add(index, ip, addr.prefix_len()).execute()
         })
     }
 
@@ -157,58 +174,45 @@ impl NodeNetOps for NetlinkOps {
             .index(index)
             .address(addr.addr(), addr.prefix_len())
             .build();
-        self.call(move |handle| async move {
-            gone_is_ok(handle.address().del(message).execute().await, "RTM_DELADDR")
+        self.delete("RTM_DELADDR", |handle| {
+            handle.address().del(message).execute()
         })
     }
 
     fn routes(&self) -> Result<Vec<Route>, NetOpsError> {
-        self.call(|handle| async move {
-            let messages: Vec<RouteMessage> = handle
-                .route()
-                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-                .execute()
-                .try_collect()
-                .await
-                .map_err(failed("RTM_GETROUTE"))?;
-            Ok(messages.iter().filter_map(parse_route).collect())
-        })
+        let messages: Vec<RouteMessage> = self.request("RTM_GETROUTE", |handle| {
+            let all = RouteMessageBuilder::<Ipv4Addr>::new().build();
+            handle.route().get(all).execute().try_collect()
+        })?;
+        Ok(messages.iter().filter_map(parse_route).collect())
     }
 
     fn add_route(&self, route: &Route) -> Result<(), NetOpsError> {
         let message = route_message(route);
-        self.call(move |handle| async move {
-            handle
-                .route()
-                .add(message)
-                .execute()
-                .await
-                .map_err(failed("RTM_NEWROUTE"))
+        self.request("RTM_NEWROUTE", |handle| {
+            handle.route().add(message).execute()
         })
     }
 
     fn del_route(&self, route: &Route) -> Result<(), NetOpsError> {
         let message = route_message(route);
-        self.call(move |handle| async move {
-            gone_is_ok(handle.route().del(message).execute().await, "RTM_DELROUTE")
+        self.delete("RTM_DELROUTE", |handle| {
+            handle.route().del(message).execute()
         })
     }
 
     fn fdb(&self, link: IfIndex) -> Result<Vec<FdbEntry>, NetOpsError> {
-        let messages = self.neighbour_dump(AddressFamily::Bridge)?;
-        Ok(messages
-            .iter()
-            .filter(|m| m.header.ifindex == link && m.header.state == NeighbourState::Permanent)
-            .filter_map(|m| {
-                let (ip, mac) = neighbour_parts(m)?;
-                (mac != MacAddr([0; 6])).then_some(FdbEntry { link, mac, dst: ip })
-            })
+        let entries = self.permanent_entries(AddressFamily::Bridge, link)?;
+        Ok(entries
+            .into_iter()
+            .filter(|(_, mac)| *mac != MacAddr([0; 6]))
+            .map(|(dst, mac)| FdbEntry { link, mac, dst })
             .collect())
     }
 
     fn add_fdb(&self, entry: &FdbEntry) -> Result<(), NetOpsError> {
         let entry = *entry;
-        self.call(move |handle| async move {
+        self.request("RTM_NEWNEIGH(bridge)", move |handle| {
             handle
                 .neighbours()
                 .add_bridge(entry.link, &entry.mac.octets())
@@ -216,8 +220,6 @@ impl NodeNetOps for NetlinkOps {
                 .destination(IpAddr::V4(entry.dst))
                 .replace()
                 .execute()
-                .await
-                .map_err(failed("RTM_NEWNEIGH(bridge)"))
         })
     }
 
@@ -231,37 +233,28 @@ impl NodeNetOps for NetlinkOps {
             NeighbourAttribute::LinkLayerAddress(entry.mac.octets().to_vec()),
             NeighbourAttribute::Destination(NeighbourAddress::Inet(entry.dst)),
         ];
-        self.call(move |handle| async move {
-            gone_is_ok(
-                handle.neighbours().del(message).execute().await,
-                "RTM_DELNEIGH(bridge)",
-            )
+        self.delete("RTM_DELNEIGH(bridge)", |handle| {
+            handle.neighbours().del(message).execute()
         })
     }
 
     fn neighbours(&self, link: IfIndex) -> Result<Vec<Neighbour>, NetOpsError> {
-        let messages = self.neighbour_dump(AddressFamily::Inet)?;
-        Ok(messages
-            .iter()
-            .filter(|m| m.header.ifindex == link && m.header.state == NeighbourState::Permanent)
-            .filter_map(|m| {
-                let (ip, mac) = neighbour_parts(m)?;
-                Some(Neighbour { link, ip, mac })
-            })
+        let entries = self.permanent_entries(AddressFamily::Inet, link)?;
+        Ok(entries
+            .into_iter()
+            .map(|(ip, mac)| Neighbour { link, ip, mac })
             .collect())
     }
 
     fn add_neighbour(&self, neighbour: &Neighbour) -> Result<(), NetOpsError> {
         let neighbour = *neighbour;
-        self.call(move |handle| async move {
+        self.request("RTM_NEWNEIGH", move |handle| {
             handle
                 .neighbours()
                 .add(neighbour.link, IpAddr::V4(neighbour.ip))
                 .link_layer_address(&neighbour.mac.octets())
                 .replace()
                 .execute()
-                .await
-                .map_err(failed("RTM_NEWNEIGH"))
         })
     }
 
@@ -272,11 +265,8 @@ impl NodeNetOps for NetlinkOps {
         message.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(
             neighbour.ip,
         ))];
-        self.call(move |handle| async move {
-            gone_is_ok(
-                handle.neighbours().del(message).execute().await,
-                "RTM_DELNEIGH",
-            )
+        self.delete("RTM_DELNEIGH", |handle| {
+            handle.neighbours().del(message).execute()
         })
     }
 
@@ -291,32 +281,6 @@ impl NodeNetOps for NetlinkOps {
                 }
                 .into()
             })
-    }
-}
-
-impl NetlinkOps {
-    fn set_link(&self, message: LinkMessage) -> Result<(), NetOpsError> {
-        self.call(move |handle| async move {
-            handle
-                .link()
-                .set(message)
-                .execute()
-                .await
-                .map_err(failed("RTM_SETLINK"))
-        })
-    }
-
-    fn neighbour_dump(&self, family: AddressFamily) -> Result<Vec<NeighbourMessage>, NetOpsError> {
-        self.call(move |handle| async move {
-            handle
-                .neighbours()
-                .get()
-                .set_address_family(family)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(failed("RTM_GETNEIGH"))
-        })
     }
 }
 

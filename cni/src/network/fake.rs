@@ -81,32 +81,36 @@ impl FakeNetOps {
         self.kernel.with(|k| k.ip_forward(NODE))
     }
 
-    /// Records `record` and runs `op` in the node's namespace.
+    /// Records `record` and runs `op` in the node's namespace; a refusal becomes request
+    /// `call`'s error.
     fn call<T>(
         &self,
+        call: &'static str,
         record: String,
         op: impl FnOnce(&mut KernelState) -> Result<T, Refused>,
     ) -> Result<T, NetOpsError> {
-        self.kernel.call(record, op).map_err(net_ops_error)
+        self.kernel.call(record, op).map_err(net_ops_error(call))
     }
 
     /// A delete: like the real door, an answer that the entry is already gone is success.
     fn delete(
         &self,
+        call: &'static str,
         record: String,
         op: impl FnOnce(&mut KernelState) -> Result<(), Refused>,
     ) -> Result<(), NetOpsError> {
         match self.kernel.call(record, op) {
             Err(Refused::Errno(errno)) if ALREADY_GONE.contains(&errno) => Ok(()),
-            other => other.map_err(net_ops_error),
+            other => other.map_err(net_ops_error(call)),
         }
     }
 }
 
-fn net_ops_error(refused: Refused) -> NetOpsError {
-    match refused {
+/// A refusal as the real door reports it.
+fn net_ops_error(call: &'static str) -> impl FnOnce(Refused) -> NetOpsError {
+    move |refused| match refused {
         Refused::Errno(errno) => SyscallError {
-            call: "fake",
+            call,
             source: io::Error::from(errno),
         }
         .into(),
@@ -161,33 +165,37 @@ fn skiff_routes(kernel: &mut KernelState) -> Vec<Route> {
 
 impl NodeNetOps for FakeNetOps {
     fn link(&self, name: &str) -> Result<Option<Link>, NetOpsError> {
-        self.call(format!("get link {name}"), |k| {
+        self.call("RTM_GETLINK", format!("get link {name}"), |k| {
             Ok(k.link(NODE, name).map(link))
         })
     }
 
     fn add_vxlan(&self, spec: &VxlanSpec) -> Result<(), NetOpsError> {
-        self.call(format!("add vxlan {}", spec.name), |k| {
+        self.call("RTM_NEWLINK", format!("add vxlan {}", spec.name), |k| {
             k.add_vxlan(NODE, spec)
         })
     }
 
     fn delete_link(&self, index: IfIndex) -> Result<(), NetOpsError> {
-        self.call(format!("del link {index}"), |k| k.delete_link(NODE, index))
+        self.call("RTM_DELLINK", format!("del link {index}"), |k| {
+            k.delete_link(NODE, index)
+        })
     }
 
     fn set_mtu(&self, index: IfIndex, mtu: u32) -> Result<(), NetOpsError> {
-        self.call(format!("set mtu {mtu} if {index}"), |k| {
+        self.call("RTM_SETLINK", format!("set mtu {mtu} if {index}"), |k| {
             k.set_mtu(NODE, index, mtu)
         })
     }
 
     fn set_up(&self, index: IfIndex) -> Result<(), NetOpsError> {
-        self.call(format!("set up if {index}"), |k| k.set_up(NODE, index))
+        self.call("RTM_SETLINK", format!("set up if {index}"), |k| {
+            k.set_up(NODE, index)
+        })
     }
 
     fn addresses(&self, index: IfIndex) -> Result<Vec<Ipv4Net>, NetOpsError> {
-        self.call(format!("list addresses if {index}"), |k| {
+        self.call("RTM_GETADDR", format!("list addresses if {index}"), |k| {
             Ok(k.link_at(NODE, index)
                 .map(|l| l.addresses)
                 .unwrap_or_default())
@@ -195,67 +203,83 @@ impl NodeNetOps for FakeNetOps {
     }
 
     fn add_address(&self, index: IfIndex, addr: Ipv4Net) -> Result<(), NetOpsError> {
-        self.call(format!("add address {addr} if {index}"), |k| {
-            k.add_address(NODE, index, addr)
-        })
+        self.call(
+            "RTM_NEWADDR",
+            format!("add address {addr} if {index}"),
+            |k| k.add_address(NODE, index, addr),
+        )
     }
 
     fn del_address(&self, index: IfIndex, addr: Ipv4Net) -> Result<(), NetOpsError> {
-        self.delete(format!("del address {addr} if {index}"), |k| {
-            k.del_address(NODE, index, addr)
-        })
+        self.delete(
+            "RTM_DELADDR",
+            format!("del address {addr} if {index}"),
+            |k| k.del_address(NODE, index, addr),
+        )
     }
 
     fn routes(&self) -> Result<Vec<Route>, NetOpsError> {
-        self.call("list routes".to_owned(), |k| Ok(skiff_routes(k)))
+        self.call("RTM_GETROUTE", "list routes".to_owned(), |k| {
+            Ok(skiff_routes(k))
+        })
     }
 
     fn add_route(&self, route: &Route) -> Result<(), NetOpsError> {
         let route = FakeRoute::from(route);
-        self.call(format!("add {route}"), |k| k.add_route(NODE, route))
+        self.call("RTM_NEWROUTE", format!("add {route}"), |k| {
+            k.add_route(NODE, route)
+        })
     }
 
     fn del_route(&self, route: &Route) -> Result<(), NetOpsError> {
         let route = FakeRoute::from(route);
-        self.delete(format!("del {route}"), |k| k.del_route(NODE, route))
+        self.delete("RTM_DELROUTE", format!("del {route}"), |k| {
+            k.del_route(NODE, route)
+        })
     }
 
     fn fdb(&self, link: IfIndex) -> Result<Vec<FdbEntry>, NetOpsError> {
-        self.call(format!("list fdb if {link}"), |k| {
+        self.call("RTM_GETNEIGH", format!("list fdb if {link}"), |k| {
             Ok(k.fdb(NODE).into_iter().filter(|f| f.link == link).collect())
         })
     }
 
     fn add_fdb(&self, entry: &FdbEntry) -> Result<(), NetOpsError> {
-        self.call(format!("add {entry}"), |k| k.add_fdb(NODE, *entry))
+        self.call("RTM_NEWNEIGH(bridge)", format!("add {entry}"), |k| {
+            k.add_fdb(NODE, *entry)
+        })
     }
 
     fn del_fdb(&self, entry: &FdbEntry) -> Result<(), NetOpsError> {
-        self.delete(format!("del {entry}"), |k| k.del_fdb(NODE, *entry))
+        self.delete("RTM_DELNEIGH(bridge)", format!("del {entry}"), |k| {
+            k.del_fdb(NODE, *entry)
+        })
     }
 
     fn neighbours(&self, link: IfIndex) -> Result<Vec<Neighbour>, NetOpsError> {
-        self.call(format!("list neighbours if {link}"), |k| {
+        self.call("RTM_GETNEIGH", format!("list neighbours if {link}"), |k| {
             let all = k.neighbours(NODE).into_iter();
             Ok(all.filter(|n| n.link == link).collect())
         })
     }
 
     fn add_neighbour(&self, neighbour: &Neighbour) -> Result<(), NetOpsError> {
-        self.call(format!("add {neighbour}"), |k| {
+        self.call("RTM_NEWNEIGH", format!("add {neighbour}"), |k| {
             k.add_neighbour(NODE, *neighbour)
         })
     }
 
     fn del_neighbour(&self, neighbour: &Neighbour) -> Result<(), NetOpsError> {
-        self.delete(format!("del {neighbour}"), |k| {
+        self.delete("RTM_DELNEIGH", format!("del {neighbour}"), |k| {
             k.del_neighbour(NODE, *neighbour)
         })
     }
 
     fn enable_ip_forward(&self) -> Result<(), NetOpsError> {
-        self.call("enable ip_forward".to_owned(), |k| {
-            k.enable_ip_forward(NODE)
-        })
+        self.call(
+            "write(/proc/sys/net/ipv4/ip_forward)",
+            "enable ip_forward".to_owned(),
+            |k| k.enable_ip_forward(NODE),
+        )
     }
 }

@@ -30,6 +30,17 @@ fn fake_with_pod() -> FakeNamespaces {
     fake
 }
 
+/// [`who`] attached in [`NETNS`], and `second` in a namespace of its own.
+fn two_pods(second: &Attachment) -> FakeNamespaces {
+    let fake = fake_with_pod();
+    let pod2 = Path::new("/run/netns/pod2");
+    fake.kernel().add_netns(&pod2.to_string_lossy());
+    attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
+    let second_ip = Ipv4Addr::new(10, 244, 1, 8);
+    attach(&fake, net(), second, pod2, second_ip).unwrap();
+    fake
+}
+
 #[test]
 fn host_veth_macs_are_locally_administered_unicast_and_per_attachment() {
     let mac = host_veth_mac(&who());
@@ -98,18 +109,8 @@ fn attach_wires_both_ends_as_designed() {
 
 #[test]
 fn every_host_veth_holds_the_gateway() {
-    let fake = fake_with_pod();
-    fake.kernel().add_netns("/run/netns/pod2");
-    attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
     let other = Attachment::new("beef", "eth0");
-    attach(
-        &fake,
-        net(),
-        &other,
-        Path::new("/run/netns/pod2"),
-        Ipv4Addr::new(10, 244, 1, 8),
-    )
-    .unwrap();
+    let fake = two_pods(&other);
     for pod in [who(), other] {
         let addresses = fake
             .kernel()
@@ -232,18 +233,8 @@ fn check_passes_after_attach_and_names_what_is_missing_later() {
 
 #[test]
 fn sweep_removes_only_our_unlisted_host_veths() {
-    let fake = fake_with_pod();
-    fake.kernel().add_netns("/run/netns/pod2");
-    attach(&fake, net(), &who(), Path::new(NETNS), ip()).unwrap();
     let keep = Attachment::new("keep", "eth0");
-    attach(
-        &fake,
-        net(),
-        &keep,
-        Path::new("/run/netns/pod2"),
-        Ipv4Addr::new(10, 244, 1, 8),
-    )
-    .unwrap();
+    let fake = two_pods(&keep);
     let removed = sweep(&fake, std::slice::from_ref(&keep)).unwrap();
     assert_eq!(removed, [host_veth_name(&who())]);
     let names = fake.kernel().with(|k| k.link_names(NODE));

@@ -1,5 +1,5 @@
 //! The node network's door onto the one fake kernel ([`crate::fake_kernel`]): [`NodeNetOps`] on
-//! the node's namespace, for the node network's unit tests (and the node agent's).
+//! the node's namespace, for the node network's unit tests.
 //!
 //! Like [`NetlinkOps`](super::NetlinkOps) it lists only skiff's routes (protocol
 //! [`SKIFF_ROUTE_PROTOCOL`]) and reads "already gone" answers to deletes as success. Failures are

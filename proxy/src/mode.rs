@@ -14,10 +14,10 @@ use tracing::{info, warn};
 
 use crate::conntrack::RealConntrack;
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
+use crate::ebpf::external::{AyaExternalMaps, ExternalPlane, NodePortConfig, NodePortLb};
 use crate::ebpf::mounts::{self, MountError};
-use crate::ebpf::nodeport::{AyaExtMaps, NodePortConfig, NodePortLb, NodePortPlane};
 use crate::ebpf::sockterm::AyaSockTerm;
-use crate::ebpf::{AyaLbMaps, EbpfDataplane, LoaderError, SocketLb, SocketLbConfig};
+use crate::ebpf::{AyaSocketLbMaps, LoaderError, SocketLb, SocketLbConfig, SocketLbPlane};
 use crate::iptables::{IptablesDataplane, RealIptables, RenderOptions};
 use crate::model::DesiredState;
 
@@ -123,8 +123,8 @@ enum Plane {
 /// The eBPF mode's two map sets and the programs that read them.
 struct EbpfPlanes {
     /// `None` inside: the kernel cannot end sockets (no `bpf_sock_destroy`).
-    plane: EbpfDataplane<AyaLbMaps, Option<AyaSockTerm>>,
-    nodeport: NodePortPlane<AyaExtMaps>,
+    plane: SocketLbPlane<AyaSocketLbMaps, Option<AyaSockTerm>>,
+    nodeport: ExternalPlane<AyaExternalMaps>,
     /// Keep the loaded objects (the links are pinned, so dropping them detaches nothing).
     _programs: (SocketLb, NodePortLb),
 }
@@ -180,8 +180,8 @@ impl NodeDataplane {
                     }
                 };
                 Plane::Ebpf(Box::new(EbpfPlanes {
-                    plane: EbpfDataplane::with_terminator(maps, sockets),
-                    nodeport: NodePortPlane::new(ext_maps),
+                    plane: SocketLbPlane::with_terminator(maps, sockets),
+                    nodeport: ExternalPlane::new(ext_maps),
                     _programs: (socket_programs, tc_programs),
                 }))
             }

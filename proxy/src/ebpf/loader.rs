@@ -22,7 +22,7 @@ use skiff_ebpf_common::{
     AFFINITY_MAP, AFFINITY_MATCH_MAP, BACKENDS_MAP, MAPS, PROGRAMS, SERVICES_MAP, SLOTS_MAP,
 };
 
-use super::maps::AyaLbMaps;
+use super::socket_lb::AyaSocketLbMaps;
 
 /// Where the object is and where it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +97,9 @@ pub struct SocketLb {
 impl SocketLb {
     /// Loads the object (adopting pinned maps), attaches every program to the cgroup and pins
     /// the links; returns the map door.
-    pub fn load_and_attach(config: &SocketLbConfig) -> Result<(SocketLb, AyaLbMaps), LoaderError> {
+    pub fn load_and_attach(
+        config: &SocketLbConfig,
+    ) -> Result<(SocketLb, AyaSocketLbMaps), LoaderError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| LoaderError::Io { path, source }
@@ -118,7 +120,7 @@ impl SocketLb {
         for program in PROGRAMS {
             attach(&mut ebpf, program, &cgroup, &config.pin_dir)?;
         }
-        let maps = AyaLbMaps::new(
+        let maps = AyaSocketLbMaps::new(
             take_map(&mut ebpf, SERVICES_MAP)?,
             take_map(&mut ebpf, SLOTS_MAP)?,
             take_map(&mut ebpf, BACKENDS_MAP)?,

@@ -45,7 +45,7 @@ use skiff_ebpf_common::{
     SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
 };
 
-use super::maps::{LbState, MapWrite};
+use super::maps::{SocketLbState, SocketLbWrite};
 use crate::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePortName,
 };
@@ -65,7 +65,7 @@ enum Kind {
 type Frontends = Vec<(ServiceKey, Kind)>;
 
 /// The map contents `desired` needs, reusing the ids `held` already gives.
-pub fn plan(desired: &DesiredState, held: &LbState) -> LbState {
+pub fn plan(desired: &DesiredState, held: &SocketLbState) -> SocketLbState {
     plan_indexed(desired, held, &BackendIndex::of(held))
 }
 
@@ -79,7 +79,7 @@ pub struct BackendIndex {
 
 impl BackendIndex {
     /// Indexes `state`'s backends.
-    pub fn of(state: &LbState) -> Self {
+    pub fn of(state: &SocketLbState) -> Self {
         let mut index = BackendIndex {
             by_addr: state.backends.iter().map(|(id, a)| (*a, *id)).collect(),
             first_free: 1,
@@ -114,9 +114,9 @@ impl BackendIndex {
 /// incremental sync keeps between syncs instead of rebuilding from 100,000 entries.
 pub fn plan_indexed(
     desired: &DesiredState,
-    held: &LbState,
+    held: &SocketLbState,
     held_backends: &BackendIndex,
-) -> LbState {
+) -> SocketLbState {
     let all: Vec<(&ServicePortName, &DesiredService, Frontends)> = desired
         .services
         .iter()
@@ -132,7 +132,7 @@ pub fn plan_indexed(
         }
     }
     let mut ids = Ids::new(held, held_backends);
-    let mut want = LbState::default();
+    let mut want = SocketLbState::default();
     for (name, service, frontends) in all {
         let mine: Frontends = frontends
             .into_iter()
@@ -213,7 +213,7 @@ fn local_sources_allowed(ranges: &[Ipv4Net], node: &NodeFacts) -> Option<bool> {
 
 /// Adds one Service port's frontends, slots, backends and affinity matches to `want`.
 fn add_service(
-    want: &mut LbState,
+    want: &mut SocketLbState,
     ids: &mut Ids<'_>,
     service: &DesiredService,
     frontends: &[(ServiceKey, Kind)],
@@ -297,7 +297,7 @@ fn add_service(
     }
 }
 
-fn add_backend(want: &mut LbState, ids: &mut Ids<'_>, ep: &EndpointAddr) -> u32 {
+fn add_backend(want: &mut SocketLbState, ids: &mut Ids<'_>, ep: &EndpointAddr) -> u32 {
     let addr = L4Addr::new(ep.ip.octets(), ep.port);
     let backend_id = ids.backend(addr);
     want.backends.insert(backend_id, addr);
@@ -315,7 +315,7 @@ pub(crate) fn ip_protocol(protocol: Protocol) -> Option<u8> {
 
 /// Id allocation that prefers what the maps already hold.
 struct Ids<'a> {
-    held: &'a LbState,
+    held: &'a SocketLbState,
     held_backends: &'a BackendIndex,
     /// Backends this plan gave a new id.
     new_backends: HashMap<L4Addr, u32>,
@@ -328,7 +328,7 @@ struct Ids<'a> {
 }
 
 impl<'a> Ids<'a> {
-    fn new(held: &'a LbState, held_backends: &'a BackendIndex) -> Self {
+    fn new(held: &'a SocketLbState, held_backends: &'a BackendIndex) -> Self {
         Ids {
             held,
             held_backends,
@@ -397,30 +397,35 @@ impl<'a> Ids<'a> {
 }
 
 /// The writes that turn `held` into `want`, in an order the kernel may read at any point of.
-pub fn diff(held: &LbState, want: &LbState) -> Vec<MapWrite> {
+pub fn diff(held: &SocketLbState, want: &SocketLbState) -> Vec<SocketLbWrite> {
     let mut writes = Vec::new();
     puts(
         &mut writes,
         &held.backends,
         &want.backends,
-        MapWrite::PutBackend,
+        SocketLbWrite::PutBackend,
     );
-    puts(&mut writes, &held.slots, &want.slots, MapWrite::PutSlot);
+    puts(
+        &mut writes,
+        &held.slots,
+        &want.slots,
+        SocketLbWrite::PutSlot,
+    );
     let (old, new) = (&held.affinity_match, &want.affinity_match);
-    puts(&mut writes, old, new, MapWrite::PutAffinityMatch);
+    puts(&mut writes, old, new, SocketLbWrite::PutAffinityMatch);
     puts(
         &mut writes,
         &held.services,
         &want.services,
-        MapWrite::PutService,
+        SocketLbWrite::PutService,
     );
     deletes(
         &mut writes,
         &held.services,
         &want.services,
-        MapWrite::DeleteService,
+        SocketLbWrite::DeleteService,
     );
-    let pinned = |state: &LbState| -> BTreeSet<u32> {
+    let pinned = |state: &SocketLbState| -> BTreeSet<u32> {
         state
             .services
             .values()
@@ -429,24 +434,32 @@ pub fn diff(held: &LbState, want: &LbState) -> Vec<MapWrite> {
             .collect()
     };
     let (had, has) = (pinned(held), pinned(want));
-    writes.extend(had.difference(&has).map(|id| MapWrite::ClearAffinity(*id)));
-    deletes(&mut writes, &held.slots, &want.slots, MapWrite::DeleteSlot);
-    deletes(&mut writes, old, new, MapWrite::DeleteAffinityMatch);
+    writes.extend(
+        had.difference(&has)
+            .map(|id| SocketLbWrite::ClearAffinity(*id)),
+    );
+    deletes(
+        &mut writes,
+        &held.slots,
+        &want.slots,
+        SocketLbWrite::DeleteSlot,
+    );
+    deletes(&mut writes, old, new, SocketLbWrite::DeleteAffinityMatch);
     deletes(
         &mut writes,
         &held.backends,
         &want.backends,
-        MapWrite::DeleteBackend,
+        SocketLbWrite::DeleteBackend,
     );
     writes
 }
 
 /// Writes for the entries of `want` that `held` lacks or holds otherwise.
 fn puts<K: Ord + Copy, V: PartialEq + Copy>(
-    writes: &mut Vec<MapWrite>,
+    writes: &mut Vec<SocketLbWrite>,
     held: &BTreeMap<K, V>,
     want: &BTreeMap<K, V>,
-    put: fn(K, V) -> MapWrite,
+    put: fn(K, V) -> SocketLbWrite,
 ) {
     for (key, value) in want {
         if held.get(key) != Some(value) {
@@ -457,10 +470,10 @@ fn puts<K: Ord + Copy, V: PartialEq + Copy>(
 
 /// Deletes for the entries of `held` that `want` lacks.
 fn deletes<K: Ord + Copy, V>(
-    writes: &mut Vec<MapWrite>,
+    writes: &mut Vec<SocketLbWrite>,
     held: &BTreeMap<K, V>,
     want: &BTreeMap<K, V>,
-    delete: fn(K) -> MapWrite,
+    delete: fn(K) -> SocketLbWrite,
 ) {
     writes.extend(
         held.keys()

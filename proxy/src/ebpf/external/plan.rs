@@ -23,7 +23,7 @@ use crate::model::{DesiredService, DesiredState, NodeFacts, Protocol, ServicePor
 
 /// Everything the NodePort maps hold (the NAT table aside: the kernel fills it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExtState {
+pub struct ExternalState {
     /// `SKIFF_EXT_SERVICES`.
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     /// `SKIFF_EXT_SLOTS`.
@@ -34,7 +34,7 @@ pub struct ExtState {
 
 /// One entry written or deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExtWrite {
+pub enum ExternalWrite {
     /// A frontend written.
     PutService(ServiceKey, ServiceValue),
     /// A frontend deleted.
@@ -101,8 +101,8 @@ pub fn external_frontend_count(desired: &DesiredState) -> usize {
 }
 
 /// The NodePort map contents `desired` needs, reusing the ids `held` gives.
-pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
-    let mut want = ExtState::default();
+pub fn plan_external(desired: &DesiredState, held: &ExternalState) -> ExternalState {
+    let mut want = ExternalState::default();
     let mut taken = BTreeSet::new();
     // Collected when the first Service needs a new id.
     let mut held_ids: Option<BTreeSet<u32>> = None;
@@ -189,33 +189,33 @@ pub fn plan_external(desired: &DesiredState, held: &ExtState) -> ExtState {
 
 /// The writes that turn `held` into `want`: slots and source ranges before the frontends that
 /// reach them, frontends that shrink or lose their ranges before the slots and ranges go.
-pub fn diff_external(held: &ExtState, want: &ExtState) -> Vec<ExtWrite> {
+pub fn diff_external(held: &ExternalState, want: &ExternalState) -> Vec<ExternalWrite> {
     let mut writes = Vec::new();
     for (id, range) in want.sources.difference(&held.sources) {
-        writes.push(ExtWrite::PutSource(*id, *range));
+        writes.push(ExternalWrite::PutSource(*id, *range));
     }
     for (key, slot) in &want.slots {
         if held.slots.get(key) != Some(slot) {
-            writes.push(ExtWrite::PutSlot(*key, *slot));
+            writes.push(ExternalWrite::PutSlot(*key, *slot));
         }
     }
     for (key, value) in &want.services {
         if held.services.get(key) != Some(value) {
-            writes.push(ExtWrite::PutService(*key, *value));
+            writes.push(ExternalWrite::PutService(*key, *value));
         }
     }
     for key in held.services.keys() {
         if !want.services.contains_key(key) {
-            writes.push(ExtWrite::DeleteService(*key));
+            writes.push(ExternalWrite::DeleteService(*key));
         }
     }
     for key in held.slots.keys() {
         if !want.slots.contains_key(key) {
-            writes.push(ExtWrite::DeleteSlot(*key));
+            writes.push(ExternalWrite::DeleteSlot(*key));
         }
     }
     for (id, range) in held.sources.difference(&want.sources) {
-        writes.push(ExtWrite::DeleteSource(*id, *range));
+        writes.push(ExternalWrite::DeleteSource(*id, *range));
     }
     writes
 }

@@ -15,7 +15,7 @@ use skiff_ebpf_common::nodeport::{
     TC_INGRESS_PROGRAM,
 };
 
-use super::maps::AyaExtMaps;
+use super::maps::AyaExternalMaps;
 use crate::ebpf::LoaderError;
 use crate::ebpf::loader::{failed, pin_link, take_map, unpin};
 
@@ -41,7 +41,9 @@ const LINK_PREFIX: &str = "link_skiff_nodeport_";
 impl NodePortLb {
     /// Loads the TC programs (adopting pinned maps), attaches them to every device, pins the
     /// links; returns the map door.
-    pub fn load_and_attach(config: &NodePortConfig) -> Result<(Self, AyaExtMaps), LoaderError> {
+    pub fn load_and_attach(
+        config: &NodePortConfig,
+    ) -> Result<(Self, AyaExternalMaps), LoaderError> {
         std::fs::create_dir_all(&config.pin_dir).map_err(|source| LoaderError::Io {
             path: config.pin_dir.clone(),
             source,
@@ -84,7 +86,7 @@ impl NodePortLb {
             map: EXT_SOURCES_MAP,
             source,
         })?;
-        let maps = AyaExtMaps::new(
+        let maps = AyaExternalMaps::new(
             take_map(&mut ebpf, EXT_SERVICES_MAP)?,
             take_map(&mut ebpf, EXT_SLOTS_MAP)?,
             sources,

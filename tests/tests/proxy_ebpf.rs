@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use skiff_proxy::Dataplane;
 use skiff_proxy::ebpf::sockterm::AyaSockTerm;
-use skiff_proxy::ebpf::{AyaSocketLbMaps, SocketLbPlane, SocketLb, SocketLbConfig};
+use skiff_proxy::ebpf::{AyaSocketLbMaps, BpfObject, LoadConfig, SocketLbPlane};
 use skiff_proxy::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
 };
@@ -113,7 +113,6 @@ fn client(topo: &Topology, cgroup: &Path, proto: &str, ip: Ipv4Addr, port: u16) 
 struct Bed {
     _servers: Vec<Process>,
     dataplane: SocketLbPlane<AyaSocketLbMaps, AyaSockTerm>,
-    _lb: SocketLb,
     cgroup: PathBuf,
     backends: Vec<Ipv4Addr>,
     topo: Topology,
@@ -148,18 +147,18 @@ impl Bed {
         }
         let cgroup = run.cgroup_dir()?;
         let pin_dir = run.bpf_pin_dir()?;
-        let (lb, maps) = SocketLb::load_and_attach(&SocketLbConfig {
-            object: object.clone(),
-            pin_dir: pin_dir.clone(),
+        let mut loaded = BpfObject::load(&LoadConfig {
+            object,
+            pin_dir,
             cgroup: cgroup.clone(),
             allow_root_cgroup: false,
         })?;
-        let sockets = AyaSockTerm::load(&object, &pin_dir, &cgroup)?;
+        let maps = loaded.attach_socket_lb()?;
+        let sockets = loaded.into_socket_terminator()?;
         let backends = topo.nodes().iter().map(|n| n.ip).collect();
         Ok(Bed {
             _servers: servers,
             dataplane: SocketLbPlane::with_terminator(maps, sockets),
-            _lb: lb,
             cgroup,
             backends,
             topo,

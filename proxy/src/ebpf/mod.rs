@@ -29,7 +29,7 @@ pub mod sockterm;
 pub use door::{MapDoor, MapDoorError};
 pub use external::{AyaExternalMaps, ExternalPlane, ExternalState, FakeExternalMaps};
 pub use fake::{FakeMaps, FaultyMaps};
-pub use loader::{LoaderError, SocketLb, SocketLbConfig};
+pub use loader::{BpfObject, LoadConfig, LoaderError};
 pub use plane::{MapPlane, MapState, Planner};
 pub use socket_lb::{AyaSocketLbMaps, FakeSocketLbMaps, SocketLbPlane, SocketLbState};
 pub use sockterm::{NoTermination, SocketTerminator};

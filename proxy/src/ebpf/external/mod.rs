@@ -11,12 +11,10 @@
 //! frontends, its slots and its source ranges, all found by its id.
 
 pub mod dump;
-pub mod loader;
 pub mod maps;
 pub mod plan;
 
 pub use dump::dump_external;
-pub use loader::{NodePortConfig, NodePortLb};
 pub use maps::{AyaExternalMaps, FakeExternalMaps};
 pub use plan::{ExternalState, ExternalWrite, diff_external, plan_external};
 

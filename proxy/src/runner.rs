@@ -6,9 +6,10 @@
 //! most `min_interval`. Cheap syncs (the eBPF maps, a small ruleset) so follow a change within
 //! milliseconds — a new Service's EndpointSlice lands a few ms after the Service itself — while
 //! costly ones still batch: a 100 ms `iptables-restore` leaves the proxy idle 2/3 of the time
-//! under churn, a 400 ms one waits the full `min_interval` as kube-proxy does. Without pokes it still syncs every
-//! `max_interval` (cheap: a partial sync with nothing changed writes nothing), and every
-//! `full_interval` it rewrites everything, repairing rules someone else deleted. A failed sync
+//! under churn, a 400 ms one waits the full `min_interval` as kube-proxy does. Without pokes it
+//! still syncs every `max_interval` (cheap: a partial sync with nothing changed writes
+//! nothing), and every `full_interval` it rewrites everything, repairing rules someone else
+//! deleted. A failed sync
 //! makes the data plane forget what it applied, so the retry — after the full `min_interval` —
 //! is a full one. The runner lives on a thread of its own: data plane calls block (they run
 //! `iptables-restore`), and the tokio workers stay free for the watches and HTTP servers.

@@ -1,6 +1,7 @@
 //! L1 golden tests: YAML fixtures of Services and EndpointSlices → the exact restore text of a
 //! full sync on an empty node (`testdata/<name>.rules`) and the eBPF maps a first sync writes
-//! (`testdata/<name>.maps`, in `ebpf::dump`'s form), plus traces over both.
+//! (`testdata/<name>.maps`, in the form of `ebpf::socket_lb::dump` and `ebpf::external::dump`),
+//! plus traces over both.
 //!
 //! Each fixture lists the node, the objects, and traces: a packet (source, destination, protocol,
 //! from a Pod or from the node itself) and what must happen to it — which endpoints it may be

@@ -1,4 +1,4 @@
-//! A readable text form of the NodePort maps, for golden files and for people; the external
+//! A readable text form of the external-traffic maps, for golden files and for people; the external
 //! twin of [`crate::ebpf::socket_lb::dump`], one line per entry.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Incremental NodePort syncs against full plans, through random churn.
+//! Incremental external-traffic syncs against full plans, through random churn.
 
 use std::net::Ipv4Addr;
 

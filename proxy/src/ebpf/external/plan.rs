@@ -1,14 +1,15 @@
-//! From a [`DesiredState`] to what the NodePort maps must hold, and the writes that get there.
+//! From a [`DesiredState`] to what the external-traffic maps must hold, and the writes that
+//! get there.
 //!
 //! Frontends are every node address × nodePort, and every externalIP and LoadBalancer ingress
 //! IP × port, each leading to the Service's *external* endpoints (only local ones under
 //! `externalTrafficPolicy: Local`, which also turns source NAT off). Ids are kept from what
-//! the maps hold, as in [`crate::ebpf::plan`], so a restarted agent writes nothing and an
-//! endpoint change rewrites only its slots. LoadBalancer IPs of a Service with
+//! the maps hold, as in [`crate::ebpf::socket_lb::plan`], so a restarted agent writes nothing
+//! and an endpoint change rewrites only its slots. LoadBalancer IPs of a Service with
 //! `loadBalancerSourceRanges` admit only those sources (as the iptables `SKIFF-FW-*` chain
 //! does; node ports and externalIPs are not limited). A frontend two Services claim belongs to
-//! the first in name order, so ids do not swap between them from one sync to the next. Writes are ordered so the kernel never reaches a
-//! slot that is not there yet.
+//! the first in name order, so ids do not swap between them from one sync to the next. Writes
+//! are ordered so the kernel never reaches a slot that is not there yet.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -21,7 +22,7 @@ use skiff_ebpf_common::{
 
 use crate::model::{DesiredService, DesiredState, NodeFacts, Protocol, ServicePortName};
 
-/// Everything the NodePort maps hold (the NAT table aside: the kernel fills it).
+/// Everything the external-traffic maps hold (the NAT table aside: the kernel fills it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExternalState {
     /// `SKIFF_EXT_SERVICES`.
@@ -49,7 +50,7 @@ pub enum ExternalWrite {
     DeleteSource(u32, Ipv4Net),
 }
 
-/// A Service port's NodePort frontends: every one, and those that are LB IPs.
+/// A Service port's external frontends: every one, and those that are LB IPs.
 struct Frontends {
     all: Vec<ServiceKey>,
     load_balancer: Vec<ServiceKey>,
@@ -100,7 +101,7 @@ pub fn external_frontend_count(desired: &DesiredState) -> usize {
         .sum()
 }
 
-/// The NodePort map contents `desired` needs, reusing the ids `held` gives.
+/// The external-traffic map contents `desired` needs, reusing the ids `held` gives.
 pub fn plan_external(desired: &DesiredState, held: &ExternalState) -> ExternalState {
     let mut want = ExternalState::default();
     let mut taken = BTreeSet::new();

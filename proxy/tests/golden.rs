@@ -22,10 +22,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES};
 use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey, SlotKey};
-use skiff_proxy::ebpf::external::{ExternalState, dump_external, plan_external};
+use skiff_proxy::ebpf::Planner;
+use skiff_proxy::ebpf::external::{ExternalPlanner, ExternalState, dump_external};
 use skiff_proxy::ebpf::socket_lb::dump::{dump, service_names};
 use skiff_proxy::ebpf::socket_lb::trace::{Outcome, honours_pin, trace};
-use skiff_proxy::ebpf::socket_lb::{SocketLbState, plan};
+use skiff_proxy::ebpf::socket_lb::{SocketLbPlanner, SocketLbState};
 use skiff_proxy::iptables::render::{RenderOptions, render};
 use skiff_proxy::iptables::restore::{KernelTable, full};
 use skiff_proxy::iptables::trace::{Packet, Tables, Verdict};
@@ -121,8 +122,8 @@ fn rules(desired: &DesiredState) -> (Ruleset, String) {
 
 /// The maps a first eBPF sync writes (socket and NodePort), and their dump.
 fn maps(desired: &DesiredState) -> (SocketLbState, ExternalState, String) {
-    let maps = plan(desired, &SocketLbState::default());
-    let external = plan_external(desired, &ExternalState::default());
+    let maps = SocketLbPlanner::plan(desired, &SocketLbState::default());
+    let external = ExternalPlanner::plan(desired, &ExternalState::default());
     let mut text = dump(&maps, &service_names(desired, &maps));
     text.push_str(&dump_external(&external));
     (maps, external, text)

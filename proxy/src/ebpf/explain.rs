@@ -171,8 +171,9 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::ebpf::external::plan_external;
-    use crate::ebpf::socket_lb::plan;
+    use crate::ebpf::external::ExternalPlanner;
+    use crate::ebpf::plane::Planner;
+    use crate::ebpf::socket_lb::SocketLbPlanner;
     use crate::model::{
         DesiredService, DesiredState, EndpointAddr, NodeFacts, ServicePort, ServicePortName,
     };
@@ -206,8 +207,8 @@ mod tests {
                 local_ready: 1,
             },
         );
-        let lb = plan(&desired, &SocketLbState::default());
-        let ext = plan_external(&desired, &ExternalState::default());
+        let lb = SocketLbPlanner::plan(&desired, &SocketLbState::default());
+        let ext = ExternalPlanner::plan(&desired, &ExternalState::default());
         let cluster_ip = explain(&lb, &ext, "10.96.0.10:80".parse().unwrap(), Protocol::Tcp);
         assert!(
             cluster_ip.contains("  endpoint: 10.244.1.1:8080\n"),

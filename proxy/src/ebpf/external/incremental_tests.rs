@@ -6,6 +6,7 @@ use super::*;
 use crate::dataplane::Dataplane;
 use crate::ebpf::churn_tests::{churn, one_node};
 use crate::ebpf::incremental::AppliedServices;
+use crate::model::DesiredState;
 use crate::model::{DesiredService, EndpointAddr, Protocol, ServicePort, ServicePortName};
 use crate::test_rng::Lcg;
 

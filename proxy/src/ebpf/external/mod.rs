@@ -4,7 +4,7 @@
 //! The socket programs cover every connection made *on* the node; a client elsewhere reaches
 //! a NodePort, an externalIP or a LoadBalancer IP as packets, which TC programs translate
 //! (`ebpf/programs/src/nodeport.rs`). This side keeps their maps true through the same
-//! [`MapPlane`] as the socket maps: [`plan`] says what the maps must hold, diffed against what
+//! [`MapPlane`] as the socket maps: [`ExternalPlanner`] says what the maps must hold, diffed against what
 //! the plane last wrote (reading the pinned maps back after a restart or a failure), planning
 //! only the Services that changed when it can. Simpler than the socket side there: a slot
 //! holds its backend's address (no shared backend ids), so a Service's entries are its
@@ -16,52 +16,10 @@ pub mod plan;
 
 pub use dump::dump_external;
 pub use maps::{AyaExternalMaps, FakeExternalMaps};
-pub use plan::{ExternalState, ExternalWrite, diff_external, plan_external};
+pub use plan::{ExternalPlanner, ExternalState, ExternalWrite};
 
 use crate::ebpf::door::MapDoor;
-use crate::ebpf::incremental::{AppliedServices, ServiceEntries, plan_changed};
-use crate::ebpf::plane::{Change, MapPlane, Planner};
-use crate::model::DesiredState;
-use plan::external_frontend_count;
-
-/// Plans the external-traffic maps.
-#[derive(Debug)]
-pub struct ExternalPlanner;
-
-impl Planner for ExternalPlanner {
-    type State = ExternalState;
-    type Applied = AppliedServices;
-
-    fn plan(desired: &DesiredState, held: &ExternalState) -> ExternalState {
-        plan_external(desired, held)
-    }
-
-    fn diff(held: &ExternalState, want: &ExternalState) -> Vec<ExternalWrite> {
-        diff_external(held, want)
-    }
-
-    fn applied_after_full(desired: &DesiredState, now: &ExternalState) -> AppliedServices {
-        let contested = external_frontend_count(desired) != now.services.len();
-        AppliedServices::after_full(desired, contested)
-    }
-
-    fn plan_changes(
-        applied: &mut AppliedServices,
-        desired: &DesiredState,
-        held: &mut ExternalState,
-    ) -> Option<Change<ExternalState>> {
-        let (changed, change) = plan_changed(
-            applied,
-            desired,
-            held,
-            plan_external,
-            external_frontend_count,
-        )?;
-        held.replace(&change.before, &change.after);
-        changed.record(applied, desired);
-        Some(change)
-    }
-}
+use crate::ebpf::plane::MapPlane;
 
 /// The external-traffic maps' data plane.
 pub type ExternalPlane<M> = MapPlane<ExternalPlanner, M>;

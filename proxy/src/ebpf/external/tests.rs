@@ -6,6 +6,8 @@ use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_HAS_ENDPOINTS, Se
 use super::*;
 use crate::dataplane::Dataplane;
 use crate::ebpf::FaultyMaps;
+use crate::ebpf::plane::Planner;
+use crate::model::DesiredState;
 use crate::model::{
     DesiredService, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
 };
@@ -67,7 +69,7 @@ fn state(local_policy: bool, external: Vec<EndpointAddr>) -> DesiredState {
 
 #[test]
 fn every_node_address_external_and_lb_ip_is_a_frontend_with_the_external_endpoints() {
-    let want = plan_external(
+    let want = ExternalPlanner::plan(
         &state(false, vec![ep(1, true), ep(2, false)]),
         &ExternalState::default(),
     );
@@ -94,7 +96,7 @@ fn every_node_address_external_and_lb_ip_is_a_frontend_with_the_external_endpoin
 
 #[test]
 fn a_local_policy_turns_source_nat_off_and_no_local_endpoint_means_count_zero() {
-    let want = plan_external(&state(true, Vec::new()), &ExternalState::default());
+    let want = ExternalPlanner::plan(&state(true, Vec::new()), &ExternalState::default());
     let value = want.services.values().next().unwrap();
     assert_eq!(value.backend_count, 0);
     assert_eq!(
@@ -154,7 +156,7 @@ fn after_a_faulty_write_the_next_sync_reads_back_and_converges_and_slots_lead_co
         plane.sync(&want).unwrap();
         assert_eq!(
             plane.maps().state,
-            plan_external(&want, &ExternalState::default())
+            ExternalPlanner::plan(&want, &ExternalState::default())
         );
     }
     let mut plane = ExternalPlane::new(FakeExternalMaps::default());
@@ -170,7 +172,7 @@ fn source_ranges_guard_only_lb_ips_and_go_in_before_the_flag_and_out_after_it() 
     for service in ranged.services.values_mut() {
         service.port.load_balancer_source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
     }
-    let want = plan_external(&ranged, &ExternalState::default());
+    let want = ExternalPlanner::plan(&ranged, &ExternalState::default());
     let lb = ServiceKey::new([203, 0, 113, 8], 80, IPPROTO_TCP);
     let node_port = ServiceKey::new([192, 0, 2, 11], 30080, IPPROTO_TCP);
     assert_ne!(want.services[&lb].flags & EXT_FLAG_SOURCE_RANGES, 0);
@@ -181,8 +183,8 @@ fn source_ranges_guard_only_lb_ips_and_go_in_before_the_flag_and_out_after_it() 
         "the dns Service has no LB IP: no ranges"
     );
 
-    let held = plan_external(&plain, &ExternalState::default());
-    let on = diff_external(&held, &want);
+    let held = ExternalPlanner::plan(&plain, &ExternalState::default());
+    let on = ExternalPlanner::diff(&held, &want);
     let source_at = on
         .iter()
         .position(|w| matches!(w, ExternalWrite::PutSource(..)));
@@ -190,7 +192,7 @@ fn source_ranges_guard_only_lb_ips_and_go_in_before_the_flag_and_out_after_it() 
         .iter()
         .position(|w| matches!(w, ExternalWrite::PutService(k, _) if *k == lb));
     assert!(source_at < flag_at, "{on:?}");
-    let off = diff_external(&want, &held);
+    let off = ExternalPlanner::diff(&want, &held);
     let flag_at = off
         .iter()
         .position(|w| matches!(w, ExternalWrite::PutService(k, _) if *k == lb));

@@ -9,7 +9,9 @@ use super::tests::{node_port, service, vip};
 use super::trace::{Outcome, check, honours_pin, key_addr, trace};
 use super::*;
 use crate::dataplane::Dataplane;
+use crate::ebpf::plane::Planner;
 use crate::ebpf::{FaultyMaps, MapState};
+use crate::model::DesiredState;
 use crate::model::{DesiredService, NodeFacts, Protocol, ServicePortName};
 
 fn desired(services: Vec<(&str, DesiredService)>) -> DesiredState {
@@ -111,9 +113,9 @@ fn a_sync_cut_short_at_any_write_is_safe_and_the_next_one_converges() {
     let mut checked = 0;
     for (i, pair) in steps.windows(2).enumerate() {
         let (from, to) = (&pair[0], &pair[1]);
-        let start = plan(from, &SocketLbState::default());
-        let clean = plan(to, &start);
-        let total = diff(&start, &clean).len();
+        let start = SocketLbPlanner::plan(from, &SocketLbState::default());
+        let clean = SocketLbPlanner::plan(to, &start);
+        let total = SocketLbPlanner::diff(&start, &clean).len();
         assert!(total > 0, "step {i} changes nothing");
         let all = frontends(&[&start, &clean]);
         let (old, new) = (view(&start, &all), view(&clean, &all));
@@ -145,7 +147,11 @@ fn a_sync_cut_short_at_any_write_is_safe_and_the_next_one_converges() {
             let converged = &dp.maps().inner.state;
             check(converged).unwrap();
             assert_eq!(view(converged, &all), new, "{what}: converged");
-            assert_eq!(converged, &plan(to, converged), "{what}: nothing left over");
+            assert_eq!(
+                converged,
+                &SocketLbPlanner::plan(to, converged),
+                "{what}: nothing left over"
+            );
             assert_eq!(
                 converged.len(),
                 clean.len(),
@@ -169,8 +175,8 @@ fn a_failure_while_forgetting_pins_is_retried_by_nobody_and_is_harmless() {
     // without the flag, so no connect goes anywhere the new state does not send it.
     let steps = steps();
     let (from, to) = (&steps[2], &steps[3]);
-    let start = plan(from, &SocketLbState::default());
-    let writes = diff(&start, &plan(to, &start));
+    let start = SocketLbPlanner::plan(from, &SocketLbState::default());
+    let writes = SocketLbPlanner::diff(&start, &SocketLbPlanner::plan(to, &start));
     let clear = writes
         .iter()
         .position(|w| matches!(w, SocketLbWrite::ClearAffinity(_)))

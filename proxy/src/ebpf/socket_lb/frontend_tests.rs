@@ -12,6 +12,7 @@ use super::tests::{node_port, service, state, vip};
 use super::trace::{Outcome, honours_pin, trace};
 use super::*;
 use crate::dataplane::Dataplane;
+use crate::model::DesiredState;
 use crate::model::{DesiredService, NodeFacts, Protocol};
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 11);

@@ -3,8 +3,9 @@
 //!
 //! iptables matches a Service by walking rules; here the kernel programs (`ebpf/programs`) look
 //! the address up in a hash map and rewrite it to a backend once per connection. This side only
-//! keeps the maps true, through the shared [`MapPlane`]: [`plan`] turns a [`DesiredState`] into
-//! map contents (with stable ids), [`diff`] into the few writes that change what they hold.
+//! keeps the maps true, through the shared [`MapPlane`]: [`SocketLbPlanner`] turns a desired
+//! state into map contents (with stable ids), and two of those into the few writes that change
+//! what the maps hold.
 //! [`dump`] and [`trace`] read map contents back as text and as behaviour, for golden tests.
 //! After a sync that took backends away from UDP frontends, the plane ends the connected
 //! sockets still sending to them ([`crate::ebpf::sockterm`]), which the programs can no longer
@@ -26,41 +27,11 @@ pub mod trace;
 
 pub use incremental::SocketLbApplied;
 pub use maps::{AffinityPins, AyaSocketLbMaps, FakeSocketLbMaps, SocketLbState, SocketLbWrite};
-pub use plan::{diff, plan};
+pub use plan::SocketLbPlanner;
 
 use crate::ebpf::door::MapDoor;
-use crate::ebpf::plane::{Change, MapPlane, Planner};
+use crate::ebpf::plane::MapPlane;
 use crate::ebpf::sockterm::{EndDepartedSockets, NoTermination, SocketTerminator};
-use crate::model::DesiredState;
-
-/// Plans the socket load balancer's maps.
-#[derive(Debug)]
-pub struct SocketLbPlanner;
-
-impl Planner for SocketLbPlanner {
-    type State = SocketLbState;
-    type Applied = SocketLbApplied;
-
-    fn plan(desired: &DesiredState, held: &SocketLbState) -> SocketLbState {
-        plan(desired, held)
-    }
-
-    fn diff(held: &SocketLbState, want: &SocketLbState) -> Vec<SocketLbWrite> {
-        diff(held, want)
-    }
-
-    fn applied_after_full(desired: &DesiredState, now: &SocketLbState) -> SocketLbApplied {
-        SocketLbApplied::after_full(desired, now)
-    }
-
-    fn plan_changes(
-        applied: &mut SocketLbApplied,
-        desired: &DesiredState,
-        held: &mut SocketLbState,
-    ) -> Option<Change<SocketLbState>> {
-        incremental::plan_changes(applied, desired, held)
-    }
-}
 
 /// The socket load balancer's data plane over door `M`, ending stale UDP sockets through `T`.
 pub type SocketLbPlane<M, T = NoTermination> = MapPlane<SocketLbPlanner, M, EndDepartedSockets<T>>;

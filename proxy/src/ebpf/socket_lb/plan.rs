@@ -45,7 +45,9 @@ use skiff_ebpf_common::{
     SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
 };
 
+use super::incremental::{SocketLbApplied, plan_changes};
 use super::maps::{SocketLbState, SocketLbWrite};
+use crate::ebpf::plane::{Change, Planner};
 use crate::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePortName,
 };
@@ -63,11 +65,6 @@ enum Kind {
 
 /// A Service port's frontends, each with its kind.
 type Frontends = Vec<(ServiceKey, Kind)>;
-
-/// The map contents `desired` needs, reusing the ids `held` already gives.
-pub fn plan(desired: &DesiredState, held: &SocketLbState) -> SocketLbState {
-    plan_indexed(desired, held, &BackendIndex::of(held))
-}
 
 /// What [`plan_indexed`] needs to know of the held backends beyond the map: their ids by
 /// address (to reuse), and the lowest id that may be free (every id below it is held).
@@ -110,7 +107,7 @@ impl BackendIndex {
     }
 }
 
-/// [`plan`] with `held`'s backends already indexed (`BackendIndex::of(held)`), which an
+/// [`SocketLbPlanner::plan`] with `held`'s backends already indexed (`BackendIndex::of(held)`), which an
 /// incremental sync keeps between syncs instead of rebuilding from 100,000 entries.
 pub fn plan_indexed(
     desired: &DesiredState,
@@ -146,7 +143,7 @@ pub fn plan_indexed(
 }
 
 /// How many frontends the Services of `desired` claim, counting a contested one once per
-/// claimant: more than the frontends [`plan`] writes when two Services claim one address.
+/// claimant: more than the frontends [`SocketLbPlanner::plan`] writes when two Services claim one address.
 pub fn frontend_count(desired: &DesiredState) -> usize {
     desired
         .services
@@ -396,62 +393,88 @@ impl<'a> Ids<'a> {
     }
 }
 
-/// The writes that turn `held` into `want`, in an order the kernel may read at any point of.
-pub fn diff(held: &SocketLbState, want: &SocketLbState) -> Vec<SocketLbWrite> {
-    let mut writes = Vec::new();
-    puts(
-        &mut writes,
-        &held.backends,
-        &want.backends,
-        SocketLbWrite::PutBackend,
-    );
-    puts(
-        &mut writes,
-        &held.slots,
-        &want.slots,
-        SocketLbWrite::PutSlot,
-    );
-    let (old, new) = (&held.affinity_match, &want.affinity_match);
-    puts(&mut writes, old, new, SocketLbWrite::PutAffinityMatch);
-    puts(
-        &mut writes,
-        &held.services,
-        &want.services,
-        SocketLbWrite::PutService,
-    );
-    deletes(
-        &mut writes,
-        &held.services,
-        &want.services,
-        SocketLbWrite::DeleteService,
-    );
-    let pinned = |state: &SocketLbState| -> BTreeSet<u32> {
-        state
-            .services
-            .values()
-            .filter(|v| v.flags & SERVICE_FLAG_AFFINITY != 0)
-            .map(|v| v.service_id)
-            .collect()
-    };
-    let (had, has) = (pinned(held), pinned(want));
-    writes.extend(
-        had.difference(&has)
-            .map(|id| SocketLbWrite::ClearAffinity(*id)),
-    );
-    deletes(
-        &mut writes,
-        &held.slots,
-        &want.slots,
-        SocketLbWrite::DeleteSlot,
-    );
-    deletes(&mut writes, old, new, SocketLbWrite::DeleteAffinityMatch);
-    deletes(
-        &mut writes,
-        &held.backends,
-        &want.backends,
-        SocketLbWrite::DeleteBackend,
-    );
-    writes
+/// Plans the socket load balancer's maps.
+#[derive(Debug)]
+pub struct SocketLbPlanner;
+
+impl Planner for SocketLbPlanner {
+    type State = SocketLbState;
+    type Applied = SocketLbApplied;
+
+    /// The map contents `desired` needs, reusing the ids `held` already gives.
+    fn plan(desired: &DesiredState, held: &SocketLbState) -> SocketLbState {
+        plan_indexed(desired, held, &BackendIndex::of(held))
+    }
+
+    /// The writes that turn `held` into `want`, in an order the kernel may read at any point of.
+    fn diff(held: &SocketLbState, want: &SocketLbState) -> Vec<SocketLbWrite> {
+        let mut writes = Vec::new();
+        puts(
+            &mut writes,
+            &held.backends,
+            &want.backends,
+            SocketLbWrite::PutBackend,
+        );
+        puts(
+            &mut writes,
+            &held.slots,
+            &want.slots,
+            SocketLbWrite::PutSlot,
+        );
+        let (old, new) = (&held.affinity_match, &want.affinity_match);
+        puts(&mut writes, old, new, SocketLbWrite::PutAffinityMatch);
+        puts(
+            &mut writes,
+            &held.services,
+            &want.services,
+            SocketLbWrite::PutService,
+        );
+        deletes(
+            &mut writes,
+            &held.services,
+            &want.services,
+            SocketLbWrite::DeleteService,
+        );
+        let pinned = |state: &SocketLbState| -> BTreeSet<u32> {
+            state
+                .services
+                .values()
+                .filter(|v| v.flags & SERVICE_FLAG_AFFINITY != 0)
+                .map(|v| v.service_id)
+                .collect()
+        };
+        let (had, has) = (pinned(held), pinned(want));
+        writes.extend(
+            had.difference(&has)
+                .map(|id| SocketLbWrite::ClearAffinity(*id)),
+        );
+        deletes(
+            &mut writes,
+            &held.slots,
+            &want.slots,
+            SocketLbWrite::DeleteSlot,
+        );
+        deletes(&mut writes, old, new, SocketLbWrite::DeleteAffinityMatch);
+        deletes(
+            &mut writes,
+            &held.backends,
+            &want.backends,
+            SocketLbWrite::DeleteBackend,
+        );
+        writes
+    }
+
+    fn applied_after_full(desired: &DesiredState, now: &SocketLbState) -> SocketLbApplied {
+        SocketLbApplied::after_full(desired, now)
+    }
+
+    fn plan_changes(
+        applied: &mut SocketLbApplied,
+        desired: &DesiredState,
+        held: &mut SocketLbState,
+    ) -> Option<Change<SocketLbState>> {
+        plan_changes(applied, desired, held)
+    }
 }
 
 /// Writes for the entries of `want` that `held` lacks or holds otherwise.

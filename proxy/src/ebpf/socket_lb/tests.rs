@@ -6,6 +6,7 @@ use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_HAS_ENDPO
 use super::*;
 use crate::dataplane::Dataplane;
 use crate::ebpf::FaultyMaps;
+use crate::model::DesiredState;
 use crate::model::{DesiredService, EndpointAddr, Protocol, ServicePort, ServicePortName};
 
 pub(crate) fn ep(last: u8) -> EndpointAddr {

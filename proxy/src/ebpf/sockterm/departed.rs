@@ -90,7 +90,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::ebpf::socket_lb::plan;
+    use crate::ebpf::plane::Planner;
+    use crate::ebpf::socket_lb::SocketLbPlanner;
     use crate::ebpf::socket_lb::tests::{name, node_port, service};
     use crate::model::{DesiredService, DesiredState, NodeFacts, Protocol};
 
@@ -106,7 +107,7 @@ mod tests {
         for (n, svc) in services {
             desired.services.insert(name(n, Protocol::Udp), svc.clone());
         }
-        plan(&desired, &SocketLbState::default())
+        SocketLbPlanner::plan(&desired, &SocketLbState::default())
     }
 
     fn pair(frontend: &str, backend_last: u8) -> SockTermKey {
@@ -180,7 +181,7 @@ mod tests {
                 services: [(name("web", Protocol::Tcp), service(20, eps))].into(),
                 ..DesiredState::default()
             };
-            plan(&desired, &SocketLbState::default())
+            SocketLbPlanner::plan(&desired, &SocketLbState::default())
         };
         assert!(departed(&tcp(&[1, 2]), &tcp(&[3])).is_empty());
         assert!(departed(&SocketLbState::default(), &tcp(&[3])).is_empty());

@@ -1,10 +1,11 @@
 //! The eBPF data plane: Service translation by kernel programs reading maps the proxy writes.
 //!
 //! Two sets of maps, one per kind of traffic, each kept true by a [`MapPlane`] over the same
-//! loop ([`plane`]): plan what the maps must hold, diff against what the plane last wrote, apply
-//! the few writes through a [`MapDoor`]; the first sync, and any after a failure, reads the
-//! maps back first — which is how a restarted agent adopts the maps its predecessor pinned and
-//! writes nothing when nothing changed.
+//! loop ([`plane`]): plan what the maps must hold (only the Services that changed, when it can:
+//! [`incremental`]), diff against what the plane last wrote, apply the few writes through a
+//! [`MapDoor`]; the first sync, and any after a failure, reads the maps back first — which is
+//! how a restarted agent adopts the maps its predecessor pinned and writes nothing when nothing
+//! changed.
 //! - [`socket_lb`]: the node's own processes (Pods and the node), translated at `connect()` /
 //!   `sendmsg()` by cgroup programs; after a sync, [`sockterm`] ends connected UDP sockets
 //!   whose backend left.

@@ -3,7 +3,7 @@
 //! Like the iptables explanation it reads the kernel's state, not the proxy's memory: the maps
 //! pinned under the pin folder, opened read-side by path, so it works while the proxy is down.
 //! Two paths are explained: a connect from a Pod or the node (the socket programs, through
-//! [`trace`](super::socket_lb::trace::trace)), and a packet from another machine (the TC programs).
+//! [`trace`]), and a packet from another machine (the TC programs).
 
 use std::fmt::Write;
 use std::net::SocketAddrV4;

@@ -5,7 +5,7 @@
 //! finds the Services whose `DesiredService` differs (one equality check each), plans only
 //! those against everything the maps hold — so a changed Service keeps its id through its
 //! frontends, and new ids avoid every id in use — and diffs only the entries of those
-//! Services' ids ([`plan_changed`]). What a plane shares between Services (the socket plane's
+//! Services' ids (`plan_changed`). What a plane shares between Services (the socket plane's
 //! backends) it settles itself.
 //!
 //! Three things send a sync back to the full plan: a change of the node's facts (every

@@ -10,7 +10,7 @@
 //! and ending healthy connections to a Pod that is merely not ready any more would hurt.
 //!
 //! How, and where:
-//! - Which: [`departed`] compares the maps before and after a sync; the kernel side ends a
+//! - Which: [`departed()`] compares the maps before and after a sync; the kernel side ends a
 //!   socket only if its `SKIFF_REVNAT` entry shows it reached that backend through that
 //!   frontend (`skiff_ebpf_common::sockterm::ends_socket`), so sockets connected to a Pod
 //!   address directly are never touched. Sockets connected to a frontend's own address before
@@ -19,8 +19,8 @@
 //! - With what: a BPF `iter/udp` program calling the `bpf_sock_destroy` kfunc (Linux 6.5+)
 //!   ends each socket under the socket's own lock, with no netlink dump to parse and no race
 //!   between finding a socket and ending it. aya cannot declare kfuncs, so the call is written
-//!   by hand and its BTF id filled in at load ([`iter`]). Without the kfunc (older kernels)
-//!   the data plane runs without this, and says so once.
+//!   by hand and its BTF id filled in at load ([`crate::ebpf::loader`]); [`iter`] runs it.
+//!   Without the kfunc (older kernels) the data plane runs without this, and says so once.
 //! - In which namespaces: a UDP iterator walks the table of the namespace it is opened in, and
 //!   Pods' sockets live in the Pods' namespaces. Nothing that iterates sockets across
 //!   namespaces may end them: the kfunc wants a trusted socket its caller holds locked, which

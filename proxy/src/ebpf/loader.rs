@@ -23,8 +23,10 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{HashMap, MapData};
-use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
+use aya::programs::links::{FdLink, LinkError, PinnedLink};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, Program, ProgramError, SchedClassifier, TcAttachType,
+};
 use aya::{Btf, Ebpf, EbpfLoader};
 use skiff_ebpf_common::nodeport::{
     EXT_AFFINITY_MAP, EXT_SERVICES_MAP, EXT_SLOTS_MAP, EXT_SOURCES_MAP, NAT_MAP, TC_EGRESS_PROGRAM,
@@ -189,26 +191,17 @@ impl BpfObject {
             (TC_EGRESS_PROGRAM, TcAttachType::Egress),
         ] {
             let fail = |what| failed(what, program);
-            let prog: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(program)
-                .ok_or(LoaderError::Missing(program))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| fail("use")(e.into()))?;
+            let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, program)?;
             prog.load().map_err(|e| fail("load")(e.into()))?;
             for device in devices {
                 let id = prog
                     .attach(device, attach_type)
                     .map_err(|e| fail("attach")(e.into()))?;
-                let link = prog.take_link(id).map_err(|e| fail("keep")(e.into()))?;
-                let link: FdLink = link
-                    .try_into()
-                    .map_err(|e: aya::programs::links::LinkError| fail("keep")(e.into()))?;
                 let name = program.trim_start_matches("skiff_nodeport_");
                 let path = self
                     .pin_dir
                     .join(format!("{TC_LINK_PREFIX}{name}_{device}"));
-                pin_link(link, &path, program)?;
+                pin_link(prog.take_link(id), &path, program)?;
             }
         }
         let sources = self
@@ -288,26 +281,43 @@ fn attach_to_cgroup(
     pin_dir: &Path,
 ) -> Result<(), LoaderError> {
     let fail = |what| failed(what, program);
-    let prog: &mut CgroupSockAddr = ebpf
-        .program_mut(program)
-        .ok_or(LoaderError::Missing(program))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| fail("use")(e.into()))?;
+    let prog: &mut CgroupSockAddr = program_mut(ebpf, program)?;
     prog.load().map_err(|e| fail("load")(e.into()))?;
     let id = prog
         .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|e| fail("attach")(e.into()))?;
-    let link = prog.take_link(id).map_err(|e| fail("keep")(e.into()))?;
-    let link: FdLink = link
-        .try_into()
-        .map_err(|e: aya::programs::links::LinkError| fail("keep")(e.into()))?;
-    pin_link(link, &pin_dir.join(link_pin_name(program)), program)
+    let path = pin_dir.join(link_pin_name(program));
+    pin_link(prog.take_link(id), &path, program)
 }
 
-/// Pins `link` at `path`, replacing (and so detaching) the link a previous agent pinned there.
-/// The old link stays attached until the moment the new one takes its place.
-fn pin_link(link: FdLink, path: &Path, program: &'static str) -> Result<(), LoaderError> {
+/// The program `name` of the object, as a `T`.
+pub(super) fn program_mut<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, LoaderError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoaderError::Missing(name))?
+        .try_into()
+        .map_err(|e: ProgramError| failed("use", name)(e.into()))
+}
+
+/// Pins the link `taken` from `program` at `path`, replacing (and so detaching) the link a
+/// previous agent pinned there. The old link stays attached until the moment the new one takes
+/// its place.
+fn pin_link<L>(
+    taken: Result<L, ProgramError>,
+    path: &Path,
+    program: &'static str,
+) -> Result<(), LoaderError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
     let fail = |what| failed(what, program);
+    let link = taken.map_err(|e| fail("keep")(e.into()))?;
+    let link = FdLink::try_from(link).map_err(|e| fail("keep")(e.into()))?;
     if let Ok(old) = PinnedLink::from_pin(path) {
         let old = old
             .unpin()

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use super::netns::{Netns, cgroup_pids, namespaces_of, visit_each};
 use super::{SockTermError, SocketTerminator};
 use crate::ebpf::LoaderError;
-use crate::ebpf::loader::{failed, take_map};
+use crate::ebpf::loader::{failed, program_mut, take_map};
 
 /// Ends sockets with the `iter/udp` program in every namespace of the node's cgroup.
 #[derive(Debug)]
@@ -38,11 +38,7 @@ impl AyaSockTerm {
     /// for the processes of `cgroup`.
     pub(crate) fn new(mut ebpf: Ebpf, btf: &Btf, cgroup: &Path) -> Result<Self, LoaderError> {
         let fail = |what| failed(what, SOCK_TERM_PROGRAM);
-        let prog: &mut Iter = ebpf
-            .program_mut(SOCK_TERM_PROGRAM)
-            .ok_or(LoaderError::Missing(SOCK_TERM_PROGRAM))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| fail("use")(e.into()))?;
+        let prog: &mut Iter = program_mut(&mut ebpf, SOCK_TERM_PROGRAM)?;
         prog.load("udp", btf).map_err(|e| fail("load")(e.into()))?;
         let mut departed = take_map(&mut ebpf, SOCK_TERM_MAP)?;
         // Pairs a predecessor left behind (it stopped mid-pass) are stale by now.

@@ -33,7 +33,7 @@ pub enum DataplaneError {
     Iptables(#[from] crate::iptables::IptablesError),
     /// The eBPF maps refused a write.
     #[error(transparent)]
-    Ebpf(#[from] crate::ebpf::EbpfError),
+    Ebpf(#[from] crate::ebpf::MapDoorError),
 }
 
 /// Makes the kernel match a desired state.

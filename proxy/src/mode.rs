@@ -14,10 +14,10 @@ use tracing::{info, warn};
 
 use crate::conntrack::RealConntrack;
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
+use crate::ebpf::external::{AyaExternalMaps, ExternalPlane};
 use crate::ebpf::mounts::{self, MountError};
-use crate::ebpf::nodeport::{AyaExtMaps, NodePortConfig, NodePortLb, NodePortPlane};
 use crate::ebpf::sockterm::AyaSockTerm;
-use crate::ebpf::{AyaLbMaps, EbpfDataplane, LoaderError, SocketLb, SocketLbConfig};
+use crate::ebpf::{AyaSocketLbMaps, BpfObject, LoadConfig, LoaderError, SocketLbPlane};
 use crate::iptables::{IptablesDataplane, RealIptables, RenderOptions};
 use crate::model::DesiredState;
 
@@ -120,13 +120,12 @@ enum Plane {
     Ebpf(Box<EbpfPlanes>),
 }
 
-/// The eBPF mode's two map sets and the programs that read them.
+/// The eBPF mode's two map planes (the programs that read them stay attached through their
+/// pinned links; the socket terminator keeps the loaded object).
 struct EbpfPlanes {
     /// `None` inside: the kernel cannot end sockets (no `bpf_sock_destroy`).
-    plane: EbpfDataplane<AyaLbMaps, Option<AyaSockTerm>>,
-    nodeport: NodePortPlane<AyaExtMaps>,
-    /// Keep the loaded objects (the links are pinned, so dropping them detaches nothing).
-    _programs: (SocketLb, NodePortLb),
+    socket_lb: SocketLbPlane<AyaSocketLbMaps, Option<AyaSockTerm>>,
+    external: ExternalPlane<AyaExternalMaps>,
 }
 
 /// The data plane a node runs, in the mode it was opened with.
@@ -155,20 +154,17 @@ impl NodeDataplane {
                 Plane::Iptables(Box::new(IptablesDataplane::real(config.render.clone())))
             }
             ProxyMode::Ebpf => {
-                let lb = socket_lb_config(&config.ebpf)?;
-                let (socket_programs, maps) = SocketLb::load_and_attach(&lb)?;
+                let load = load_config(&config.ebpf)?;
+                let mut object = BpfObject::load(&load)?;
+                let socket_maps = object.attach_socket_lb()?;
                 let devices = match config.ebpf.devices.as_slice() {
                     [] => external_devices(),
                     given => given.to_vec(),
                 };
-                let (tc_programs, ext_maps) = NodePortLb::load_and_attach(&NodePortConfig {
-                    object: lb.object.clone(),
-                    pin_dir: lb.pin_dir.clone(),
-                    devices: devices.clone(),
-                })?;
-                info!(object = %lb.object.display(), cgroup = %lb.cgroup.display(),
-                    pins = %lb.pin_dir.display(), ?devices, "eBPF programs attached");
-                let sockets = match AyaSockTerm::load(&lb.object, &lb.pin_dir, &lb.cgroup) {
+                let external_maps = object.attach_external(&devices)?;
+                info!(object = %load.object.display(), cgroup = %load.cgroup.display(),
+                    pins = %load.pin_dir.display(), ?devices, "eBPF programs attached");
+                let sockets = match object.into_socket_terminator() {
                     Ok(sockets) => Some(sockets),
                     Err(err) => {
                         warn!(
@@ -180,9 +176,8 @@ impl NodeDataplane {
                     }
                 };
                 Plane::Ebpf(Box::new(EbpfPlanes {
-                    plane: EbpfDataplane::with_terminator(maps, sockets),
-                    nodeport: NodePortPlane::new(ext_maps),
-                    _programs: (socket_programs, tc_programs),
+                    socket_lb: SocketLbPlane::with_terminator(socket_maps, sockets),
+                    external: ExternalPlane::new(external_maps),
                 }))
             }
         };
@@ -216,8 +211,8 @@ impl Dataplane for NodeDataplane {
         let report = match &mut self.plane {
             Plane::Iptables(plane) => plane.sync(desired)?,
             Plane::Ebpf(planes) => {
-                let mut report = planes.plane.sync(desired)?;
-                let external = planes.nodeport.sync(desired)?;
+                let mut report = planes.socket_lb.sync(desired)?;
+                let external = planes.external.sync(desired)?;
                 report.full |= external.full;
                 report.written += external.written;
                 report.map_entries.extend(external.map_entries);
@@ -234,8 +229,8 @@ impl Dataplane for NodeDataplane {
         match &mut self.plane {
             Plane::Iptables(plane) => plane.force_full_sync(),
             Plane::Ebpf(planes) => {
-                planes.plane.force_full_sync();
-                planes.nodeport.force_full_sync();
+                planes.socket_lb.force_full_sync();
+                planes.external.force_full_sync();
             }
         }
     }
@@ -244,8 +239,8 @@ impl Dataplane for NodeDataplane {
         match &mut self.plane {
             Plane::Iptables(plane) => plane.cleanup(),
             Plane::Ebpf(planes) => {
-                planes.plane.cleanup()?;
-                planes.nodeport.cleanup()
+                planes.socket_lb.cleanup()?;
+                planes.external.cleanup()
             }
         }
     }
@@ -260,8 +255,7 @@ fn remove_iptables(render: &RenderOptions) -> Result<(), ModeError> {
 /// Detaches every program and unpins every map of ours; the folder goes when it is empty
 /// (someone else's pins in it stay).
 fn remove_ebpf(pin_dir: &Path) -> Result<(), ModeError> {
-    SocketLb::remove(pin_dir)?;
-    NodePortLb::remove(pin_dir)?;
+    BpfObject::remove(pin_dir)?;
     let _ = std::fs::remove_dir(pin_dir);
     Ok(())
 }
@@ -300,7 +294,7 @@ fn external_devices() -> Vec<String> {
 }
 
 /// Resolves the object, mounts bpffs and cgroup2 if needed, and makes the cgroup.
-fn socket_lb_config(paths: &EbpfPaths) -> Result<SocketLbConfig, ModeError> {
+fn load_config(paths: &EbpfPaths) -> Result<LoadConfig, ModeError> {
     let object = match &paths.object {
         Some(object) => object.clone(),
         None => find_object()?,
@@ -314,7 +308,7 @@ fn socket_lb_config(paths: &EbpfPaths) -> Result<SocketLbConfig, ModeError> {
         dir: cgroup.clone(),
         source,
     })?;
-    Ok(SocketLbConfig {
+    Ok(LoadConfig {
         object,
         pin_dir: paths.pin_dir.clone(),
         cgroup,

@@ -6,12 +6,16 @@
 //! most `min_interval`. Cheap syncs (the eBPF maps, a small ruleset) so follow a change within
 //! milliseconds — a new Service's EndpointSlice lands a few ms after the Service itself — while
 //! costly ones still batch: a 100 ms `iptables-restore` leaves the proxy idle 2/3 of the time
-//! under churn, a 400 ms one waits the full `min_interval` as kube-proxy does. Without pokes it still syncs every
-//! `max_interval` (cheap: a partial sync with nothing changed writes nothing), and every
-//! `full_interval` it rewrites everything, repairing rules someone else deleted. A failed sync
+//! under churn, a 400 ms one waits the full `min_interval` as kube-proxy does. Without pokes it
+//! still syncs every `max_interval` (cheap: a partial sync with nothing changed writes
+//! nothing), and every `full_interval` it rewrites everything, repairing rules someone else
+//! deleted. A failed sync
 //! makes the data plane forget what it applied, so the retry — after the full `min_interval` —
 //! is a full one. The runner lives on a thread of its own: data plane calls block (they run
 //! `iptables-restore`), and the tokio workers stay free for the watches and HTTP servers.
+//!
+//! The loop reads time and waits through a [`Clock`], so its tests run on a fake one: no sleeps,
+//! and the same runs at the same instants every time.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -145,6 +149,14 @@ impl Poke {
         self.wake.notify_all();
     }
 
+    /// (poked, stopped) if either is set, clearing the poke; `None` when neither is.
+    pub fn take(&self) -> Option<(bool, bool)> {
+        let mut state = self.lock();
+        let result = *state;
+        state.0 = false;
+        (result.0 || result.1).then_some(result)
+    }
+
     /// Waits until poked, stopped, or `deadline`; returns (poked, stopped) and clears the poke.
     pub fn wait(&self, deadline: Option<Instant>) -> (bool, bool) {
         let mut state = self.lock();
@@ -170,21 +182,54 @@ impl Poke {
     }
 }
 
+/// Where the runner reads the time and waits for pokes.
+pub trait Clock {
+    /// The time now.
+    fn now(&self) -> Instant;
+    /// Waits until `poke` is poked or stopped, or until `deadline`; returns (poked, stopped)
+    /// and clears the poke.
+    fn wait(&self, poke: &Poke, deadline: Option<Instant>) -> (bool, bool);
+}
+
+/// The machine's monotonic clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wait(&self, poke: &Poke, deadline: Option<Instant>) -> (bool, bool) {
+        poke.wait(deadline)
+    }
+}
+
 /// Runs `sync(full) -> succeeded` on the schedule until stopped.
-pub fn run(intervals: Intervals, poke: &Poke, mut sync: impl FnMut(bool) -> bool) {
+pub fn run(intervals: Intervals, poke: &Poke, sync: impl FnMut(bool) -> bool) {
+    run_on(&SystemClock, intervals, poke, sync);
+}
+
+/// [`run`] on `clock`.
+pub fn run_on(
+    clock: &impl Clock,
+    intervals: Intervals,
+    poke: &Poke,
+    mut sync: impl FnMut(bool) -> bool,
+) {
     let mut schedule = Schedule::new(intervals);
     loop {
-        let now = Instant::now();
+        let now = clock.now();
         if schedule.is_due(now) {
             let full = schedule.start(now);
             let ok = sync(full);
-            schedule.finished(now.elapsed(), ok);
+            schedule.finished(clock.now() - now, ok);
             if !ok {
                 schedule.request();
             }
             continue;
         }
-        let (poked, stopped) = poke.wait(schedule.due());
+        let (poked, stopped) = clock.wait(poke, schedule.due());
         if stopped {
             return;
         }
@@ -196,6 +241,9 @@ pub fn run(intervals: Intervals, poke: &Poke, mut sync: impl FnMut(bool) -> bool
 
 #[cfg(test)]
 mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::VecDeque;
+
     use super::*;
 
     fn intervals() -> Intervals {
@@ -277,38 +325,107 @@ mod tests {
     }
 
     #[test]
+    fn a_poke_wait_returns_what_was_set_and_clears_only_the_poke() {
+        let poke = Poke::default();
+        assert_eq!(
+            poke.wait(Some(Instant::now())),
+            (false, false),
+            "past deadline"
+        );
+        poke.poke();
+        assert_eq!(poke.wait(None), (true, false));
+        assert_eq!(poke.take(), None, "the poke was cleared");
+        poke.stop();
+        assert_eq!(poke.wait(None), (false, true));
+        assert_eq!(poke.take(), Some((false, true)), "a stop stays");
+    }
+
+    /// A clock that jumps to the next thing to happen: a deadline, or a scripted poke or stop.
+    struct FakeClock {
+        start: Instant,
+        now: Cell<Instant>,
+        /// (when, stop?) after `start`, in order: a poke, or the stop.
+        script: RefCell<VecDeque<(Duration, bool)>>,
+        /// Waits so far: a runner that spins fails the test instead of hanging it.
+        waits: Cell<usize>,
+    }
+
+    impl FakeClock {
+        fn new(script: impl IntoIterator<Item = (Duration, bool)>) -> Self {
+            let start = Instant::now();
+            FakeClock {
+                start,
+                now: Cell::new(start),
+                script: RefCell::new(script.into_iter().collect()),
+                waits: Cell::new(0),
+            }
+        }
+
+        fn advance(&self, by: Duration) {
+            self.now.set(self.now.get() + by);
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.now.get() - self.start
+        }
+
+        fn move_to(&self, at: Instant) {
+            self.now.set(self.now.get().max(at));
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            self.now.get()
+        }
+
+        fn wait(&self, poke: &Poke, deadline: Option<Instant>) -> (bool, bool) {
+            self.waits.set(self.waits.get() + 1);
+            assert!(self.waits.get() < 1000, "the runner spins");
+            loop {
+                if let Some(state) = poke.take() {
+                    return state;
+                }
+                let next = self.script.borrow().front().copied();
+                match next {
+                    Some((at, stop)) if deadline.is_none_or(|d| self.start + at < d) => {
+                        self.script.borrow_mut().pop_front();
+                        self.move_to(self.start + at);
+                        if stop {
+                            poke.stop();
+                        } else {
+                            poke.poke();
+                        }
+                    }
+                    _ => {
+                        self.move_to(deadline.expect("the runner would wait forever"));
+                        return (false, false);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_loop_batches_pokes_and_retries_failures() {
-        let poke = Poke::new();
         let fast = Intervals {
             min: Duration::from_millis(100),
             max: Duration::from_secs(60),
             full: Duration::from_secs(3600),
         };
-        let runs = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (poke, runs) = (Arc::clone(&poke), Arc::clone(&runs));
-            std::thread::spawn(move || {
-                run(fast, &poke, |full| {
-                    // Costly enough that the next run waits the whole min interval.
-                    std::thread::sleep(Duration::from_millis(40));
-                    let mut runs = runs.lock().unwrap();
-                    runs.push(full);
-                    // The second run fails; the third (a retry nobody asked for) succeeds.
-                    runs.len() != 2
-                })
-            })
-        };
-        let started = Instant::now();
-        for _ in 0..20 {
-            poke.poke();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(450));
-        poke.stop();
-        thread.join().unwrap();
-        let runs = runs.lock().unwrap().clone();
-        // 20 pokes in ~100 ms: one run at once, one batched run, one retry.
-        assert_eq!(runs.len(), 3, "{runs:?} after {:?}", started.elapsed());
-        assert!(runs[0]);
+        // 20 pokes 5 ms apart, then quiet until the stop at 550 ms.
+        let pokes = (0..20).map(|n| (Duration::from_millis(5 * n), false));
+        let clock = FakeClock::new(pokes.chain([(Duration::from_millis(550), true)]));
+        let mut runs = Vec::new();
+        run_on(&clock, fast, &Poke::default(), |full| {
+            let started = clock.elapsed();
+            // Costly enough that the next run waits the whole min interval.
+            clock.advance(Duration::from_millis(40));
+            runs.push((started.as_millis(), full));
+            // The second run fails; the third (a retry nobody asked for) succeeds.
+            runs.len() != 2
+        });
+        // One run at once, one batched run a min interval later, one retry after another.
+        assert_eq!(runs, [(0, true), (100, false), (200, false)]);
     }
 }

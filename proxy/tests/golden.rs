@@ -1,6 +1,7 @@
 //! L1 golden tests: YAML fixtures of Services and EndpointSlices → the exact restore text of a
 //! full sync on an empty node (`testdata/<name>.rules`) and the eBPF maps a first sync writes
-//! (`testdata/<name>.maps`, in `ebpf::dump`'s form), plus traces over both.
+//! (`testdata/<name>.maps`, in the form of `ebpf::socket_lb::dump` and `ebpf::external::dump`),
+//! plus traces over both.
 //!
 //! Each fixture lists the node, the objects, and traces: a packet (source, destination, protocol,
 //! from a Pod or from the node itself) and what must happen to it — which endpoints it may be
@@ -21,10 +22,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES};
 use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey, SlotKey};
-use skiff_proxy::ebpf::dump::{dump, service_names};
-use skiff_proxy::ebpf::nodeport::{ExtState, dump_external, plan_external};
-use skiff_proxy::ebpf::trace::{Outcome, honours_pin, trace};
-use skiff_proxy::ebpf::{LbState, plan};
+use skiff_proxy::ebpf::Planner;
+use skiff_proxy::ebpf::external::{ExternalPlanner, ExternalState, dump_external};
+use skiff_proxy::ebpf::socket_lb::dump::{dump, service_names};
+use skiff_proxy::ebpf::socket_lb::trace::{Outcome, honours_pin, trace};
+use skiff_proxy::ebpf::socket_lb::{SocketLbPlanner, SocketLbState};
 use skiff_proxy::iptables::render::{RenderOptions, render};
 use skiff_proxy::iptables::restore::{KernelTable, full};
 use skiff_proxy::iptables::trace::{Packet, Tables, Verdict};
@@ -119,9 +121,9 @@ fn rules(desired: &DesiredState) -> (Ruleset, String) {
 }
 
 /// The maps a first eBPF sync writes (socket and NodePort), and their dump.
-fn maps(desired: &DesiredState) -> (LbState, ExtState, String) {
-    let maps = plan(desired, &LbState::default());
-    let external = plan_external(desired, &ExtState::default());
+fn maps(desired: &DesiredState) -> (SocketLbState, ExternalState, String) {
+    let maps = SocketLbPlanner::plan(desired, &SocketLbState::default());
+    let external = ExternalPlanner::plan(desired, &ExternalState::default());
     let mut text = dump(&maps, &service_names(desired, &maps));
     text.push_str(&dump_external(&external));
     (maps, external, text)
@@ -227,7 +229,7 @@ fn run_traces(name: &str, fixture: &Fixture, ruleset: &Ruleset) {
 /// ingress program reads them. The TC path differs from iptables in two places, both checked
 /// here as they are: a frontend without endpoints drops (iptables rejects), and under the
 /// `Cluster` policy only remote backends are source-NATed (iptables masquerades all).
-fn run_external_traces(name: &str, fixture: &Fixture, external: &ExtState) {
+fn run_external_traces(name: &str, fixture: &Fixture, external: &ExternalState) {
     let cluster: Option<Ipv4Net> = fixture
         .node
         .cluster_cidr
@@ -299,7 +301,7 @@ fn run_external_traces(name: &str, fixture: &Fixture, external: &ExtState) {
 }
 
 /// Checks the fixture's traces that the socket hooks see against the maps.
-fn run_map_traces(name: &str, fixture: &Fixture, maps: &LbState) {
+fn run_map_traces(name: &str, fixture: &Fixture, maps: &SocketLbState) {
     let cluster: Option<Ipv4Net> = fixture
         .node
         .cluster_cidr

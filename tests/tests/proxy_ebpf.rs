@@ -2,7 +2,7 @@
 //!
 //! Two nodes; a skiff-test-server on each is a backend of the Services. The programs are
 //! attached to this run's own cgroup (never the root one) and the maps are written through the
-//! proxy's real `EbpfDataplane`; a Python client is put into that cgroup inside node1's
+//! proxy's real `SocketLbPlane`; a Python client is put into that cgroup inside node1's
 //! namespace. Nothing routes the ClusterIP anywhere (and nothing listens on the node port), so
 //! an answer at all proves the socket hook rewrote it; the answers name *which* backend
 //! answered, the peer name and UDP reply source must show the address the client asked for, a
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use skiff_proxy::Dataplane;
 use skiff_proxy::ebpf::sockterm::AyaSockTerm;
-use skiff_proxy::ebpf::{AyaLbMaps, EbpfDataplane, SocketLb, SocketLbConfig};
+use skiff_proxy::ebpf::{AyaSocketLbMaps, BpfObject, LoadConfig, SocketLbPlane};
 use skiff_proxy::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
 };
@@ -112,8 +112,7 @@ fn client(topo: &Topology, cgroup: &Path, proto: &str, ip: Ipv4Addr, port: u16) 
 /// Fields drop in order: the servers and maps go before the topology (and its run) does.
 struct Bed {
     _servers: Vec<Process>,
-    dataplane: EbpfDataplane<AyaLbMaps, AyaSockTerm>,
-    _lb: SocketLb,
+    dataplane: SocketLbPlane<AyaSocketLbMaps, AyaSockTerm>,
     cgroup: PathBuf,
     backends: Vec<Ipv4Addr>,
     topo: Topology,
@@ -148,18 +147,18 @@ impl Bed {
         }
         let cgroup = run.cgroup_dir()?;
         let pin_dir = run.bpf_pin_dir()?;
-        let (lb, maps) = SocketLb::load_and_attach(&SocketLbConfig {
-            object: object.clone(),
-            pin_dir: pin_dir.clone(),
+        let mut loaded = BpfObject::load(&LoadConfig {
+            object,
+            pin_dir,
             cgroup: cgroup.clone(),
             allow_root_cgroup: false,
         })?;
-        let sockets = AyaSockTerm::load(&object, &pin_dir, &cgroup)?;
+        let maps = loaded.attach_socket_lb()?;
+        let sockets = loaded.into_socket_terminator()?;
         let backends = topo.nodes().iter().map(|n| n.ip).collect();
         Ok(Bed {
             _servers: servers,
-            dataplane: EbpfDataplane::with_terminator(maps, sockets),
-            _lb: lb,
+            dataplane: SocketLbPlane::with_terminator(maps, sockets),
             cgroup,
             backends,
             topo,

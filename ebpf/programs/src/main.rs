@@ -1,15 +1,22 @@
-//! skiff's kernel-side programs: the socket-level load balancer.
+//! skiff's kernel-side programs, built into one object that the proxy loads once
+//! (`proxy/src/ebpf/loader.rs`), all sharing the maps of `skiff_ebpf_common`:
+//! - here, the socket-level load balancer: cgroup programs for the node's own processes;
+//! - [`nodeport`], TC programs translating NodePort, externalIP and LoadBalancer IP traffic
+//!   that arrives from other machines as packets;
+//! - [`sockterm`], an `iter/udp` program the proxy runs to end connected UDP sockets whose
+//!   backend left their Service.
 //!
-//! A Service address is translated once, where the application names it — at `connect()` for
-//! TCP and connected UDP, at each `sendmsg()` for unconnected UDP — so no packet to a Service
-//! ever leaves the socket and no per-packet NAT or conntrack is needed. Every frontend the
-//! proxy writes is translated alike: cluster IPs, external and LB IPs, and node port on the
-//! node's IPs and 127.0.0.1 (the processes here are all local: Pods and the node itself). The
-//! backend is picked at random from the frontend's slots (see `skiff_ebpf_common` for the
-//! maps), or, for a Service with ClientIP affinity, is the one this client (its netns) was last
-//! sent to, while that is fresh and still one of the frontend's backends. `recvmsg4` and
-//! `getpeername4` look the socket up in the reverse map and show the Service address back, so
-//! an application that checks who answered (DNS resolvers do) sees the address it asked for.
+//! Why at the socket: a Service address is translated once, where the application names it —
+//! at `connect()` for TCP and connected UDP, at each `sendmsg()` for unconnected UDP — so no
+//! packet to a Service ever leaves the socket and no per-packet NAT or conntrack is needed.
+//! Every frontend the proxy writes is translated alike: cluster IPs, external and LB IPs, and
+//! node port on the node's IPs and 127.0.0.1 (the processes here are all local: Pods and the
+//! node itself). The backend is picked at random from the frontend's slots (see
+//! `skiff_ebpf_common` for the maps), or, for a Service with ClientIP affinity, is the one this
+//! client (its netns) was last sent to, while that is fresh and still one of the frontend's
+//! backends. `recvmsg4` and `getpeername4` look the socket up in the reverse map and show the
+//! Service address back, so an application that checks who answered (DNS resolvers do) sees
+//! the address it asked for.
 //!
 //! A Service with no endpoints at all fails the call with `ECONNREFUSED` at once, as
 //! kube-proxy's REJECT does: returning 0 alone would give `EPERM`, so the program sets the

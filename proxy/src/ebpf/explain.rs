@@ -3,7 +3,7 @@
 //! Like the iptables explanation it reads the kernel's state, not the proxy's memory: the maps
 //! pinned under the pin folder, opened read-side by path, so it works while the proxy is down.
 //! Two paths are explained: a connect from a Pod or the node (the socket programs, through
-//! [`trace`](super::trace::trace)), and a packet from another machine (the TC programs).
+//! [`trace`]), and a packet from another machine (the TC programs).
 
 use std::fmt::Write;
 use std::net::SocketAddrV4;
@@ -18,10 +18,11 @@ use skiff_ebpf_common::{
     AFFINITY_MAP, AFFINITY_MATCH_MAP, BACKENDS_MAP, SERVICES_MAP, SLOTS_MAP, ServiceKey, SlotKey,
 };
 
-use super::nodeport::{AyaExtMaps, ExtMaps, ExtState};
-use super::plan::ip_protocol;
-use super::trace::{Outcome, socket_addr, trace};
-use super::{AyaLbMaps, LbMaps, LbMapsError, LbState};
+use super::external::{AyaExternalMaps, ExternalState};
+use super::socket_lb::plan::ip_protocol;
+use super::socket_lb::trace::{Outcome, socket_addr, trace};
+use super::socket_lb::{AyaSocketLbMaps, SocketLbState};
+use super::{MapDoor, MapDoorError};
 use crate::model::Protocol;
 
 /// Why the pinned maps could not be read.
@@ -40,7 +41,7 @@ pub enum MapsExplainError {
     },
     /// Reading a map failed.
     #[error(transparent)]
-    Read(#[from] LbMapsError),
+    Read(#[from] MapDoorError),
 }
 
 fn pinned<K: aya::Pod, V: aya::Pod>(
@@ -58,8 +59,8 @@ fn pinned<K: aya::Pod, V: aya::Pod>(
 }
 
 /// Reads both map sets from their pins under `pin_dir`.
-pub fn read_pinned(pin_dir: &Path) -> Result<(LbState, ExtState), MapsExplainError> {
-    let lb = AyaLbMaps::new(
+pub fn read_pinned(pin_dir: &Path) -> Result<(SocketLbState, ExternalState), MapsExplainError> {
+    let lb = AyaSocketLbMaps::new(
         pinned(pin_dir, SERVICES_MAP)?,
         pinned(pin_dir, SLOTS_MAP)?,
         pinned(pin_dir, BACKENDS_MAP)?,
@@ -74,7 +75,7 @@ pub fn read_pinned(pin_dir: &Path) -> Result<(LbState, ExtState), MapsExplainErr
         path: sources_path.display().to_string(),
         source,
     })?;
-    let ext = AyaExtMaps::new(
+    let ext = AyaExternalMaps::new(
         pinned(pin_dir, EXT_SERVICES_MAP)?,
         pinned(pin_dir, EXT_SLOTS_MAP)?,
         sources,
@@ -83,7 +84,12 @@ pub fn read_pinned(pin_dir: &Path) -> Result<(LbState, ExtState), MapsExplainErr
 }
 
 /// Explains a connection to `target` over `protocol` with the maps holding `lb` and `ext`.
-pub fn explain(lb: &LbState, ext: &ExtState, target: SocketAddrV4, protocol: Protocol) -> String {
+pub fn explain(
+    lb: &SocketLbState,
+    ext: &ExternalState,
+    target: SocketAddrV4,
+    protocol: Protocol,
+) -> String {
     let mut out = String::new();
     let proto = protocol.to_string().to_lowercase();
     let _ = writeln!(out, "{proto} {target} (eBPF data plane)");
@@ -165,8 +171,9 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::ebpf::nodeport::plan_external;
-    use crate::ebpf::plan;
+    use crate::ebpf::external::ExternalPlanner;
+    use crate::ebpf::plane::Planner;
+    use crate::ebpf::socket_lb::SocketLbPlanner;
     use crate::model::{
         DesiredService, DesiredState, EndpointAddr, NodeFacts, ServicePort, ServicePortName,
     };
@@ -200,8 +207,8 @@ mod tests {
                 local_ready: 1,
             },
         );
-        let lb = plan(&desired, &LbState::default());
-        let ext = plan_external(&desired, &ExtState::default());
+        let lb = SocketLbPlanner::plan(&desired, &SocketLbState::default());
+        let ext = ExternalPlanner::plan(&desired, &ExternalState::default());
         let cluster_ip = explain(&lb, &ext, "10.96.0.10:80".parse().unwrap(), Protocol::Tcp);
         assert!(
             cluster_ip.contains("  endpoint: 10.244.1.1:8080\n"),

@@ -1,82 +1,100 @@
-//! Map doors for tests: [`FakeLbMaps`] keeps the entries in memory and logs every write, so a
-//! test can assert that a sync touched only what changed and replay the writes to see every
-//! state the kernel could have read in between; [`FaultyLbMaps`] wraps any door and fails the
-//! writes it is told to, like Cilium's faulty maps, so a test can check that a sync cut short
-//! anywhere leaves the maps safe and that the next one converges.
+//! Map doors for tests, for any plane: [`FakeMaps`] keeps the entries in memory and logs every
+//! write, so a test can assert that a sync touched only what changed and replay the writes to
+//! see every state the kernel could have read in between; [`FaultyMaps`] wraps any door and
+//! fails the writes it is told to, like Cilium's faulty maps, so a test can check that a sync
+//! cut short anywhere leaves the maps safe and that the next one converges.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::fmt::Debug;
 
-use skiff_ebpf_common::{AffinityKey, AffinityValue};
+use super::door::{MapDoor, MapDoorError};
+use super::plane::MapState;
 
-use super::maps::{LbMaps, LbMapsError, LbState, MapWrite};
-
-/// In-memory maps that log every write.
-#[derive(Clone, Debug, Default)]
-pub struct FakeLbMaps {
-    /// What the maps hold.
-    pub state: LbState,
-    /// The affinity LRU, which the kernel fills: tests put pins here to see them cleared.
-    pub affinity: BTreeMap<AffinityKey, AffinityValue>,
-    /// Every write applied, in order.
-    pub writes: Vec<MapWrite>,
+/// What the kernel fills by itself beside a plane's maps (an LRU), as a fake keeps it: a write
+/// may clear some of it. `()`: nothing.
+pub trait KernelFilled<W>: Clone + Debug + Default + Send {
+    /// Sees one write applied.
+    fn saw(&mut self, write: W);
 }
 
-impl FakeLbMaps {
+impl<W> KernelFilled<W> for () {
+    fn saw(&mut self, _: W) {}
+}
+
+/// In-memory maps that log every write.
+#[derive(Clone, Debug)]
+pub struct FakeMaps<S: MapState, K = ()> {
+    /// What the maps hold.
+    pub state: S,
+    /// What the kernel filled: tests put entries here to see writes clear them.
+    pub kernel_filled: K,
+    /// Every write applied, in order.
+    pub writes: Vec<S::Write>,
+}
+
+impl<S: MapState, K: Default> Default for FakeMaps<S, K> {
+    fn default() -> Self {
+        FakeMaps::holding(S::default())
+    }
+}
+
+impl<S: MapState, K: Default> FakeMaps<S, K> {
     /// Fake maps holding `state`, as if a previous agent had left it pinned.
-    pub fn holding(state: LbState) -> Self {
-        FakeLbMaps {
+    pub fn holding(state: S) -> Self {
+        FakeMaps {
             state,
-            ..FakeLbMaps::default()
+            kernel_filled: K::default(),
+            writes: Vec::new(),
         }
     }
 }
 
-/// Applies one write to in-memory maps.
-pub fn apply_to(state: &mut LbState, write: MapWrite) {
-    match write {
-        MapWrite::PutService(k, v) => _ = state.services.insert(k, v),
-        MapWrite::DeleteService(k) => _ = state.services.remove(&k),
-        MapWrite::PutSlot(k, v) => _ = state.slots.insert(k, v),
-        MapWrite::DeleteSlot(k) => _ = state.slots.remove(&k),
-        MapWrite::PutBackend(k, v) => _ = state.backends.insert(k, v),
-        MapWrite::DeleteBackend(k) => _ = state.backends.remove(&k),
-        MapWrite::PutAffinityMatch(k, v) => _ = state.affinity_match.insert(k, v),
-        MapWrite::DeleteAffinityMatch(k) => _ = state.affinity_match.remove(&k),
-        MapWrite::ClearAffinity(_) => {}
-    }
-}
-
-impl LbMaps for FakeLbMaps {
-    fn dump(&self) -> Result<LbState, LbMapsError> {
+impl<S: MapState, K: KernelFilled<S::Write>> MapDoor<S> for FakeMaps<S, K> {
+    fn dump(&self) -> Result<S, MapDoorError> {
         Ok(self.state.clone())
     }
 
-    fn apply(&mut self, write: MapWrite) -> Result<(), LbMapsError> {
-        apply_to(&mut self.state, write);
-        if let MapWrite::ClearAffinity(id) = write {
-            self.affinity.retain(|k, _| k.service_id != id);
-        }
+    fn apply(&mut self, write: S::Write) -> Result<(), MapDoorError> {
+        self.state.apply(write);
+        self.kernel_filled.saw(write);
         self.writes.push(write);
         Ok(())
     }
 }
 
-/// A door that fails chosen writes: write `n` (counting every write tried, from 0) fails,
-/// changing nothing, when `n` is in the set.
+/// Which writes a [`FaultyMaps`] fails, counting every write tried from 0.
 #[derive(Clone, Debug)]
-pub struct FaultyLbMaps<M> {
+enum Faults {
+    /// These.
+    Writes(BTreeSet<usize>),
+    /// This one and every later one.
+    From(usize),
+}
+
+/// A door that fails chosen writes, changing nothing for them.
+#[derive(Clone, Debug)]
+pub struct FaultyMaps<M> {
     /// The door that does the writes that succeed.
     pub inner: M,
-    fail: BTreeSet<usize>,
+    faults: Faults,
     tried: usize,
 }
 
-impl<M: LbMaps> FaultyLbMaps<M> {
+impl<M> FaultyMaps<M> {
     /// Fails the writes numbered in `fail`.
     pub fn new(inner: M, fail: impl IntoIterator<Item = usize>) -> Self {
-        FaultyLbMaps {
+        FaultyMaps {
             inner,
-            fail: fail.into_iter().collect(),
+            faults: Faults::Writes(fail.into_iter().collect()),
+            tried: 0,
+        }
+    }
+
+    /// Fails write `first` and every one after it.
+    pub fn failing_from(inner: M, first: usize) -> Self {
+        FaultyMaps {
+            inner,
+            faults: Faults::From(first),
             tried: 0,
         }
     }
@@ -87,16 +105,20 @@ impl<M: LbMaps> FaultyLbMaps<M> {
     }
 }
 
-impl<M: LbMaps> LbMaps for FaultyLbMaps<M> {
-    fn dump(&self) -> Result<LbState, LbMapsError> {
+impl<S: MapState, M: MapDoor<S>> MapDoor<S> for FaultyMaps<M> {
+    fn dump(&self) -> Result<S, MapDoorError> {
         self.inner.dump()
     }
 
-    fn apply(&mut self, write: MapWrite) -> Result<(), LbMapsError> {
+    fn apply(&mut self, write: S::Write) -> Result<(), MapDoorError> {
         let n = self.tried;
         self.tried += 1;
-        if self.fail.contains(&n) {
-            return Err(LbMapsError::Injected(n));
+        let fails = match &self.faults {
+            Faults::Writes(numbers) => numbers.contains(&n),
+            Faults::From(first) => n >= *first,
+        };
+        if fails {
+            return Err(MapDoorError::Injected(n));
         }
         self.inner.apply(write)
     }

@@ -13,12 +13,12 @@ use std::collections::BTreeSet;
 use skiff_ebpf_common::sockterm::SockTermKey;
 use skiff_ebpf_common::{IPPROTO_UDP, L4Addr, ServiceKey};
 
-use crate::ebpf::maps::LbState;
-use crate::ebpf::trace::reached;
+use crate::ebpf::socket_lb::SocketLbState;
+use crate::ebpf::socket_lb::trace::reached;
 
 /// The (frontend, backend) pairs whose connected UDP sockets end after `held` became `want`,
 /// and the (frontend, frontend) pairs of frontends that opened.
-pub fn departed(held: &LbState, want: &LbState) -> BTreeSet<SockTermKey> {
+pub fn departed(held: &SocketLbState, want: &SocketLbState) -> BTreeSet<SockTermKey> {
     let mut out = BTreeSet::new();
     for (key, after) in want.services.iter().filter(|(k, _)| is_udp(k)) {
         let picked_none = held
@@ -53,7 +53,7 @@ pub fn departed(held: &LbState, want: &LbState) -> BTreeSet<SockTermKey> {
 
 /// Is ending `key`'s sockets still right in `state`? A pair that departed in a sync cut short
 /// may be back by the time sockets are ended, and a frontend that opened may have closed.
-pub fn still_due(state: &LbState, key: &SockTermKey) -> bool {
+pub fn still_due(state: &SocketLbState, key: &SockTermKey) -> bool {
     let frontend = ServiceKey {
         addr: key.service.addr,
         port: key.service.port,
@@ -90,11 +90,12 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::ebpf::plan;
-    use crate::ebpf::tests::{name, node_port, service};
+    use crate::ebpf::plane::Planner;
+    use crate::ebpf::socket_lb::SocketLbPlanner;
+    use crate::ebpf::socket_lb::tests::{name, node_port, service};
     use crate::model::{DesiredService, DesiredState, NodeFacts, Protocol};
 
-    fn udp(services: &[(&str, DesiredService)]) -> LbState {
+    fn udp(services: &[(&str, DesiredService)]) -> SocketLbState {
         let mut desired = DesiredState {
             node: NodeFacts {
                 name: "node1".into(),
@@ -106,7 +107,7 @@ mod tests {
         for (n, svc) in services {
             desired.services.insert(name(n, Protocol::Udp), svc.clone());
         }
-        plan(&desired, &LbState::default())
+        SocketLbPlanner::plan(&desired, &SocketLbState::default())
     }
 
     fn pair(frontend: &str, backend_last: u8) -> SockTermKey {
@@ -168,9 +169,9 @@ mod tests {
         let empty = udp(&[("dns", service(10, &[]))]);
         let served = udp(&[("dns", service(10, &[1]))]);
         let open = BTreeSet::from([opened("10.96.0.10:80")]);
-        assert_eq!(departed(&LbState::default(), &served), open);
+        assert_eq!(departed(&SocketLbState::default(), &served), open);
         assert_eq!(departed(&empty, &served), open);
-        assert!(departed(&LbState::default(), &empty).is_empty());
+        assert!(departed(&SocketLbState::default(), &empty).is_empty());
     }
 
     #[test]
@@ -180,10 +181,10 @@ mod tests {
                 services: [(name("web", Protocol::Tcp), service(20, eps))].into(),
                 ..DesiredState::default()
             };
-            plan(&desired, &LbState::default())
+            SocketLbPlanner::plan(&desired, &SocketLbState::default())
         };
         assert!(departed(&tcp(&[1, 2]), &tcp(&[3])).is_empty());
-        assert!(departed(&LbState::default(), &tcp(&[3])).is_empty());
+        assert!(departed(&SocketLbState::default(), &tcp(&[3])).is_empty());
         let before = udp(&[("dns", service(10, &[1]))]);
         let grown = udp(&[("dns", service(10, &[1, 2]))]);
         assert!(departed(&before, &grown).is_empty());

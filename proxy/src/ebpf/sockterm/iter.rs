@@ -1,11 +1,10 @@
 //! The real terminator: the `iter/udp` program, read once in every namespace of the node's
 //! cgroup while `SKIFF_SOCK_TERM` holds the departed pairs.
 //!
-//! Loading resolves the program's hand-written `bpf_sock_destroy` call: the object carries a
-//! mark where the kfunc's BTF id goes (see `skiff_ebpf_common::sockterm`), and the id is read
-//! from the running kernel's BTF, so a kernel without the kfunc is found out here, at start,
-//! not at the first Pod deletion. The object is loaded again, separately from the socket
-//! programs, and shares their pinned maps (`SKIFF_REVNAT` above all) by pin.
+//! It comes from the one load of the object ([`crate::ebpf::loader`]), which resolved the
+//! program's hand-written `bpf_sock_destroy` call against the running kernel's BTF, so a kernel
+//! without the kfunc is found out at start, not at the first Pod deletion; it shares the socket
+//! programs' maps (`SKIFF_REVNAT` above all).
 //!
 //! Each visit attaches the iterator (a link is cheap) and opens it inside the namespace — the
 //! open, not the read, fixes the namespace a UDP iterator walks — then reads it to the end;
@@ -17,16 +16,14 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, MapError};
 use aya::programs::Iter;
-use aya::{Btf, Ebpf, EbpfLoader};
-use skiff_ebpf_common::sockterm::{
-    MAX_SOCK_TERM, SOCK_TERM_MAP, SOCK_TERM_PROGRAM, SockTermKey, resolve_for_kernel,
-};
+use aya::{Btf, Ebpf};
+use skiff_ebpf_common::sockterm::{MAX_SOCK_TERM, SOCK_TERM_MAP, SOCK_TERM_PROGRAM, SockTermKey};
 use tracing::{debug, warn};
 
 use super::netns::{Netns, cgroup_pids, namespaces_of, visit_each};
 use super::{SockTermError, SocketTerminator};
 use crate::ebpf::LoaderError;
-use crate::ebpf::loader::{failed, take_map};
+use crate::ebpf::loader::{failed, program_mut, take_map};
 
 /// Ends sockets with the `iter/udp` program in every namespace of the node's cgroup.
 #[derive(Debug)]
@@ -37,34 +34,12 @@ pub struct AyaSockTerm {
 }
 
 impl AyaSockTerm {
-    /// Loads the iterator from `object` (maps adopted from `pin_dir`) for the processes of
-    /// `cgroup`; fails on a kernel without `bpf_sock_destroy`.
-    pub fn load(object: &Path, pin_dir: &Path, cgroup: &Path) -> Result<Self, LoaderError> {
+    /// Loads the iterator of the loaded object `ebpf` (its kfunc call resolved against `btf`)
+    /// for the processes of `cgroup`.
+    pub(crate) fn new(mut ebpf: Ebpf, btf: &Btf, cgroup: &Path) -> Result<Self, LoaderError> {
         let fail = |what| failed(what, SOCK_TERM_PROGRAM);
-        let mut bytes = std::fs::read(object).map_err(|source| LoaderError::Io {
-            path: object.to_path_buf(),
-            source,
-        })?;
-        let btf = Btf::from_sys_fs().map_err(|e| fail("find kernel BTF for")(e.into()))?;
-        let found = resolve_for_kernel(&mut bytes, &btf)
-            .map_err(|e| fail("find the kfunc bpf_sock_destroy (Linux 6.5+) for")(e.into()))?;
-        if found == 0 {
-            return Err(LoaderError::Missing("bpf_sock_destroy call"));
-        }
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .default_map_pin_directory(pin_dir)
-            .load(&bytes)
-            .map_err(|source| LoaderError::Load {
-                path: object.to_path_buf(),
-                source: Box::new(source),
-            })?;
-        let prog: &mut Iter = ebpf
-            .program_mut(SOCK_TERM_PROGRAM)
-            .ok_or(LoaderError::Missing(SOCK_TERM_PROGRAM))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| fail("use")(e.into()))?;
-        prog.load("udp", &btf).map_err(|e| fail("load")(e.into()))?;
+        let prog: &mut Iter = program_mut(&mut ebpf, SOCK_TERM_PROGRAM)?;
+        prog.load("udp", btf).map_err(|e| fail("load")(e.into()))?;
         let mut departed = take_map(&mut ebpf, SOCK_TERM_MAP)?;
         // Pairs a predecessor left behind (it stopped mid-pass) are stale by now.
         let left: Vec<SockTermKey> = departed.keys().filter_map(Result::ok).collect();

@@ -10,7 +10,7 @@
 //! and ending healthy connections to a Pod that is merely not ready any more would hurt.
 //!
 //! How, and where:
-//! - Which: [`departed`] compares the maps before and after a sync; the kernel side ends a
+//! - Which: [`departed()`] compares the maps before and after a sync; the kernel side ends a
 //!   socket only if its `SKIFF_REVNAT` entry shows it reached that backend through that
 //!   frontend (`skiff_ebpf_common::sockterm::ends_socket`), so sockets connected to a Pod
 //!   address directly are never touched. Sockets connected to a frontend's own address before
@@ -19,8 +19,8 @@
 //! - With what: a BPF `iter/udp` program calling the `bpf_sock_destroy` kfunc (Linux 6.5+)
 //!   ends each socket under the socket's own lock, with no netlink dump to parse and no race
 //!   between finding a socket and ending it. aya cannot declare kfuncs, so the call is written
-//!   by hand and its BTF id filled in at load ([`iter`]). Without the kfunc (older kernels)
-//!   the data plane runs without this, and says so once.
+//!   by hand and its BTF id filled in at load ([`crate::ebpf::loader`]); [`iter`] runs it.
+//!   Without the kfunc (older kernels) the data plane runs without this, and says so once.
 //! - In which namespaces: a UDP iterator walks the table of the namespace it is opened in, and
 //!   Pods' sockets live in the Pods' namespaces. Nothing that iterates sockets across
 //!   namespaces may end them: the kfunc wants a trusted socket its caller holds locked, which
@@ -43,6 +43,10 @@ pub mod netns;
 use std::collections::BTreeSet;
 
 use skiff_ebpf_common::sockterm::SockTermKey;
+use tracing::warn;
+
+use crate::ebpf::plane::SyncFollowUp;
+use crate::ebpf::socket_lb::SocketLbState;
 
 pub use departed::{departed, still_due};
 pub use fake::{FakeSocket, FakeSockets};
@@ -97,6 +101,62 @@ impl<T: SocketTerminator> SocketTerminator for Option<T> {
         match self {
             Some(terminator) => terminator.end_sockets(departed),
             None => Ok(0),
+        }
+    }
+}
+
+/// The socket plane's follow-up: after each sync, ends the sockets of the (frontend, backend)
+/// pairs that left the maps, through `T`.
+#[derive(Debug, Default)]
+pub struct EndDepartedSockets<T> {
+    terminator: T,
+    /// Pairs whose sockets are still to be ended: a sync that failed midway may already have
+    /// written them out of the maps, where the next one cannot see.
+    due: BTreeSet<SockTermKey>,
+}
+
+impl<T> EndDepartedSockets<T> {
+    /// Ends sockets through `terminator`.
+    pub fn new(terminator: T) -> Self {
+        EndDepartedSockets {
+            terminator,
+            due: BTreeSet::new(),
+        }
+    }
+
+    /// The terminator.
+    pub fn terminator(&self) -> &T {
+        &self.terminator
+    }
+}
+
+impl<T: SocketTerminator> SyncFollowUp<SocketLbState> for EndDepartedSockets<T> {
+    fn changing(&mut self, before: &SocketLbState, after: &SocketLbState) {
+        self.due.extend(departed(before, after));
+    }
+
+    fn clearing(&mut self) {
+        self.due.clear();
+    }
+
+    /// Ends the sockets of the pairs still due in `now`; best effort, like conntrack deletes
+    /// in iptables mode. Returns how many ended.
+    fn synced(&mut self, now: &SocketLbState) -> usize {
+        self.due.retain(|key| still_due(now, key));
+        let due = std::mem::take(&mut self.due);
+        if due.is_empty() {
+            return 0;
+        }
+        match self.terminator.end_sockets(&due) {
+            Ok(ended) => ended,
+            Err(err) => {
+                warn!(
+                    error = &err as &dyn std::error::Error,
+                    pairs = due.len(),
+                    "cannot end UDP sockets connected to departed backends"
+                );
+                0
+            }
         }
     }
 }

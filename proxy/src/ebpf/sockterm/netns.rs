@@ -43,7 +43,7 @@ pub struct ListError {
     pub source: std::io::Error,
 }
 
-/// The processes in `cgroup` and the cgroups below it (to [`MAX_DEPTH`]).
+/// The processes in `cgroup` and the cgroups below it (to `MAX_DEPTH`).
 pub fn cgroup_pids(cgroup: &Path) -> Result<BTreeSet<u32>, ListError> {
     let mut pids = BTreeSet::new();
     let mut todo = vec![(cgroup.to_path_buf(), 0)];

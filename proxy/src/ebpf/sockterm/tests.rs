@@ -4,8 +4,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::FakeSockets;
 use crate::dataplane::Dataplane;
-use crate::ebpf::tests::{name, service, state_of};
-use crate::ebpf::{EbpfDataplane, FakeLbMaps, FaultyLbMaps, LbMaps};
+use crate::ebpf::socket_lb::tests::{name, service, state_of};
+use crate::ebpf::{FakeSocketLbMaps, FaultyMaps, MapDoor, SocketLbPlane, SocketLbState};
 use crate::model::{DesiredService, DesiredState, Protocol};
 
 fn udp(services: &[(&str, DesiredService)]) -> DesiredState {
@@ -26,19 +26,19 @@ fn cookies(sockets: &[super::FakeSocket]) -> Vec<u64> {
     out
 }
 
-fn plane_with<M: LbMaps>(maps: M) -> EbpfDataplane<M, FakeSockets> {
+fn plane_with<M: MapDoor<SocketLbState>>(maps: M) -> SocketLbPlane<M, FakeSockets> {
     let mut sockets = FakeSockets::default();
     // dns (10.96.0.10) and other (10.96.0.11) both have pod 1 at first.
     sockets.connect(1, vip(10), pod(1)); // through dns, to the backend that goes
     sockets.connect(2, vip(10), pod(2)); // through dns, to one that stays
     sockets.connect(3, vip(11), pod(1)); // through other, which keeps pod 1
     sockets.connect_direct(4, pod(1)); // straight to the Pod's address
-    EbpfDataplane::with_terminator(maps, sockets)
+    SocketLbPlane::with_terminator(maps, sockets)
 }
 
 #[test]
 fn a_backend_leaving_a_service_ends_only_the_sockets_sent_to_it_through_that_service() {
-    let mut dp = plane_with(FakeLbMaps::default());
+    let mut dp = plane_with(FakeSocketLbMaps::default());
     let before = udp(&[("dns", service(10, &[1, 2])), ("other", service(11, &[1]))]);
     dp.sync(&before).unwrap();
     assert!(dp.sockets().ended.is_empty(), "nothing departed yet");
@@ -57,13 +57,13 @@ fn a_backend_leaving_a_service_ends_only_the_sockets_sent_to_it_through_that_ser
 
 #[test]
 fn sockets_connected_to_a_service_before_it_was_written_end_once_it_has_backends() {
-    let mut dp = plane_with(FakeLbMaps::default());
+    let mut dp = plane_with(FakeSocketLbMaps::default());
     dp.sync(&udp(&[("other", service(11, &[1]))])).unwrap();
     // Started before the proxy wrote dns: sent to the ClusterIP itself, untranslated.
     let mut sockets = dp.sockets().clone();
     sockets.connect_direct(5, vip(10));
     sockets.connect_direct(6, vip(12));
-    let mut dp = EbpfDataplane::with_terminator(dp.maps().clone(), sockets);
+    let mut dp = SocketLbPlane::with_terminator(dp.maps().clone(), sockets);
     let report = dp
         .sync(&udp(&[
             ("other", service(11, &[1])),
@@ -78,7 +78,7 @@ fn sockets_connected_to_a_service_before_it_was_written_end_once_it_has_backends
 
 #[test]
 fn a_deleted_service_ends_its_sockets_and_tcp_services_end_none() {
-    let mut dp = plane_with(FakeLbMaps::default());
+    let mut dp = plane_with(FakeSocketLbMaps::default());
     let mut both = udp(&[("dns", service(10, &[1, 2]))]);
     both.services
         .insert(name("other", Protocol::Tcp), service(11, &[1]));
@@ -94,12 +94,12 @@ fn pairs_of_a_sync_cut_short_are_ended_after_the_next_one_unless_the_backend_is_
     let after = udp(&[("dns", service(10, &[2])), ("other", service(11, &[1]))]);
     // Fail the last write of the second sync (the deletes come last): pod 1 is already out
     // of dns's slots, so a sync that read the maps back would not see it leave.
-    let mut probe = EbpfDataplane::new(FakeLbMaps::default());
+    let mut probe = SocketLbPlane::new(FakeSocketLbMaps::default());
     probe.sync(&before).unwrap();
     probe.sync(&after).unwrap();
     let last = probe.maps().writes.len() - 1;
 
-    let mut dp = plane_with(FaultyLbMaps::new(FakeLbMaps::default(), [last]));
+    let mut dp = plane_with(FaultyMaps::new(FakeSocketLbMaps::default(), [last]));
     dp.sync(&before).unwrap();
     let calls = dp.sockets().calls.len();
     assert!(dp.sync(&after).is_err());
@@ -112,7 +112,7 @@ fn pairs_of_a_sync_cut_short_are_ended_after_the_next_one_unless_the_backend_is_
     assert_eq!(cookies(&dp.sockets().ended), [1]);
 
     // The same failure, then pod 1 comes back before the retry: nothing ends.
-    let mut dp = plane_with(FaultyLbMaps::new(FakeLbMaps::default(), [last]));
+    let mut dp = plane_with(FaultyMaps::new(FakeSocketLbMaps::default(), [last]));
     dp.sync(&before).unwrap();
     assert!(dp.sync(&after).is_err());
     dp.sync(&before).unwrap();
@@ -121,9 +121,9 @@ fn pairs_of_a_sync_cut_short_are_ended_after_the_next_one_unless_the_backend_is_
 
 #[test]
 fn a_restarted_proxy_that_adopts_the_maps_ends_sockets_for_what_changed_while_it_was_away() {
-    let mut old = EbpfDataplane::new(FakeLbMaps::default());
+    let mut old = SocketLbPlane::new(FakeSocketLbMaps::default());
     old.sync(&udp(&[("dns", service(10, &[1, 2]))])).unwrap();
-    let pinned = FakeLbMaps::holding(old.maps().state.clone());
+    let pinned = FakeSocketLbMaps::holding(old.maps().state.clone());
     let mut dp = plane_with(pinned);
     dp.sync(&udp(&[("dns", service(10, &[2]))])).unwrap();
     assert_eq!(cookies(&dp.sockets().ended), [1]);
@@ -131,7 +131,7 @@ fn a_restarted_proxy_that_adopts_the_maps_ends_sockets_for_what_changed_while_it
 
 #[test]
 fn a_failing_terminator_leaves_the_sync_good_and_is_not_retried_forever() {
-    let mut dp = plane_with(FakeLbMaps::default());
+    let mut dp = plane_with(FakeSocketLbMaps::default());
     dp.sync(&udp(&[("dns", service(10, &[1, 2]))])).unwrap();
     let sockets = FakeSockets {
         fail: 1,
@@ -139,7 +139,7 @@ fn a_failing_terminator_leaves_the_sync_good_and_is_not_retried_forever() {
         ..dp.sockets().clone()
     };
     let state = dp.maps().state.clone();
-    let mut dp = EbpfDataplane::with_terminator(FakeLbMaps::holding(state), sockets);
+    let mut dp = SocketLbPlane::with_terminator(FakeSocketLbMaps::holding(state), sockets);
     let report = dp.sync(&udp(&[("dns", service(10, &[2]))])).unwrap();
     assert_eq!(report.flows_cleared, 0);
     assert!(dp.sockets().ended.is_empty());
@@ -153,7 +153,7 @@ fn a_failing_terminator_leaves_the_sync_good_and_is_not_retried_forever() {
 
 #[test]
 fn cleanup_ends_no_sockets() {
-    let mut dp = plane_with(FakeLbMaps::default());
+    let mut dp = plane_with(FakeSocketLbMaps::default());
     dp.sync(&udp(&[("dns", service(10, &[1, 2]))])).unwrap();
     let calls = dp.sockets().calls.len();
     dp.cleanup().unwrap();

@@ -11,6 +11,8 @@ use skiff_ebpf_common::{
 use super::tests::{node_port, service, state, vip};
 use super::trace::{Outcome, honours_pin, trace};
 use super::*;
+use crate::dataplane::Dataplane;
+use crate::model::DesiredState;
 use crate::model::{DesiredService, NodeFacts, Protocol};
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 11);
@@ -30,7 +32,7 @@ fn addr(text: &str) -> SocketAddrV4 {
     text.parse().unwrap()
 }
 
-fn reach(dp: &EbpfDataplane<FakeLbMaps>, dst: &str) -> Outcome {
+fn reach(dp: &SocketLbPlane<FakeSocketLbMaps>, dst: &str) -> Outcome {
     trace(&dp.maps().state, addr(dst), Protocol::Tcp)
 }
 
@@ -44,8 +46,8 @@ fn balanced(lasts: &[u8]) -> Outcome {
     }
 }
 
-fn synced(desired: &DesiredState) -> EbpfDataplane<FakeLbMaps> {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+fn synced(desired: &DesiredState) -> SocketLbPlane<FakeSocketLbMaps> {
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     dp.sync(desired).unwrap();
     dp
 }
@@ -200,7 +202,7 @@ fn ids_stay_when_frontends_come_and_go() {
     assert!(
         writes
             .iter()
-            .all(|w| matches!(w, MapWrite::PutService(_, v) if v.service_id == id))
+            .all(|w| matches!(w, SocketLbWrite::PutService(_, v) if v.service_id == id))
     );
 
     let mut moved = on_node(&[("a", node_port(1, &[1, 2], &[1, 2]))]);
@@ -224,7 +226,7 @@ fn sticky(vip_last: u8, seconds: u32, internal: &[u8], external: &[u8]) -> Desir
     svc
 }
 
-fn pin(dp: &mut EbpfDataplane<FakeLbMaps>, netns_cookie: u64, service_id: u32) {
+fn pin(dp: &mut SocketLbPlane<FakeSocketLbMaps>, netns_cookie: u64, service_id: u32) {
     let key = AffinityKey {
         netns_cookie,
         service_id,
@@ -236,7 +238,7 @@ fn pin(dp: &mut EbpfDataplane<FakeLbMaps>, netns_cookie: u64, service_id: u32) {
         last_used_ns: 1,
     };
     // The kernel fills this map; a test stands in for it through the fake.
-    dp.maps.affinity.insert(key, value);
+    dp.maps_mut().kernel_filled.insert(key, value);
 }
 
 #[test]
@@ -304,9 +306,9 @@ fn switching_affinity_off_or_removing_the_service_forgets_its_clients() {
     assert!(
         !dp.maps().writes[before..]
             .iter()
-            .any(|w| matches!(w, MapWrite::ClearAffinity(_)))
+            .any(|w| matches!(w, SocketLbWrite::ClearAffinity(_)))
     );
-    assert_eq!(dp.maps().affinity.len(), 2);
+    assert_eq!(dp.maps().kernel_filled.len(), 2);
 
     let before = dp.maps().writes.len();
     dp.sync(&on_node(&[
@@ -317,17 +319,17 @@ fn switching_affinity_off_or_removing_the_service_forgets_its_clients() {
     let writes = &dp.maps().writes[before..];
     let clear = writes
         .iter()
-        .position(|w| *w == MapWrite::ClearAffinity(a))
+        .position(|w| *w == SocketLbWrite::ClearAffinity(a))
         .unwrap();
     let last_put = writes
         .iter()
-        .rposition(|w| matches!(w, MapWrite::PutService(..)))
+        .rposition(|w| matches!(w, SocketLbWrite::PutService(..)))
         .unwrap();
     assert!(
         clear > last_put,
         "the flag goes off before the pins go: {writes:?}"
     );
-    assert!(dp.maps().affinity.keys().all(|k| k.service_id == b));
+    assert!(dp.maps().kernel_filled.keys().all(|k| k.service_id == b));
     assert!(
         dp.maps()
             .state
@@ -338,7 +340,7 @@ fn switching_affinity_off_or_removing_the_service_forgets_its_clients() {
 
     dp.sync(&on_node(&[("a", node_port(1, &[1, 2], &[1, 2]))]))
         .unwrap();
-    assert!(dp.maps().affinity.is_empty());
+    assert!(dp.maps().kernel_filled.is_empty());
     assert!(dp.maps().state.affinity_match.is_empty());
 }
 

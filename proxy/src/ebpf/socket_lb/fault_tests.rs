@@ -5,10 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use super::fake::apply_to;
 use super::tests::{node_port, service, vip};
 use super::trace::{Outcome, check, honours_pin, key_addr, trace};
 use super::*;
+use crate::dataplane::Dataplane;
+use crate::ebpf::plane::Planner;
+use crate::ebpf::{FaultyMaps, MapState};
+use crate::model::DesiredState;
 use crate::model::{DesiredService, NodeFacts, Protocol, ServicePortName};
 
 fn desired(services: Vec<(&str, DesiredService)>) -> DesiredState {
@@ -61,7 +64,7 @@ fn steps() -> Vec<DesiredState> {
 type Seen = (Outcome, BTreeSet<SocketAddrV4>);
 
 /// What each of `frontends` does under `state`.
-fn view(state: &LbState, frontends: &BTreeSet<SocketAddrV4>) -> BTreeMap<String, Seen> {
+fn view(state: &SocketLbState, frontends: &BTreeSet<SocketAddrV4>) -> BTreeMap<String, Seen> {
     frontends
         .iter()
         .map(|dst| {
@@ -79,7 +82,7 @@ fn view(state: &LbState, frontends: &BTreeSet<SocketAddrV4>) -> BTreeMap<String,
         .collect()
 }
 
-fn frontends(states: &[&LbState]) -> BTreeSet<SocketAddrV4> {
+fn frontends(states: &[&SocketLbState]) -> BTreeSet<SocketAddrV4> {
     states
         .iter()
         .flat_map(|s| s.services.keys())
@@ -110,22 +113,22 @@ fn a_sync_cut_short_at_any_write_is_safe_and_the_next_one_converges() {
     let mut checked = 0;
     for (i, pair) in steps.windows(2).enumerate() {
         let (from, to) = (&pair[0], &pair[1]);
-        let start = plan(from, &LbState::default());
-        let clean = plan(to, &start);
-        let total = diff(&start, &clean).len();
+        let start = SocketLbPlanner::plan(from, &SocketLbState::default());
+        let clean = SocketLbPlanner::plan(to, &start);
+        let total = SocketLbPlanner::diff(&start, &clean).len();
         assert!(total > 0, "step {i} changes nothing");
         let all = frontends(&[&start, &clean]);
         let (old, new) = (view(&start, &all), view(&clean, &all));
         for n in 0..total {
             let what = format!("step {i}, write {n} of {total} fails");
-            let maps = FaultyLbMaps::new(FakeLbMaps::holding(start.clone()), [n]);
-            let mut dp = EbpfDataplane::new(maps);
+            let maps = FaultyMaps::new(FakeSocketLbMaps::holding(start.clone()), [n]);
+            let mut dp = SocketLbPlane::new(maps);
             assert!(dp.sync(to).is_err(), "{what}: no error");
 
             // Every state the kernel could have read: after each write that went through.
             let mut seen = start.clone();
             for write in &dp.maps().inner.writes {
-                apply_to(&mut seen, *write);
+                seen.apply(*write);
                 check(&seen).unwrap_or_else(|e| panic!("{what}: after {write:?}: {e}"));
                 let mid = view(&seen, &all);
                 for (dst, now) in &mid {
@@ -144,7 +147,11 @@ fn a_sync_cut_short_at_any_write_is_safe_and_the_next_one_converges() {
             let converged = &dp.maps().inner.state;
             check(converged).unwrap();
             assert_eq!(view(converged, &all), new, "{what}: converged");
-            assert_eq!(converged, &plan(to, converged), "{what}: nothing left over");
+            assert_eq!(
+                converged,
+                &SocketLbPlanner::plan(to, converged),
+                "{what}: nothing left over"
+            );
             assert_eq!(
                 converged.len(),
                 clean.len(),
@@ -168,13 +175,13 @@ fn a_failure_while_forgetting_pins_is_retried_by_nobody_and_is_harmless() {
     // without the flag, so no connect goes anywhere the new state does not send it.
     let steps = steps();
     let (from, to) = (&steps[2], &steps[3]);
-    let start = plan(from, &LbState::default());
-    let writes = diff(&start, &plan(to, &start));
+    let start = SocketLbPlanner::plan(from, &SocketLbState::default());
+    let writes = SocketLbPlanner::diff(&start, &SocketLbPlanner::plan(to, &start));
     let clear = writes
         .iter()
-        .position(|w| matches!(w, MapWrite::ClearAffinity(_)))
+        .position(|w| matches!(w, SocketLbWrite::ClearAffinity(_)))
         .expect("b's affinity goes off in step 3");
-    let mut dp = EbpfDataplane::new(FaultyLbMaps::new(FakeLbMaps::holding(start), [clear]));
+    let mut dp = SocketLbPlane::new(FaultyMaps::new(FakeSocketLbMaps::holding(start), [clear]));
     assert!(dp.sync(to).is_err());
     dp.sync(to).unwrap();
     let state = &dp.maps().inner.state;

@@ -25,13 +25,13 @@ use skiff_ebpf_common::{
     SERVICE_FLAG_EXTERNAL_SLOTS, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue,
 };
 
-use super::maps::LbState;
+use super::maps::SocketLbState;
 use super::plan::ip_protocol;
 use super::trace::{show_key, socket_addr};
 use crate::model::DesiredState;
 
 /// The name of each service id in `state`, found through the cluster IPs `desired` gives.
-pub fn service_names(desired: &DesiredState, state: &LbState) -> BTreeMap<u32, String> {
+pub fn service_names(desired: &DesiredState, state: &SocketLbState) -> BTreeMap<u32, String> {
     let mut names = BTreeMap::new();
     for (name, service) in &desired.services {
         let Some(protocol) = ip_protocol(name.protocol) else {
@@ -48,7 +48,7 @@ pub fn service_names(desired: &DesiredState, state: &LbState) -> BTreeMap<u32, S
 }
 
 /// The dump of `state`, naming services from `names` (see [`service_names`]).
-pub fn dump(state: &LbState, names: &BTreeMap<u32, String>) -> String {
+pub fn dump(state: &SocketLbState, names: &BTreeMap<u32, String>) -> String {
     let ids: BTreeSet<u32> = state
         .services
         .values()
@@ -116,7 +116,7 @@ pub fn dump(state: &LbState, names: &BTreeMap<u32, String>) -> String {
     out
 }
 
-fn backend_addr(state: &LbState, id: u32) -> String {
+fn backend_addr(state: &SocketLbState, id: u32) -> String {
     state
         .backends
         .get(&id)

@@ -4,9 +4,12 @@ use std::net::Ipv4Addr;
 use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, L4Addr, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey};
 
 use super::*;
+use crate::dataplane::Dataplane;
+use crate::ebpf::FaultyMaps;
+use crate::model::DesiredState;
 use crate::model::{DesiredService, EndpointAddr, Protocol, ServicePort, ServicePortName};
 
-pub(super) fn ep(last: u8) -> EndpointAddr {
+pub(crate) fn ep(last: u8) -> EndpointAddr {
     EndpointAddr {
         ip: Ipv4Addr::new(10, 244, 0, last),
         port: 8080,
@@ -14,7 +17,7 @@ pub(super) fn ep(last: u8) -> EndpointAddr {
     }
 }
 
-pub(super) fn service(vip_last: u8, endpoints: &[u8]) -> DesiredService {
+pub(crate) fn service(vip_last: u8, endpoints: &[u8]) -> DesiredService {
     let internal: Vec<EndpointAddr> = endpoints.iter().map(|l| ep(*l)).collect();
     DesiredService {
         port: ServicePort {
@@ -30,7 +33,7 @@ pub(super) fn service(vip_last: u8, endpoints: &[u8]) -> DesiredService {
 }
 
 /// A NodePort Service on `vip_last` with node port `30000 + vip_last`, eTP Cluster.
-pub(super) fn node_port(vip_last: u8, internal: &[u8], external: &[u8]) -> DesiredService {
+pub(crate) fn node_port(vip_last: u8, internal: &[u8], external: &[u8]) -> DesiredService {
     let mut svc = service(vip_last, internal);
     svc.port.node_port = Some(30_000 + u16::from(vip_last));
     svc.external_endpoints = external.iter().map(|l| ep(*l)).collect();
@@ -38,15 +41,15 @@ pub(super) fn node_port(vip_last: u8, internal: &[u8], external: &[u8]) -> Desir
     svc
 }
 
-pub(super) fn name(n: &str, protocol: Protocol) -> ServicePortName {
+pub(crate) fn name(n: &str, protocol: Protocol) -> ServicePortName {
     ServicePortName::new("default", n, "", protocol)
 }
 
-pub(super) fn state(services: &[(&str, DesiredService)]) -> DesiredState {
+pub(crate) fn state(services: &[(&str, DesiredService)]) -> DesiredState {
     state_of(Protocol::Tcp, services)
 }
 
-pub(super) fn state_of(protocol: Protocol, services: &[(&str, DesiredService)]) -> DesiredState {
+pub(crate) fn state_of(protocol: Protocol, services: &[(&str, DesiredService)]) -> DesiredState {
     DesiredState {
         services: services
             .iter()
@@ -56,12 +59,12 @@ pub(super) fn state_of(protocol: Protocol, services: &[(&str, DesiredService)]) 
     }
 }
 
-pub(super) fn vip(last: u8) -> ServiceKey {
+pub(crate) fn vip(last: u8) -> ServiceKey {
     ServiceKey::new([10, 96, 0, last], 80, IPPROTO_TCP)
 }
 
 /// Where a connect to `key` can go, read from the maps as the kernel program reads them.
-pub(super) fn backends_of(maps: &LbState, key: &ServiceKey) -> Option<Vec<u8>> {
+pub(crate) fn backends_of(maps: &SocketLbState, key: &ServiceKey) -> Option<Vec<u8>> {
     let value = maps.services.get(key)?;
     let mut out: Vec<u8> = (0..value.backend_count)
         .map(|slot| {
@@ -78,7 +81,7 @@ pub(super) fn backends_of(maps: &LbState, key: &ServiceKey) -> Option<Vec<u8>> {
 
 #[test]
 fn adding_a_service_writes_its_frontend_slots_and_backends_in_a_safe_order() {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     let report = dp.sync(&state(&[("a", service(1, &[1, 2]))])).unwrap();
     assert!(report.full);
     assert_eq!(report.written, 5);
@@ -88,13 +91,13 @@ fn adding_a_service_writes_its_frontend_slots_and_backends_in_a_safe_order() {
     // The frontend is written last, so the kernel never sees a count without its slots.
     assert!(matches!(
         dp.maps().writes.last(),
-        Some(MapWrite::PutService(..))
+        Some(SocketLbWrite::PutService(..))
     ));
 }
 
 #[test]
 fn removing_a_service_deletes_all_its_entries_and_leaves_others_alone() {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     dp.sync(&state(&[
         ("a", service(1, &[1, 2])),
         ("b", service(2, &[3])),
@@ -109,7 +112,7 @@ fn removing_a_service_deletes_all_its_entries_and_leaves_others_alone() {
         5,
         "1 frontend, 2 slots, 2 backends: {writes:?}"
     );
-    assert!(matches!(writes[0], MapWrite::DeleteService(k) if k == vip(1)));
+    assert!(matches!(writes[0], SocketLbWrite::DeleteService(k) if k == vip(1)));
     let maps = &dp.maps().state;
     assert_eq!(backends_of(maps, &vip(1)), None);
     assert_eq!(backends_of(maps, &vip(2)), Some(vec![3]));
@@ -118,7 +121,7 @@ fn removing_a_service_deletes_all_its_entries_and_leaves_others_alone() {
 
 #[test]
 fn an_endpoint_change_touches_only_its_own_entries() {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     let others: Vec<(String, DesiredService)> = (10..60)
         .map(|i| (format!("s{i}"), service(i, &[i, i + 100])))
         .collect();
@@ -137,25 +140,27 @@ fn an_endpoint_change_touches_only_its_own_entries() {
     // New backend 3, slot 1 now points at it, backend 2 deleted: the count did not change.
     assert_eq!(report.written, 3, "{writes:?}");
     assert!(
-        matches!(writes[0], MapWrite::PutBackend(_, a) if a == L4Addr::new([10, 244, 0, 3], 8080))
+        matches!(writes[0], SocketLbWrite::PutBackend(_, a) if a == L4Addr::new([10, 244, 0, 3], 8080))
     );
-    assert!(matches!(writes[1], MapWrite::PutSlot(..)));
-    assert!(matches!(writes[2], MapWrite::DeleteBackend(_)));
+    assert!(matches!(writes[1], SocketLbWrite::PutSlot(..)));
+    assert!(matches!(writes[2], SocketLbWrite::DeleteBackend(_)));
     assert_eq!(backends_of(&dp.maps().state, &vip(1)), Some(vec![1, 3]));
 
     // Shrinking: the count shrinks before the slot beyond it goes.
     let before = dp.maps().writes.len();
     dp.sync(&with(&[1])).unwrap();
     let writes = &dp.maps().writes[before..];
-    assert!(matches!(writes[0], MapWrite::PutService(k, v) if k == vip(1) && v.backend_count == 1));
-    assert!(matches!(writes[1], MapWrite::DeleteSlot(_)));
-    assert!(matches!(writes[2], MapWrite::DeleteBackend(_)));
+    assert!(
+        matches!(writes[0], SocketLbWrite::PutService(k, v) if k == vip(1) && v.backend_count == 1)
+    );
+    assert!(matches!(writes[1], SocketLbWrite::DeleteSlot(_)));
+    assert!(matches!(writes[2], SocketLbWrite::DeleteBackend(_)));
     assert_eq!(writes.len(), 3);
 }
 
 #[test]
 fn a_backend_shared_by_two_services_is_stored_once_and_kept_while_one_uses_it() {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     dp.sync(&state(&[("a", service(1, &[7])), ("b", service(2, &[7]))]))
         .unwrap();
     assert_eq!(dp.maps().state.backends.len(), 1);
@@ -165,7 +170,7 @@ fn a_backend_shared_by_two_services_is_stored_once_and_kept_while_one_uses_it() 
 
 #[test]
 fn no_endpoints_means_refuse_and_local_policy_without_local_endpoints_means_drop() {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     let mut local_only = service(2, &[]);
     local_only.has_endpoints = true;
     dp.sync(&state(&[("none", service(1, &[])), ("local", local_only)]))
@@ -182,7 +187,7 @@ fn no_endpoints_means_refuse_and_local_policy_without_local_endpoints_means_drop
 
 #[test]
 fn udp_gets_its_own_frontend_and_sctp_is_left_alone() {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     let desired = DesiredState {
         services: BTreeMap::from([
             (name("dns", Protocol::Udp), service(10, &[1])),
@@ -201,13 +206,13 @@ fn udp_gets_its_own_frontend_and_sctp_is_left_alone() {
 #[test]
 fn a_restarted_agent_adopts_pinned_maps_and_writes_nothing_when_nothing_changed() {
     let desired = state(&[("a", service(1, &[1, 2])), ("b", service(2, &[2, 3]))]);
-    let mut first = EbpfDataplane::new(FakeLbMaps::default());
+    let mut first = SocketLbPlane::new(FakeSocketLbMaps::default());
     first.sync(&desired).unwrap();
     let pinned = first.maps().state.clone();
 
-    let mut second = EbpfDataplane::new(FakeLbMaps {
+    let mut second = SocketLbPlane::new(FakeSocketLbMaps {
         state: pinned.clone(),
-        ..FakeLbMaps::default()
+        ..FakeSocketLbMaps::default()
     });
     let report = second.sync(&desired).unwrap();
     assert!(report.full);
@@ -225,7 +230,7 @@ fn a_restarted_agent_adopts_pinned_maps_and_writes_nothing_when_nothing_changed(
 #[test]
 fn a_failed_write_makes_the_next_sync_read_the_maps_back_and_finish_the_job() {
     let desired = state(&[("a", service(1, &[1, 2, 3]))]);
-    let mut dp = EbpfDataplane::new(FaultyLbMaps::new(FakeLbMaps::default(), [2]));
+    let mut dp = SocketLbPlane::new(FaultyMaps::new(FakeSocketLbMaps::default(), [2]));
     assert!(dp.sync(&desired).is_err());
     assert_eq!(
         backends_of(&dp.maps().inner.state, &vip(1)),
@@ -243,7 +248,7 @@ fn a_failed_write_makes_the_next_sync_read_the_maps_back_and_finish_the_job() {
 
 #[test]
 fn cleanup_empties_the_maps() {
-    let mut dp = EbpfDataplane::new(FakeLbMaps::default());
+    let mut dp = SocketLbPlane::new(FakeSocketLbMaps::default());
     dp.sync(&state(&[("a", service(1, &[1, 2]))])).unwrap();
     dp.cleanup().unwrap();
     assert!(dp.maps().state.is_empty());

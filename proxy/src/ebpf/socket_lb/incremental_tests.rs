@@ -4,7 +4,9 @@ use std::net::Ipv4Addr;
 
 use super::tests::{ep, name, node_port, service};
 use super::*;
-use crate::model::{NodeFacts, Protocol};
+use crate::dataplane::Dataplane;
+use crate::ebpf::churn_tests::{churn, one_node};
+use crate::model::{DesiredState, Protocol};
 use crate::test_rng::Lcg;
 
 fn random_service(rng: &mut Lcg) -> crate::model::DesiredService {
@@ -26,49 +28,32 @@ fn random_service(rng: &mut Lcg) -> crate::model::DesiredService {
 #[test]
 fn incremental_syncs_write_what_a_full_plan_would_through_random_churn() {
     let mut rng = Lcg(11);
-    let mut desired = DesiredState {
-        node: NodeFacts {
-            ips: vec![Ipv4Addr::new(172, 31, 0, 11)],
-            ..NodeFacts::default()
-        },
-        ..DesiredState::default()
-    };
+    let mut desired = one_node();
     for i in 0..100 {
         desired.services.insert(
             name(&format!("s{i}"), Protocol::Tcp),
             service(1 + i as u8, &[1 + (i % 30) as u8]),
         );
     }
-    let mut plane = EbpfDataplane::new(FakeLbMaps::default());
+    let mut plane = SocketLbPlane::new(FakeSocketLbMaps::default());
     plane.sync(&desired).unwrap();
-    let mut small = 0;
-    for step in 0..400 {
-        let before = plane.maps().state.clone();
-        for _ in 0..1 + rng.below(3) {
-            let n = name(&format!("s{}", rng.below(140)), Protocol::Tcp);
-            match rng.below(6) {
-                0 => _ = desired.services.remove(&n),
-                1 => {
-                    if let Some(svc) = desired.services.get_mut(&n) {
-                        svc.internal_endpoints.push(ep(1 + rng.below(30) as u8));
-                        svc.has_endpoints = true;
-                    }
+    let change = |desired: &mut DesiredState, rng: &mut Lcg| {
+        let n = name(&format!("s{}", rng.below(140)), Protocol::Tcp);
+        match rng.below(6) {
+            0 => _ = desired.services.remove(&n),
+            1 => {
+                if let Some(svc) = desired.services.get_mut(&n) {
+                    svc.internal_endpoints.push(ep(1 + rng.below(30) as u8));
+                    svc.has_endpoints = true;
                 }
-                _ => _ = desired.services.insert(n, random_service(&mut rng)),
             }
+            _ => _ = desired.services.insert(n, random_service(rng)),
         }
-        let writes_before = plane.maps().writes.len();
-        plane.sync(&desired).unwrap();
-        let written = plane.maps().writes.len() - writes_before;
-        small += usize::from(written < 20);
-        assert_eq!(
-            plane.maps().state,
-            plan(&desired, &before),
-            "step {step}: the maps differ from a full plan"
-        );
+    };
+    let seen = churn(&mut plane, &mut desired, &mut rng, change, |step, plane| {
         trace::check(&plane.maps().state).unwrap_or_else(|e| panic!("step {step}: {e}"));
-    }
-    assert!(small > 300, "only {small} small syncs");
+    });
+    assert!(seen.small > 300, "only {} small syncs", seen.small);
 }
 
 #[test]
@@ -83,7 +68,7 @@ fn one_endpoint_change_among_many_services_writes_one_slot() {
             .services
             .insert(name(&format!("s{i}"), Protocol::Tcp), svc);
     }
-    let mut plane = EbpfDataplane::new(FakeLbMaps::default());
+    let mut plane = SocketLbPlane::new(FakeSocketLbMaps::default());
     plane.sync(&desired).unwrap();
     let svc = desired
         .services

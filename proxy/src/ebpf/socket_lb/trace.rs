@@ -9,7 +9,7 @@ use skiff_ebpf_common::{
     L4Addr, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
 };
 
-use super::maps::LbState;
+use super::maps::SocketLbState;
 use super::plan::ip_protocol;
 use crate::model::Protocol;
 
@@ -43,7 +43,7 @@ pub enum Inconsistency {
 }
 
 /// What a connect to `dst` over `protocol` meets.
-pub fn trace(state: &LbState, dst: SocketAddrV4, protocol: Protocol) -> Outcome {
+pub fn trace(state: &SocketLbState, dst: SocketAddrV4, protocol: Protocol) -> Outcome {
     let Some((_, value)) = frontend(state, dst, protocol) else {
         return Outcome::Untouched;
     };
@@ -66,7 +66,7 @@ pub fn trace(state: &LbState, dst: SocketAddrV4, protocol: Protocol) -> Outcome 
 /// Would a client pinned to `backend` through `dst` (and within the timeout) be sent back to
 /// it, as the kernel's `pinned_backend` decides?
 pub fn honours_pin(
-    state: &LbState,
+    state: &SocketLbState,
     dst: SocketAddrV4,
     protocol: Protocol,
     backend: SocketAddrV4,
@@ -93,7 +93,7 @@ pub fn honours_pin(
 
 /// Checks what the kernel relies on: every slot a frontend can pick is there and names a
 /// backend that is there, and so does every affinity match.
-pub fn check(state: &LbState) -> Result<(), Inconsistency> {
+pub fn check(state: &SocketLbState) -> Result<(), Inconsistency> {
     for (key, value) in &state.services {
         for slot in slots(value) {
             let backend = state
@@ -142,7 +142,7 @@ pub fn socket_addr(addr: &L4Addr) -> SocketAddrV4 {
 }
 
 fn frontend(
-    state: &LbState,
+    state: &SocketLbState,
     dst: SocketAddrV4,
     protocol: Protocol,
 ) -> Option<(ServiceKey, &ServiceValue)> {
@@ -152,7 +152,7 @@ fn frontend(
 
 /// The backends a frontend picks from, as the kernel finds them through its slots.
 pub fn reached<'a>(
-    state: &'a LbState,
+    state: &'a SocketLbState,
     value: &'a ServiceValue,
 ) -> impl Iterator<Item = &'a L4Addr> {
     slots(value)

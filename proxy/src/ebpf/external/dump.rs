@@ -1,5 +1,5 @@
-//! A readable text form of the NodePort maps, for golden files and for people; the external
-//! twin of [`crate::ebpf::dump`], one line per entry.
+//! A readable text form of the external-traffic maps, for golden files and for people; the external
+//! twin of [`crate::ebpf::socket_lb::dump`], one line per entry.
 //!
 //! ```text
 //! external svc 1
@@ -14,11 +14,11 @@ use std::fmt::Write;
 use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLOT_LOCAL};
 use skiff_ebpf_common::{SERVICE_FLAG_AFFINITY, SERVICE_FLAG_HAS_ENDPOINTS};
 
-use super::plan::ExtState;
-use crate::ebpf::trace::{show_key, socket_addr};
+use super::plan::ExternalState;
+use crate::ebpf::socket_lb::trace::{show_key, socket_addr};
 
 /// The dump of `state` (empty when it holds nothing).
-pub fn dump_external(state: &ExtState) -> String {
+pub fn dump_external(state: &ExternalState) -> String {
     let ids: BTreeSet<u32> = state
         .services
         .values()

@@ -4,6 +4,10 @@ use skiff_ebpf_common::nodeport::{EXT_FLAG_SNAT, EXT_FLAG_SOURCE_RANGES, EXT_SLO
 use skiff_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey};
 
 use super::*;
+use crate::dataplane::Dataplane;
+use crate::ebpf::FaultyMaps;
+use crate::ebpf::plane::Planner;
+use crate::model::DesiredState;
 use crate::model::{
     DesiredService, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
 };
@@ -65,9 +69,9 @@ fn state(local_policy: bool, external: Vec<EndpointAddr>) -> DesiredState {
 
 #[test]
 fn every_node_address_external_and_lb_ip_is_a_frontend_with_the_external_endpoints() {
-    let want = plan_external(
+    let want = ExternalPlanner::plan(
         &state(false, vec![ep(1, true), ep(2, false)]),
-        &ExtState::default(),
+        &ExternalState::default(),
     );
     let keys: Vec<ServiceKey> = want.services.keys().copied().collect();
     let mut expected = vec![
@@ -92,7 +96,7 @@ fn every_node_address_external_and_lb_ip_is_a_frontend_with_the_external_endpoin
 
 #[test]
 fn a_local_policy_turns_source_nat_off_and_no_local_endpoint_means_count_zero() {
-    let want = plan_external(&state(true, Vec::new()), &ExtState::default());
+    let want = ExternalPlanner::plan(&state(true, Vec::new()), &ExternalState::default());
     let value = want.services.values().next().unwrap();
     assert_eq!(value.backend_count, 0);
     assert_eq!(
@@ -104,24 +108,24 @@ fn a_local_policy_turns_source_nat_off_and_no_local_endpoint_means_count_zero() 
 
 #[test]
 fn an_endpoint_change_rewrites_its_slot_only_and_a_restart_writes_nothing() {
-    let mut plane = NodePortPlane::new(FakeExtMaps::default());
+    let mut plane = ExternalPlane::new(FakeExternalMaps::default());
     plane
         .sync(&state(false, vec![ep(1, true), ep(2, false)]))
         .unwrap();
     assert_eq!(plane.maps().writes.len(), 4 + 2);
     let mut changed = plane.maps().clone();
     changed.writes.clear();
-    let mut plane = NodePortPlane::new(changed);
+    let mut plane = ExternalPlane::new(changed);
     let report = plane
         .sync(&state(false, vec![ep(1, true), ep(9, false)]))
         .unwrap();
     assert!(report.full, "a new plane reads the maps back");
     assert_eq!(report.written, 1, "{:?}", plane.maps().writes);
-    assert!(matches!(plane.maps().writes[0], ExtWrite::PutSlot(..)));
+    assert!(matches!(plane.maps().writes[0], ExternalWrite::PutSlot(..)));
     // A restarted agent adopting the pinned maps computes the same entries.
     let mut adopted = plane.maps().clone();
     adopted.writes.clear();
-    let mut plane = NodePortPlane::new(adopted);
+    let mut plane = ExternalPlane::new(adopted);
     let report = plane
         .sync(&state(false, vec![ep(1, true), ep(9, false)]))
         .unwrap();
@@ -132,13 +136,13 @@ fn an_endpoint_change_rewrites_its_slot_only_and_a_restart_writes_nothing() {
 fn after_a_faulty_write_the_next_sync_reads_back_and_converges_and_slots_lead_counts() {
     let want = state(false, vec![ep(1, true), ep(2, false)]);
     for fail_after in 0..6 {
-        let mut plane = NodePortPlane::new(FakeExtMaps {
-            fail_after: Some(fail_after),
-            ..FakeExtMaps::default()
-        });
+        let mut plane = ExternalPlane::new(FaultyMaps::failing_from(
+            FakeExternalMaps::default(),
+            fail_after,
+        ));
         assert!(plane.sync(&want).is_err(), "fail_after {fail_after}");
         // Whatever got written, no frontend counts a slot that is not there.
-        let held = &plane.maps().state;
+        let held = &plane.maps().inner.state;
         for value in held.services.values() {
             for slot in 0..value.backend_count {
                 let key = skiff_ebpf_common::SlotKey {
@@ -148,19 +152,17 @@ fn after_a_faulty_write_the_next_sync_reads_back_and_converges_and_slots_lead_co
                 assert!(held.slots.contains_key(&key), "fail_after {fail_after}");
             }
         }
-        let mut healed = plane.maps().clone();
-        healed.fail_after = None;
-        let mut plane = NodePortPlane::new(healed);
+        let mut plane = ExternalPlane::new(plane.maps().inner.clone());
         plane.sync(&want).unwrap();
         assert_eq!(
             plane.maps().state,
-            plan_external(&want, &ExtState::default())
+            ExternalPlanner::plan(&want, &ExternalState::default())
         );
     }
-    let mut plane = NodePortPlane::new(FakeExtMaps::default());
+    let mut plane = ExternalPlane::new(FakeExternalMaps::default());
     plane.sync(&want).unwrap();
     plane.cleanup().unwrap();
-    assert_eq!(plane.maps().state, ExtState::default());
+    assert_eq!(plane.maps().state, ExternalState::default());
 }
 
 #[test]
@@ -170,7 +172,7 @@ fn source_ranges_guard_only_lb_ips_and_go_in_before_the_flag_and_out_after_it() 
     for service in ranged.services.values_mut() {
         service.port.load_balancer_source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
     }
-    let want = plan_external(&ranged, &ExtState::default());
+    let want = ExternalPlanner::plan(&ranged, &ExternalState::default());
     let lb = ServiceKey::new([203, 0, 113, 8], 80, IPPROTO_TCP);
     let node_port = ServiceKey::new([192, 0, 2, 11], 30080, IPPROTO_TCP);
     assert_ne!(want.services[&lb].flags & EXT_FLAG_SOURCE_RANGES, 0);
@@ -181,19 +183,21 @@ fn source_ranges_guard_only_lb_ips_and_go_in_before_the_flag_and_out_after_it() 
         "the dns Service has no LB IP: no ranges"
     );
 
-    let held = plan_external(&plain, &ExtState::default());
-    let on = diff_external(&held, &want);
-    let source_at = on.iter().position(|w| matches!(w, ExtWrite::PutSource(..)));
+    let held = ExternalPlanner::plan(&plain, &ExternalState::default());
+    let on = ExternalPlanner::diff(&held, &want);
+    let source_at = on
+        .iter()
+        .position(|w| matches!(w, ExternalWrite::PutSource(..)));
     let flag_at = on
         .iter()
-        .position(|w| matches!(w, ExtWrite::PutService(k, _) if *k == lb));
+        .position(|w| matches!(w, ExternalWrite::PutService(k, _) if *k == lb));
     assert!(source_at < flag_at, "{on:?}");
-    let off = diff_external(&want, &held);
+    let off = ExternalPlanner::diff(&want, &held);
     let flag_at = off
         .iter()
-        .position(|w| matches!(w, ExtWrite::PutService(k, _) if *k == lb));
+        .position(|w| matches!(w, ExternalWrite::PutService(k, _) if *k == lb));
     let source_at = off
         .iter()
-        .position(|w| matches!(w, ExtWrite::DeleteSource(..)));
+        .position(|w| matches!(w, ExternalWrite::DeleteSource(..)));
     assert!(flag_at < source_at, "{off:?}");
 }

@@ -45,7 +45,9 @@ use skiff_ebpf_common::{
     SERVICE_FLAG_HAS_ENDPOINTS, ServiceKey, ServiceValue, SlotKey,
 };
 
-use super::maps::{LbState, MapWrite};
+use super::incremental::{SocketLbApplied, plan_changes};
+use super::maps::{SocketLbState, SocketLbWrite};
+use crate::ebpf::plane::{Change, Planner};
 use crate::model::{
     DesiredService, DesiredState, EndpointAddr, NodeFacts, Protocol, ServicePortName,
 };
@@ -64,11 +66,6 @@ enum Kind {
 /// A Service port's frontends, each with its kind.
 type Frontends = Vec<(ServiceKey, Kind)>;
 
-/// The map contents `desired` needs, reusing the ids `held` already gives.
-pub fn plan(desired: &DesiredState, held: &LbState) -> LbState {
-    plan_indexed(desired, held, &BackendIndex::of(held))
-}
-
 /// What [`plan_indexed`] needs to know of the held backends beyond the map: their ids by
 /// address (to reuse), and the lowest id that may be free (every id below it is held).
 #[derive(Clone, Debug, Default)]
@@ -79,7 +76,7 @@ pub struct BackendIndex {
 
 impl BackendIndex {
     /// Indexes `state`'s backends.
-    pub fn of(state: &LbState) -> Self {
+    pub fn of(state: &SocketLbState) -> Self {
         let mut index = BackendIndex {
             by_addr: state.backends.iter().map(|(id, a)| (*a, *id)).collect(),
             first_free: 1,
@@ -110,13 +107,13 @@ impl BackendIndex {
     }
 }
 
-/// [`plan`] with `held`'s backends already indexed (`BackendIndex::of(held)`), which an
+/// [`SocketLbPlanner::plan`] with `held`'s backends already indexed (`BackendIndex::of(held)`), which an
 /// incremental sync keeps between syncs instead of rebuilding from 100,000 entries.
 pub fn plan_indexed(
     desired: &DesiredState,
-    held: &LbState,
+    held: &SocketLbState,
     held_backends: &BackendIndex,
-) -> LbState {
+) -> SocketLbState {
     let all: Vec<(&ServicePortName, &DesiredService, Frontends)> = desired
         .services
         .iter()
@@ -132,7 +129,7 @@ pub fn plan_indexed(
         }
     }
     let mut ids = Ids::new(held, held_backends);
-    let mut want = LbState::default();
+    let mut want = SocketLbState::default();
     for (name, service, frontends) in all {
         let mine: Frontends = frontends
             .into_iter()
@@ -146,7 +143,7 @@ pub fn plan_indexed(
 }
 
 /// How many frontends the Services of `desired` claim, counting a contested one once per
-/// claimant: more than the frontends [`plan`] writes when two Services claim one address.
+/// claimant: more than the frontends [`SocketLbPlanner::plan`] writes when two Services claim one address.
 pub fn frontend_count(desired: &DesiredState) -> usize {
     desired
         .services
@@ -213,7 +210,7 @@ fn local_sources_allowed(ranges: &[Ipv4Net], node: &NodeFacts) -> Option<bool> {
 
 /// Adds one Service port's frontends, slots, backends and affinity matches to `want`.
 fn add_service(
-    want: &mut LbState,
+    want: &mut SocketLbState,
     ids: &mut Ids<'_>,
     service: &DesiredService,
     frontends: &[(ServiceKey, Kind)],
@@ -297,7 +294,7 @@ fn add_service(
     }
 }
 
-fn add_backend(want: &mut LbState, ids: &mut Ids<'_>, ep: &EndpointAddr) -> u32 {
+fn add_backend(want: &mut SocketLbState, ids: &mut Ids<'_>, ep: &EndpointAddr) -> u32 {
     let addr = L4Addr::new(ep.ip.octets(), ep.port);
     let backend_id = ids.backend(addr);
     want.backends.insert(backend_id, addr);
@@ -315,7 +312,7 @@ pub(crate) fn ip_protocol(protocol: Protocol) -> Option<u8> {
 
 /// Id allocation that prefers what the maps already hold.
 struct Ids<'a> {
-    held: &'a LbState,
+    held: &'a SocketLbState,
     held_backends: &'a BackendIndex,
     /// Backends this plan gave a new id.
     new_backends: HashMap<L4Addr, u32>,
@@ -328,7 +325,7 @@ struct Ids<'a> {
 }
 
 impl<'a> Ids<'a> {
-    fn new(held: &'a LbState, held_backends: &'a BackendIndex) -> Self {
+    fn new(held: &'a SocketLbState, held_backends: &'a BackendIndex) -> Self {
         Ids {
             held,
             held_backends,
@@ -396,57 +393,96 @@ impl<'a> Ids<'a> {
     }
 }
 
-/// The writes that turn `held` into `want`, in an order the kernel may read at any point of.
-pub fn diff(held: &LbState, want: &LbState) -> Vec<MapWrite> {
-    let mut writes = Vec::new();
-    puts(
-        &mut writes,
-        &held.backends,
-        &want.backends,
-        MapWrite::PutBackend,
-    );
-    puts(&mut writes, &held.slots, &want.slots, MapWrite::PutSlot);
-    let (old, new) = (&held.affinity_match, &want.affinity_match);
-    puts(&mut writes, old, new, MapWrite::PutAffinityMatch);
-    puts(
-        &mut writes,
-        &held.services,
-        &want.services,
-        MapWrite::PutService,
-    );
-    deletes(
-        &mut writes,
-        &held.services,
-        &want.services,
-        MapWrite::DeleteService,
-    );
-    let pinned = |state: &LbState| -> BTreeSet<u32> {
-        state
-            .services
-            .values()
-            .filter(|v| v.flags & SERVICE_FLAG_AFFINITY != 0)
-            .map(|v| v.service_id)
-            .collect()
-    };
-    let (had, has) = (pinned(held), pinned(want));
-    writes.extend(had.difference(&has).map(|id| MapWrite::ClearAffinity(*id)));
-    deletes(&mut writes, &held.slots, &want.slots, MapWrite::DeleteSlot);
-    deletes(&mut writes, old, new, MapWrite::DeleteAffinityMatch);
-    deletes(
-        &mut writes,
-        &held.backends,
-        &want.backends,
-        MapWrite::DeleteBackend,
-    );
-    writes
+/// Plans the socket load balancer's maps.
+#[derive(Debug)]
+pub struct SocketLbPlanner;
+
+impl Planner for SocketLbPlanner {
+    type State = SocketLbState;
+    type Applied = SocketLbApplied;
+
+    /// The map contents `desired` needs, reusing the ids `held` already gives.
+    fn plan(desired: &DesiredState, held: &SocketLbState) -> SocketLbState {
+        plan_indexed(desired, held, &BackendIndex::of(held))
+    }
+
+    /// The writes that turn `held` into `want`, in an order the kernel may read at any point of.
+    fn diff(held: &SocketLbState, want: &SocketLbState) -> Vec<SocketLbWrite> {
+        let mut writes = Vec::new();
+        puts(
+            &mut writes,
+            &held.backends,
+            &want.backends,
+            SocketLbWrite::PutBackend,
+        );
+        puts(
+            &mut writes,
+            &held.slots,
+            &want.slots,
+            SocketLbWrite::PutSlot,
+        );
+        let (old, new) = (&held.affinity_match, &want.affinity_match);
+        puts(&mut writes, old, new, SocketLbWrite::PutAffinityMatch);
+        puts(
+            &mut writes,
+            &held.services,
+            &want.services,
+            SocketLbWrite::PutService,
+        );
+        deletes(
+            &mut writes,
+            &held.services,
+            &want.services,
+            SocketLbWrite::DeleteService,
+        );
+        let pinned = |state: &SocketLbState| -> BTreeSet<u32> {
+            state
+                .services
+                .values()
+                .filter(|v| v.flags & SERVICE_FLAG_AFFINITY != 0)
+                .map(|v| v.service_id)
+                .collect()
+        };
+        let (had, has) = (pinned(held), pinned(want));
+        writes.extend(
+            had.difference(&has)
+                .map(|id| SocketLbWrite::ClearAffinity(*id)),
+        );
+        deletes(
+            &mut writes,
+            &held.slots,
+            &want.slots,
+            SocketLbWrite::DeleteSlot,
+        );
+        deletes(&mut writes, old, new, SocketLbWrite::DeleteAffinityMatch);
+        deletes(
+            &mut writes,
+            &held.backends,
+            &want.backends,
+            SocketLbWrite::DeleteBackend,
+        );
+        writes
+    }
+
+    fn applied_after_full(desired: &DesiredState, now: &SocketLbState) -> SocketLbApplied {
+        SocketLbApplied::after_full(desired, now)
+    }
+
+    fn plan_changes(
+        applied: &mut SocketLbApplied,
+        desired: &DesiredState,
+        held: &mut SocketLbState,
+    ) -> Option<Change<SocketLbState>> {
+        plan_changes(applied, desired, held)
+    }
 }
 
 /// Writes for the entries of `want` that `held` lacks or holds otherwise.
 fn puts<K: Ord + Copy, V: PartialEq + Copy>(
-    writes: &mut Vec<MapWrite>,
+    writes: &mut Vec<SocketLbWrite>,
     held: &BTreeMap<K, V>,
     want: &BTreeMap<K, V>,
-    put: fn(K, V) -> MapWrite,
+    put: fn(K, V) -> SocketLbWrite,
 ) {
     for (key, value) in want {
         if held.get(key) != Some(value) {
@@ -457,10 +493,10 @@ fn puts<K: Ord + Copy, V: PartialEq + Copy>(
 
 /// Deletes for the entries of `held` that `want` lacks.
 fn deletes<K: Ord + Copy, V>(
-    writes: &mut Vec<MapWrite>,
+    writes: &mut Vec<SocketLbWrite>,
     held: &BTreeMap<K, V>,
     want: &BTreeMap<K, V>,
-    delete: fn(K) -> MapWrite,
+    delete: fn(K) -> SocketLbWrite,
 ) {
     writes.extend(
         held.keys()

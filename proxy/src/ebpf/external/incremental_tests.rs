@@ -1,11 +1,13 @@
-//! Incremental NodePort syncs against full plans, through random churn.
+//! Incremental external-traffic syncs against full plans, through random churn.
 
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::model::{
-    DesiredService, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
-};
+use crate::dataplane::Dataplane;
+use crate::ebpf::churn_tests::{churn, one_node};
+use crate::ebpf::incremental::AppliedServices;
+use crate::model::DesiredState;
+use crate::model::{DesiredService, EndpointAddr, Protocol, ServicePort, ServicePortName};
 use crate::test_rng::Lcg;
 
 fn name(i: u32) -> ServicePortName {
@@ -65,66 +67,45 @@ fn random_service(rng: &mut Lcg) -> DesiredService {
 #[test]
 fn incremental_syncs_leave_what_a_full_plan_would_through_random_churn() {
     let mut rng = Lcg(7);
-    let mut desired = DesiredState {
-        node: NodeFacts {
-            ips: vec![Ipv4Addr::new(172, 31, 0, 11)],
-            ..NodeFacts::default()
-        },
-        ..DesiredState::default()
-    };
+    let mut desired = one_node();
     for i in 0..100 {
         let mut svc = random_service(&mut rng);
         // Distinct node ports to start with, so the first syncs are not all contested.
         svc.port.node_port = Some(31000 + i as u16);
         desired.services.insert(name(i), svc);
     }
-    let mut plane = NodePortPlane::new(FakeExtMaps::default());
+    let mut plane = ExternalPlane::new(FakeExternalMaps::default());
     plane.sync(&desired).unwrap();
-    let (mut partial, mut small, mut contested) = (0, 0, 0);
-    for step in 0..400 {
-        let before = plane.maps().state.clone();
-        for _ in 0..1 + rng.below(3) {
-            let n = name(rng.below(140) as u32);
-            match rng.below(6) {
-                0 => _ = desired.services.remove(&n),
-                1 => {
-                    if let Some(svc) = desired.services.get_mut(&n) {
-                        svc.external_endpoints.pop();
-                    }
+    let change = |desired: &mut DesiredState, rng: &mut Lcg| {
+        let n = name(rng.below(140) as u32);
+        match rng.below(6) {
+            0 => _ = desired.services.remove(&n),
+            1 => {
+                if let Some(svc) = desired.services.get_mut(&n) {
+                    svc.external_endpoints.pop();
                 }
-                _ => _ = desired.services.insert(n, random_service(&mut rng)),
             }
+            _ => _ = desired.services.insert(n, random_service(rng)),
         }
-        let writes_before = plane.maps().writes.len();
-        contested += usize::from(plane.applied.as_ref().is_some_and(ExtApplied::contested));
-        let report = plane.sync(&desired).unwrap();
-        partial += usize::from(!report.full);
-        small += usize::from(plane.maps().writes.len() - writes_before < 20);
-        assert_eq!(
-            plane.maps().state,
-            plan_external(&desired, &before),
-            "step {step}: the maps differ from a full plan"
-        );
-    }
+    };
+    let mut contested = 0;
+    let seen = churn(&mut plane, &mut desired, &mut rng, change, |_, plane| {
+        contested += usize::from(plane.applied().is_some_and(AppliedServices::contested));
+    });
     assert_eq!(
-        partial, 400,
+        seen.partial, 400,
         "every sync after the first one works from what it holds"
     );
     assert!(
-        small > 300 && contested > 10 && contested < 300,
-        "{small} small syncs, {contested} contested"
+        seen.small > 300 && contested > 10 && contested < 300,
+        "{} small syncs, {contested} contested",
+        seen.small
     );
 }
 
 #[test]
 fn one_endpoint_change_among_many_node_ports_plans_one_service() {
-    let mut desired = DesiredState {
-        node: NodeFacts {
-            ips: vec![Ipv4Addr::new(172, 31, 0, 11)],
-            ..NodeFacts::default()
-        },
-        ..DesiredState::default()
-    };
+    let mut desired = one_node();
     let mut rng = Lcg(3);
     for i in 0..2000u32 {
         let mut svc = random_service(&mut rng);
@@ -138,7 +119,7 @@ fn one_endpoint_change_among_many_node_ports_plans_one_service() {
         }];
         desired.services.insert(name(i), svc);
     }
-    let mut plane = NodePortPlane::new(FakeExtMaps::default());
+    let mut plane = ExternalPlane::new(FakeExternalMaps::default());
     plane.sync(&desired).unwrap();
     let svc = desired.services.get_mut(&name(7)).unwrap();
     svc.external_endpoints[0].ip = Ipv4Addr::new(10, 250, 0, 1);
@@ -146,5 +127,5 @@ fn one_endpoint_change_among_many_node_ports_plans_one_service() {
     assert!(!report.full);
     let last = plane.maps().writes.last().copied();
     assert_eq!(report.written, 1, "{last:?}");
-    assert!(matches!(last, Some(ExtWrite::PutSlot(..))), "{last:?}");
+    assert!(matches!(last, Some(ExternalWrite::PutSlot(..))), "{last:?}");
 }

@@ -141,6 +141,7 @@ fn aggregated(version: &str, groups: &[&str]) -> Value {
                 .map(|v| {
                     let resources: Vec<Value> = RESOURCES
                         .iter()
+                        .copied()
                         .filter(|r| r.group == *group && r.version == v)
                         .map(aggregated_resource)
                         .collect();

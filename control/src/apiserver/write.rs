@@ -12,12 +12,10 @@ use serde_json::{Value, json};
 
 use super::objects::{self, meta_mut};
 use super::status::ApiError;
-use super::typed;
 use super::{ApiServer, Call, json_with_warnings};
-use crate::patch::{PatchType, apply_patch};
+use crate::patch::{KindSchema, PatchType, apply_patch};
 use crate::resources::{Resource, Subresource};
 use crate::store::{Revision, Store, StoreError};
-use crate::validation;
 
 /// How unknown fields are treated (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +45,7 @@ fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiErr
         .unwrap_or("application/json");
     let object: Value = if crate::protobuf::is_protobuf(content_type) {
         // kubectl's typed clients (create namespace/deployment/service, run) send protobuf.
-        crate::protobuf::decode(body).map_err(|e| {
+        crate::protobuf::decode(body, crate::resources::protobuf_message).map_err(|e| {
             if e.is_unsupported() {
                 ApiError {
                     code: 415,
@@ -107,21 +105,21 @@ fn check_object(call: &Call, mut object: Value) -> Result<(Value, Vec<String>), 
     } else {
         meta_mut(&mut object).remove("namespace");
     }
-    let warnings = unknown_field_check(call, resource.group, resource.kind, &object)?;
+    let warnings = unknown_field_check(call, resource, &object)?;
     Ok((object, warnings))
 }
 
 fn unknown_field_check(
     call: &Call,
-    group: &str,
-    kind: &str,
+    resource: &Resource,
     object: &Value,
 ) -> Result<Vec<String>, ApiError> {
     let mode = field_validation(call)?;
-    let unknown = typed::unknown_fields_of(group, kind, object).map_err(|e| {
+    let unknown = resource.unknown_fields(object).map_err(|e| {
+        let kind = resource.kind;
         ApiError::bad_request(format!(
             "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
-            call.resource.version
+            resource.version
         ))
     })?;
     let messages: Vec<String> = unknown
@@ -139,65 +137,12 @@ fn unknown_field_check(
 }
 
 fn validate(resource: &Resource, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let errors = validation::validate(resource.kind, object, old);
+    let errors = resource.validate(object, old);
     if errors.is_empty() {
         Ok(())
     } else {
         let name = objects::name(object).unwrap_or("");
         Err(ApiError::invalid(resource, name, &errors))
-    }
-}
-
-/// Status a new object starts with, as Kubernetes' create strategies reset it.
-fn initial_status(resource: &Resource, object: &mut Value) {
-    match resource.kind {
-        "Pod" => {
-            let qos = qos_class(object);
-            object["status"] = json!({"phase": "Pending", "qosClass": qos});
-        }
-        "Service" => object["status"] = json!({"loadBalancer": {}}),
-        "Namespace" => object["status"] = json!({"phase": "Active"}),
-        "Deployment" | "ReplicaSet" => object["status"] = json!({}),
-        _ => {}
-    }
-    if resource.kind == "Namespace" {
-        let name = objects::name(object).unwrap_or("").to_owned();
-        let labels = meta_mut(object)
-            .entry("labels")
-            .or_insert_with(|| json!({}));
-        if let Value::Object(labels) = labels {
-            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
-    }
-}
-
-/// A Pod's QoS class from its containers' requests and limits.
-pub fn qos_class(pod: &Value) -> &'static str {
-    let containers = pod["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in &containers {
-        let requests = c["resources"]["requests"].as_object();
-        let limits = c["resources"]["limits"].as_object();
-        any |= requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty());
-        let full = |res: &str| {
-            let limit = limits.and_then(|l| l.get(res));
-            limit.is_some()
-                && requests
-                    .and_then(|r| r.get(res))
-                    .is_none_or(|r| Some(r) == limit)
-        };
-        guaranteed &= full("cpu") && full("memory");
-    }
-    if guaranteed {
-        "Guaranteed"
-    } else if any {
-        "Burstable"
-    } else {
-        "BestEffort"
     }
 }
 
@@ -253,8 +198,8 @@ pub async fn create_object<S: Store>(
             meta_mut(&mut object).insert("name".into(), json!(objects::generate_name(&prefix)));
         }
     }
-    validation::apply_defaults(resource.kind, &mut object);
-    initial_status(resource, &mut object);
+    resource.apply_defaults(&mut object);
+    (resource.strategy.prepare_for_create)(&mut object);
     objects::stamp_new(resource, &mut object);
     require_namespace(api, call).await?;
     let name = objects::name(&object).unwrap_or("").to_owned();
@@ -278,28 +223,16 @@ pub async fn create_object<S: Store>(
     objects::decode(resource, &kv)
 }
 
-/// Allocates a Service's ClusterIP and ports (None for other kinds); 422 for bad requests.
+/// Takes what the object needs from the cluster's pools (the kind's allocate hook); 422 for
+/// requests the pools refuse.
 fn allocate<S: Store>(
     api: &ApiServer<S>,
     resource: &Resource,
     object: &mut Value,
     old: Option<&Value>,
 ) -> Result<Option<crate::allocator::Reservation>, ApiError> {
-    if resource.kind != "Service" {
-        return Ok(None);
-    }
-    api.services
-        .allocate(object, old)
-        .map(Some)
+    (resource.strategy.hooks.allocate)(&api.services, object, old)
         .map_err(|errors| ApiError::invalid(resource, objects::name(object).unwrap_or(""), &errors))
-}
-
-/// Kinds Kubernetes lets PUT create when the object is missing.
-fn creates_on_update(resource: &Resource) -> bool {
-    matches!(
-        resource.kind,
-        "Endpoints" | "Lease" | "EndpointSlice" | "Event"
-    )
 }
 
 /// PUT of an object or its status / scale.
@@ -325,7 +258,7 @@ pub async fn update<S: Store>(
     }
     let current = api.store.get(&call.key(name)).await?;
     let Some(current) = current else {
-        if creates_on_update(call.resource) && sub.is_none() {
+        if call.resource.strategy.creates_on_update && sub.is_none() {
             let created = create_object(api, call, object).await?;
             return Ok(json_with_warnings(StatusCode::CREATED, &created, &warnings));
         }
@@ -360,7 +293,7 @@ pub(super) async fn store_update<S: Store>(
         }
         _ => {
             let mut new = new;
-            if resource.status_is_subresource {
+            if resource.strategy.status_is_subresource {
                 match old.get("status") {
                     Some(status) => new["status"] = status.clone(),
                     None => {
@@ -380,10 +313,10 @@ pub(super) async fn store_update<S: Store>(
             json!(call.namespace.clone().unwrap_or_default()),
         );
     }
-    validation::apply_defaults(resource.kind, &mut new);
+    resource.apply_defaults(&mut new);
     // The main door's preparation keeps the stored status, which the status door must change.
     if sub != Some(Subresource::Status) {
-        validation::prepare_for_update(resource.kind, &mut new, old);
+        resource.prepare_for_update(&mut new, old);
     }
     // After defaulting, so a client that leaves defaults out does not bump the generation.
     objects::keep_server_fields(resource, old, &mut new);
@@ -411,8 +344,8 @@ pub(super) async fn store_update<S: Store>(
             other => other?,
         };
         let deleted = objects::decode(resource, &kv)?;
-        if resource.kind == "Service" {
-            api.services.release_all(&deleted);
+        if let Some(release) = resource.strategy.hooks.release {
+            release(&api.services, &deleted);
         }
         return Ok(deleted);
     }
@@ -464,7 +397,7 @@ pub async fn patch<S: Store>(
         let old = objects::decode(call.resource, &current)?;
         let result = if sub == Some(Subresource::Scale) {
             let scale = super::subresources::scale_of(&old);
-            let patched = run_patch(patch_type, "Scale", &scale, body)?;
+            let patched = run_patch(patch_type, &KindSchema::PLAIN, &scale, body)?;
             super::subresources::write_scale(
                 api,
                 call,
@@ -475,7 +408,7 @@ pub async fn patch<S: Store>(
             .await
             .map(|scale| (scale, Vec::new()))
         } else {
-            let patched = run_patch(patch_type, call.resource.kind, &old, body)?;
+            let patched = run_patch(patch_type, call.resource.strategy.patch, &old, body)?;
             let (mut patched, warnings) = check_object(call, patched)?;
             if patch_type == PatchType::Apply {
                 record_manager(&mut patched, call, "Apply");
@@ -503,18 +436,17 @@ pub async fn patch<S: Store>(
 
 fn run_patch(
     patch_type: PatchType,
-    kind: &str,
+    schema: &KindSchema,
     original: &Value,
     body: &Bytes,
 ) -> Result<Value, ApiError> {
     let mut original = original.clone();
     meta_mut(&mut original).remove("managedFields");
-    apply_patch(patch_type, kind, &original, body).map_err(|e| {
+    apply_patch(patch_type, *schema, &original, body).map_err(|e| {
         let code = e.http_status();
         let reason = match code {
             400 => "BadRequest",
             413 => "RequestEntityTooLarge",
-            415 => "UnsupportedMediaType",
             _ => "Invalid",
         };
         ApiError {

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::time::{human_duration_since, timestamp};
 use super::{Column, Printer, Row, age, flag, int, list, name, present, text};
 
-pub(super) static POD: Printer = Printer {
+/// The printer of Pods: READY, STATUS, RESTARTS, AGE (and IP, NODE wide).
+pub static POD: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string("Ready", "The aggregate readiness state of this pod for accepting traffic."),
@@ -383,7 +384,7 @@ mod tests {
                 {"name": "job", "ready": false, "restartCount": 0,
                  "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
         );
-        let table = to_table("Pod", &[p], IncludeObject::None, NOW, json!({}));
+        let table = to_table(&super::POD, &[p], IncludeObject::None, NOW, json!({}));
         let row = &table["rows"][0];
         assert_eq!(row["cells"][1], "0/1");
         assert_eq!(row["cells"][2], "Completed");
@@ -511,7 +512,7 @@ mod tests {
         let status = json!({"phase": "Failed", "reason": "Evicted",
             "message": "The node was low on resource: memory."});
         let p = pod(json!({"containers": [{"name": "app"}]}), status);
-        let table = to_table("Pod", &[p], IncludeObject::None, NOW, json!({}));
+        let table = to_table(&super::POD, &[p], IncludeObject::None, NOW, json!({}));
         assert_eq!(table["rows"][0]["cells"][2], "Evicted");
         assert_eq!(table["rows"][0]["conditions"][0]["reason"], "Failed");
     }

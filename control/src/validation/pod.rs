@@ -20,6 +20,11 @@ use super::podspec::{validate_pod_spec, validate_tolerations};
 
 const UPDATABLE_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
+/// Pod defaults (its spec's).
+pub(crate) fn default_pod(obj: &mut Value) {
+    default_pod_spec(obj_mut(obj, "spec"), true);
+}
+
 /// Defaults for a Pod object (`is_pod`) or a pod template's spec.
 pub(crate) fn default_pod_spec(spec: &mut Value, is_pod: bool) {
     default_zero(spec, "dnsPolicy", json!("ClusterFirst"));

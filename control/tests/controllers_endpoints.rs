@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::TestServer;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -586,12 +587,22 @@ async fn an_empty_service_gets_a_placeholder_and_selectorless_ones_are_left_alon
     // The barrier: once the Service gets a selector, the controller must publish for it; it
     // saw the selectorless Service first, so anything it wrote for that came before.
     let select = json!({"spec": {"selector": {"app": "web"}}});
-    c.services
+    let selected = c
+        .services
         .patch("manual", &PatchParams::default(), &Patch::Merge(&select))
         .await
         .unwrap();
-    c.slices_until("manual", |s| s.len() == 1).await;
-    c.endpoints_until("manual", |e| e.subsets.is_none()).await;
+    let slices = c.slices_until("manual", |s| s.len() == 1).await;
+    let ep = c.endpoints_until("manual", |e| e.subsets.is_none()).await;
+    let revision =
+        |meta: &ObjectMeta| -> u64 { meta.resource_version.as_deref().unwrap().parse().unwrap() };
+    for written in [&slices[0].metadata, &ep.metadata] {
+        assert!(
+            revision(written) > revision(&selected.metadata),
+            "{:?} written before the Service had a selector",
+            written.name
+        );
+    }
     assert_eq!(
         c.endpoint_writes_at_least(writes + 3).await,
         writes + 3,

@@ -1,9 +1,8 @@
-//! create, update, patch, and the status / scale / binding subresources.
+//! create and update, of an object or its status / scale.
 //!
-//! Every write takes the same road: decode and check the body against its type, default,
-//! validate, carry over what only the server may set, then one compare-and-swap in the store
-//! (a stale resourceVersion is a 409). Patches are computed against the stored object and
-//! retried when someone else wrote in between, as kube-apiserver does.
+//! Every write takes the same road (patches too, see `patch.rs`): decode and check the body
+//! against its type, default, prepare and validate by the kind's strategy, carry over what only
+//! the server may set, then one compare-and-swap in the store (a stale resourceVersion is a 409).
 
 use axum::http::{StatusCode, header};
 use axum::response::Response;
@@ -13,7 +12,6 @@ use serde_json::{Value, json};
 use super::objects::{self, meta_mut};
 use super::status::ApiError;
 use super::{ApiServer, Call, json_with_warnings};
-use crate::patch::{KindSchema, PatchType, apply_patch};
 use crate::resources::{Resource, Subresource};
 use crate::store::{Revision, Store, StoreError};
 
@@ -36,13 +34,27 @@ pub(super) fn field_validation(call: &Call) -> Result<FieldValidation, ApiError>
     }
 }
 
-/// Parses a JSON body and checks its type, namespace and fields. Returns it with warnings.
-fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiError> {
-    let content_type = call
-        .headers
+/// The request's Content-Type, if it has a readable one.
+pub(super) fn content_type(call: &Call) -> Option<&str> {
+    call.headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+}
+
+/// A body written to `.../<name>` must carry that name.
+pub(super) fn require_url_name(object: &Value, name: &str) -> Result<(), ApiError> {
+    if objects::name(object) == Some(name) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "the name of the object ({}) does not match the name on the URL ({name})",
+        objects::name(object).unwrap_or("")
+    )))
+}
+
+/// Parses a JSON body and checks its type, namespace and fields. Returns it with warnings.
+fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiError> {
+    let content_type = content_type(call).unwrap_or("application/json");
     let object: Value = if crate::protobuf::is_protobuf(content_type) {
         // kubectl's typed clients (create namespace/deployment/service, run) send protobuf.
         crate::protobuf::decode(body, crate::resources::protobuf_message).map_err(|e| {
@@ -67,7 +79,10 @@ fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiErr
     check_object(call, object)
 }
 
-fn check_object(call: &Call, mut object: Value) -> Result<(Value, Vec<String>), ApiError> {
+pub(super) fn check_object(
+    call: &Call,
+    mut object: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
     let resource = call.resource;
     if !object.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -250,12 +265,7 @@ pub async fn update<S: Store>(
         return Ok(super::json(StatusCode::OK, &updated));
     }
     let (object, warnings) = decode_body(call, body)?;
-    if objects::name(&object) != Some(name) {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            objects::name(&object).unwrap_or("")
-        )));
-    }
+    require_url_name(&object, name)?;
     let current = api.store.get(&call.key(name)).await?;
     let Some(current) = current else {
         if call.resource.strategy.creates_on_update && sub.is_none() {
@@ -362,143 +372,4 @@ pub(super) async fn store_update<S: Store>(
         reservation.commit();
     }
     objects::decode(resource, &kv)
-}
-
-/// PATCH of an object or its status / scale.
-pub async fn patch<S: Store>(
-    api: &ApiServer<S>,
-    call: &Call,
-    name: &str,
-    sub: Option<Subresource>,
-    body: &Bytes,
-) -> Result<Response, ApiError> {
-    let content_type = call
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let patch_type = PatchType::from_content_type(content_type)
-        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
-    if patch_type == PatchType::Apply && call.query.get("fieldManager").is_none() {
-        return Err(ApiError::bad_request(
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-        ));
-    }
-    // The patch may itself pin a resourceVersion; then a conflict is final, else we retry.
-    const ATTEMPTS: usize = 5;
-    for attempt in 1..=ATTEMPTS {
-        let current = api.store.get(&call.key(name)).await?;
-        let Some(current) = current else {
-            if patch_type == PatchType::Apply && sub.is_none() {
-                return apply_create(api, call, name, body).await;
-            }
-            return Err(ApiError::not_found(call.resource, name));
-        };
-        let old = objects::decode(call.resource, &current)?;
-        let result = if sub == Some(Subresource::Scale) {
-            let scale = super::subresources::scale_of(&old);
-            let patched = run_patch(patch_type, &KindSchema::PLAIN, &scale, body)?;
-            super::subresources::write_scale(
-                api,
-                call,
-                name,
-                &patched,
-                Some((&old, current.mod_revision)),
-            )
-            .await
-            .map(|scale| (scale, Vec::new()))
-        } else {
-            let patched = run_patch(patch_type, call.resource.strategy.patch, &old, body)?;
-            let (mut patched, warnings) = check_object(call, patched)?;
-            if patch_type == PatchType::Apply {
-                record_manager(&mut patched, call, "Apply");
-            }
-            let pinned = objects::resource_version(&patched)?;
-            if pinned.is_some_and(|rv| rv != current.mod_revision) {
-                return Err(ApiError::stale(call.resource, name));
-            }
-            store_update(api, call, name, &old, patched, sub, current.mod_revision)
-                .await
-                .map(|v| (v, warnings))
-        };
-        match result {
-            Err(err) if err.code == 409 && err.reason == "Conflict" && attempt < ATTEMPTS => {
-                continue;
-            }
-            Err(err) => return Err(err),
-            Ok((updated, warnings)) => {
-                return Ok(json_with_warnings(StatusCode::OK, &updated, &warnings));
-            }
-        }
-    }
-    Err(ApiError::stale(call.resource, name))
-}
-
-fn run_patch(
-    patch_type: PatchType,
-    schema: &KindSchema,
-    original: &Value,
-    body: &Bytes,
-) -> Result<Value, ApiError> {
-    let mut original = original.clone();
-    meta_mut(&mut original).remove("managedFields");
-    apply_patch(patch_type, *schema, &original, body).map_err(|e| {
-        let code = e.http_status();
-        let reason = match code {
-            400 => "BadRequest",
-            413 => "RequestEntityTooLarge",
-            _ => "Invalid",
-        };
-        ApiError {
-            code,
-            reason,
-            message: e.to_string(),
-            details: None,
-        }
-    })
-}
-
-/// Server-side apply of an object that does not exist yet: a create.
-async fn apply_create<S: Store>(
-    api: &ApiServer<S>,
-    call: &Call,
-    name: &str,
-    body: &Bytes,
-) -> Result<Response, ApiError> {
-    let object: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-    let (mut object, warnings) = check_object(call, object)?;
-    if objects::name(&object) != Some(name) {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            objects::name(&object).unwrap_or("")
-        )));
-    }
-    record_manager(&mut object, call, "Apply");
-    let created = create_object(api, call, object).await?;
-    Ok(json_with_warnings(StatusCode::CREATED, &created, &warnings))
-}
-
-/// Notes the field manager in `managedFields`, replacing its earlier entry.
-fn record_manager(object: &mut Value, call: &Call, operation: &str) {
-    let manager = call
-        .query
-        .get("fieldManager")
-        .unwrap_or("unknown")
-        .to_owned();
-    let entry = json!({
-        "manager": manager, "operation": operation, "apiVersion": call.resource.api_version(),
-        "time": crate::time::now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": {},
-    });
-    let meta = meta_mut(object);
-    let mut entries: Vec<Value> = meta
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| !(e["manager"] == json!(manager) && e["operation"] == json!(operation)))
-        .collect();
-    entries.push(entry);
-    meta.insert("managedFields".into(), Value::Array(entries));
 }

@@ -78,16 +78,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
         failures: FailureBackoff::default(),
     });
     applier(
-        |d, ctx| {
-            Box::pin(async move {
-                let key = ObjectRef::from_obj(&*d);
-                let failures = Arc::clone(&ctx);
-                failures
-                    .failures
-                    .reset_on_success(&key, reconcile(d, ctx))
-                    .await
-            })
-        },
+        |d, ctx| Box::pin(reconcile(d, ctx)),
         error_policy,
         context,
         d_store,
@@ -139,7 +130,16 @@ fn error_policy(d: Arc<Deployment>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(ctx.failures.failed(ObjectRef::from_obj(&*d)))
 }
 
+/// One reconcile; a success forgets the Deployment's failures.
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*d);
+    let action = sync(d, Arc::clone(&ctx)).await?;
+    ctx.failures.succeeded(&key);
+    Ok(action)
+}
+
+/// Brings one Deployment's ReplicaSets and status to what its spec says.
+async fn sync(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.replicasets
         .wait_until_ready()
         .await

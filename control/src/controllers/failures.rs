@@ -32,19 +32,6 @@ impl<K: Eq + Hash> FailureBackoff<K> {
         super::backoff(*count - 1)
     }
 
-    /// Awaits `reconcile` of `key`, forgetting the key's failures if it succeeds.
-    pub async fn reset_on_success<T, E>(
-        &self,
-        key: &K,
-        reconcile: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let result = reconcile.await;
-        if result.is_ok() {
-            self.succeeded(key);
-        }
-        result
-    }
-
     /// Forgets the failures of `key`: its reconcile succeeded.
     pub fn succeeded(&self, key: &K) {
         self.failures

@@ -323,17 +323,7 @@ async fn collect<K>(
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
 {
     applier(
-        move |object: Arc<K>, ctx: Arc<Context>| {
-            let meta = object.meta().clone();
-            Box::pin(async move {
-                let key = object_key(kind, &meta);
-                let shared = Arc::clone(&ctx);
-                shared
-                    .failures
-                    .reset_on_success(&key, reconcile(kind, meta, ctx))
-                    .await
-            })
-        },
+        move |object: Arc<K>, ctx| Box::pin(reconcile(kind, object.meta().clone(), ctx)),
         move |object: Arc<K>, err: &Error, ctx: Arc<Context>| {
             retry_after_failure(kind, object.meta(), err, &ctx)
         },
@@ -357,8 +347,16 @@ fn api(ctx: &Context, kind: Kind, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(ctx.client.clone(), namespace, &kind.api_resource())
 }
 
-/// One object: finish its own deletion if it waits on us, else collect it if orphaned.
+/// Collects one object and, when that works, forgets its failures.
 async fn reconcile(kind: Kind, meta: ObjectMeta, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = object_key(kind, &meta);
+    let action = collect_one(kind, meta, Arc::clone(&ctx)).await?;
+    ctx.failures.succeeded(&key);
+    Ok(action)
+}
+
+/// One object: finish its own deletion if it waits on us, else collect it if orphaned.
+async fn collect_one(kind: Kind, meta: ObjectMeta, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.stores.ready().await?;
     let namespace = meta.namespace.clone().unwrap_or_default();
     let uid = meta.uid.clone().unwrap_or_default();

@@ -73,16 +73,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
         failures: FailureBackoff::default(),
     });
     applier(
-        |rs, ctx| {
-            Box::pin(async move {
-                let key = ObjectRef::from_obj(&*rs);
-                let failures = Arc::clone(&ctx);
-                failures
-                    .failures
-                    .reset_on_success(&key, reconcile(rs, ctx))
-                    .await
-            })
-        },
+        |rs, ctx| Box::pin(reconcile(rs, ctx)),
         error_policy,
         context,
         rs_store,
@@ -131,7 +122,16 @@ fn error_policy(rs: Arc<ReplicaSet>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(ctx.failures.failed(ObjectRef::from_obj(&*rs)))
 }
 
+/// One reconcile; a success forgets the ReplicaSet's failures.
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*rs);
+    let action = sync(rs, Arc::clone(&ctx)).await?;
+    ctx.failures.succeeded(&key);
+    Ok(action)
+}
+
+/// Brings one ReplicaSet's Pods and status to what its spec says.
+async fn sync(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.pods
         .wait_until_ready()
         .await

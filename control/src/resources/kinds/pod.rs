@@ -55,7 +55,7 @@ fn prepare_for_create(pod: &mut Value) {
 }
 
 /// A Pod's QoS class from its containers' requests and limits.
-pub fn qos_class(pod: &Value) -> &'static str {
+fn qos_class(pod: &Value) -> &'static str {
     let containers = pod["spec"]["containers"]
         .as_array()
         .cloned()

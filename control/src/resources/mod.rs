@@ -102,9 +102,6 @@ pub static RESOURCES: &[&Resource] = &[
     &kinds::lease::LEASE,
 ];
 
-/// The API groups served, besides the core group, in discovery order.
-pub static GROUPS: &[&str] = &["apps", "discovery.k8s.io", "coordination.k8s.io"];
-
 /// Two entries are the same resource when they share group, version and plural.
 impl PartialEq for Resource {
     fn eq(&self, other: &Self) -> bool {
@@ -253,6 +250,17 @@ pub fn protobuf_message(
         .and_then(|r| r.strategy.protobuf)
 }
 
+/// The API groups served, besides the core group, in discovery order (the table's).
+pub fn groups() -> Vec<&'static str> {
+    let mut groups: Vec<&'static str> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !groups.contains(&r.group) {
+            groups.push(r.group);
+        }
+    }
+    groups
+}
+
 /// The versions served for `group`.
 pub fn versions_of(group: &str) -> Vec<&'static str> {
     let mut versions: Vec<&'static str> = RESOURCES
@@ -336,6 +344,14 @@ mod tests {
                 "{kind}: status handling disagrees with the /status door"
             );
         }
+    }
+
+    #[test]
+    fn groups_come_from_the_table_in_its_order() {
+        assert_eq!(
+            groups(),
+            ["apps", "discovery.k8s.io", "coordination.k8s.io"]
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! skiff-control: the control plane.
+//! skiff-control: the control plane, in one process.
 //!
-//! An apiserver that speaks the Kubernetes REST API — so kubectl, client-go, the Python client
-//! and kube-rs work unmodified — over a revisioned, watchable store (`store`), with a watch
-//! cache that fans changes out to every watcher (`watch_cache`). The scheduler and controllers
-//! arrive with their own issue and talk to it through the same API.
+//! An apiserver that speaks the Kubernetes REST API ([`apiserver`]) — so kubectl, client-go and
+//! kube-rs work unmodified — over a revisioned, watchable store ([`store`], embedded SQLite), with
+//! a watch cache that fans each change out to every watcher ([`watch_cache`]). What differs
+//! between kinds lives in one table ([`resources`]); Service addresses are allocated inside the
+//! write ([`allocator`]), so no Service is stored without them. The scheduler and controllers
+//! ([`controllers`]) run alongside but reach the apiserver only through its API, as
+//! kube-scheduler and kube-controller-manager do, so any of them could serve a real cluster.
 
 pub mod allocator;
 pub mod apiserver;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::TestServer;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -59,6 +60,20 @@ impl Cluster {
             client,
             _server: server,
         }
+    }
+
+    /// [`Self::endpoint_writes`] once there are `at_least` of them. (The request counter moves
+    /// after the reply, which a watcher may see first.)
+    async fn endpoint_writes_at_least(&self, at_least: u64) -> u64 {
+        eventually(&format!("{at_least} endpoint writes"), || async {
+            let writes = self.endpoint_writes().await;
+            if writes >= at_least {
+                Ok(writes)
+            } else {
+                Err(format!("{writes} writes"))
+            }
+        })
+        .await
     }
 
     /// Writes (any verb but get, list, watch) to EndpointSlices and Endpoints so far, from
@@ -319,40 +334,25 @@ async fn three_ready_pods_make_one_slice_and_an_endpoints_mirror() {
     assert_eq!(subsets.len(), 1);
     assert_eq!(subsets[0].ports.as_ref().unwrap()[0].port, 8080);
 
-    // Nothing changed for the Service: touching a Pod must not rewrite anything. (The request
-    // counter moves after the reply, which a watcher may see first: wait for both writes.)
-    let writes = eventually("the slice and the Endpoints written", || async {
-        let writes = c.endpoint_writes().await;
-        if writes >= 2 {
-            Ok(writes)
-        } else {
-            Err(format!("{writes} writes"))
-        }
-    })
-    .await;
-    let before = (
-        slice.metadata.resource_version.clone(),
-        ep.metadata.resource_version.clone(),
-    );
+    // Nothing changed for the Service: touching a Pod must not rewrite anything. The barrier:
+    // a later change of that Pod must be written (once to the slice, once to the Endpoints);
+    // the controller sees the two in order, so a write for the touch would come first.
+    let writes = c.endpoint_writes_at_least(2).await;
     let touch = json!({"metadata": {"annotations": {"touched": "yes"}}});
     c.pods
         .patch("web-2", &PatchParams::default(), &Patch::Merge(&touch))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let slices = c.slices_of("web").await;
-    let ep = c.endpoints.get("web").await.unwrap();
-    assert_eq!(slices.len(), 1);
+    c.set_status("web-2", "10.244.0.11", false).await;
+    c.slices_until("web", |s| {
+        conditions(s, "web-2").is_some_and(|(ready, _, _)| !ready)
+    })
+    .await;
+    c.endpoints_until("web", |e| ips(e, false) == ["10.244.0.11"])
+        .await;
     assert_eq!(
-        (
-            slices[0].metadata.resource_version.clone(),
-            ep.metadata.resource_version
-        ),
-        before
-    );
-    assert_eq!(
-        c.endpoint_writes().await,
-        writes,
+        c.endpoint_writes_at_least(writes + 2).await,
+        writes + 2,
         "no writes without a change"
     );
 }
@@ -574,19 +574,46 @@ async fn an_empty_service_gets_a_placeholder_and_selectorless_ones_are_left_alon
     assert!(slices[0].endpoints.is_empty());
     c.endpoints_until("empty", |e| e.subsets.is_none()).await;
 
+    let writes = c.endpoint_writes_at_least(2).await;
     c.service("manual", json!({"ports": [{"port": 80}]})).await;
     let mine = from::<EndpointSlice>(json!({"metadata": {"name": "manual-1",
         "labels": {"kubernetes.io/service-name": "manual"}},
         "addressType": "IPv4", "endpoints": [{"addresses": ["192.0.2.1"]}]}));
-    c.slices
+    let mine = c
+        .slices
         .create(&PostParams::default(), &mine)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(c.slices_of("manual").await.is_empty());
+    // The barrier: once the Service gets a selector, the controller must publish for it; it
+    // saw the selectorless Service first, so anything it wrote for that came before.
+    let select = json!({"spec": {"selector": {"app": "web"}}});
+    let selected = c
+        .services
+        .patch("manual", &PatchParams::default(), &Patch::Merge(&select))
+        .await
+        .unwrap();
+    let slices = c.slices_until("manual", |s| s.len() == 1).await;
+    let ep = c.endpoints_until("manual", |e| e.subsets.is_none()).await;
+    let revision =
+        |meta: &ObjectMeta| -> u64 { meta.resource_version.as_deref().unwrap().parse().unwrap() };
+    for written in [&slices[0].metadata, &ep.metadata] {
+        assert!(
+            revision(written) > revision(&selected.metadata),
+            "{:?} written before the Service had a selector",
+            written.name
+        );
+    }
+    assert_eq!(
+        c.endpoint_writes_at_least(writes + 3).await,
+        writes + 3,
+        "my slice, then the placeholder and the Endpoints once selected, and nothing else"
+    );
     let kept = c.slices.get("manual-1").await.unwrap();
+    assert_eq!(
+        kept.metadata.resource_version,
+        mine.metadata.resource_version
+    );
     assert_eq!(kept.endpoints[0].addresses, ["192.0.2.1"]);
-    assert!(c.endpoints.get_opt("manual").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

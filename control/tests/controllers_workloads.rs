@@ -35,6 +35,17 @@ where
     }
 }
 
+/// Waits until `name` is gone from `api`.
+async fn gone<K>(what: &str, api: &Api<K>, name: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
 struct Cluster {
     server: TestServer,
     client: kube::Client,
@@ -487,21 +498,33 @@ async fn orphan_deletion_keeps_dependents() {
         ..DeleteParams::default()
     };
     cluster.deployments().delete("web", &params).await.unwrap();
-    eventually("the deployment gone", || async {
-        cluster
-            .deployments()
-            .get_opt("web")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    gone("the deployment gone", &cluster.deployments(), "web").await;
     let kept = cluster.replicasets().get(&rs.name_any()).await.unwrap();
     assert!(kept.owner_references().is_empty());
     assert!(kept.metadata.deletion_timestamp.is_none());
-    // Give the collector time to (wrongly) act; the orphans stay with their Pods.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The barrier: a ReplicaSet whose owner is gone, made after the orphaning, must be
+    // collected; the collector saw the orphan first, so had it (wrongly) taken it, it did so
+    // before. The orphans stay with their Pods.
+    let stray: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "stray",
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": "web", "uid": "not-the-real-uid"}]},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"stray": "x"}},
+                 "template": {"metadata": {"labels": {"stray": "x"}},
+                              "spec": {"containers": [{"name": "c", "image": "example/app:1"}]}}}
+    }))
+    .unwrap();
+    cluster
+        .replicasets()
+        .create(&PostParams::default(), &stray)
+        .await
+        .unwrap();
+    gone(
+        "the stray replicaset collected",
+        &cluster.replicasets(),
+        "stray",
+    )
+    .await;
     assert!(
         cluster
             .replicasets()
@@ -532,16 +555,7 @@ async fn objects_whose_owner_is_gone_are_collected() {
         .create(&PostParams::default(), &stray)
         .await
         .unwrap();
-    eventually("the stray pod collected", || async {
-        cluster
-            .pods()
-            .get_opt("stray")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    gone("the stray pod collected", &cluster.pods(), "stray").await;
     // The ReplicaSet's own Pods are untouched.
     assert_eq!(cluster.live_pods().await.len(), 2);
 }

@@ -7,6 +7,44 @@ use std::time::Duration;
 
 use common::TestServer;
 
+/// The lines a running command prints, as they come.
+struct Lines {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+impl Lines {
+    fn of(output: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(output).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            lines,
+            seen: std::cell::RefCell::default(),
+        }
+    }
+
+    /// Waits (bounded) for a line that `want` accepts and returns it.
+    fn wait_for(&self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(line) => self.seen.borrow_mut().push(line),
+                Err(e) => panic!("no such line ({e}); printed: {:?}", self.seen.borrow()),
+            }
+        }
+    }
+}
+
 struct Kubectl {
     kubeconfig: std::path::PathBuf,
     cache: std::path::PathBuf,
@@ -262,12 +300,15 @@ async fn kubectl_works_as_against_a_real_cluster() {
             "7"
         );
 
-        // get -w prints the change; wait returns when the condition holds.
+        // get -w prints the object, then each change: once its row is out, the watch runs from
+        // the version it listed, so the scale that follows must show; wait returns when the
+        // condition holds.
         let mut watch = k
             .command(&["get", "deploy", "web", "-n", "demo", "-w"])
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(700));
+        let watched = Lines::of(watch.stdout.take().unwrap());
+        watched.wait_for(|l| l.starts_with("web"));
         k.ok(&["scale", "deploy", "web", "--replicas=5", "-n", "demo"]);
         let waited = k.ok(&[
             "wait",
@@ -278,16 +319,9 @@ async fn kubectl_works_as_against_a_real_cluster() {
             "--timeout=10s",
         ]);
         assert!(waited.contains("condition met"), "{waited}");
-        std::thread::sleep(Duration::from_millis(500));
+        watched.wait_for(|l| l.starts_with("web") && l.contains("0/5"));
         let _ = watch.kill();
-        let watched =
-            String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).into_owned();
-        assert!(
-            watched
-                .lines()
-                .any(|l| l.starts_with("web") && l.contains("0/5")),
-            "{watched}"
-        );
+        let _ = watch.wait();
 
         assert!(
             k.ok(&["delete", "svc", "web", "-n", "demo"])

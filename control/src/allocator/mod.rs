@@ -7,17 +7,20 @@
 //! succeeds, and given back by its Drop when the write fails or is a dry run — so a failed
 //! create leaks nothing. The used set is rebuilt from the stored Services at start.
 
+mod claim;
 mod ranges;
 mod reservation;
 
 pub use ranges::ServiceRanges;
 pub use reservation::Reservation;
 
+use claim::Claim;
+
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::validation::{FieldError, FieldErrorKind};
 
@@ -92,157 +95,22 @@ impl ServiceAllocator {
     ) -> Result<Reservation, Vec<FieldError>> {
         let mut reservation = Reservation::new(Arc::clone(self));
         let old_items: HashSet<Item> = old.map(items_of).unwrap_or_default().into_iter().collect();
-        let mut errors = Vec::new();
         let service_type = service["spec"]["type"]
             .as_str()
             .unwrap_or("ClusterIP")
             .to_owned();
-        let mut used = self.used.lock().expect("allocator lock");
-
-        // ClusterIP.
-        if service_type == "ExternalName" {
-            for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
-                if let Some(spec) = service["spec"].as_object_mut() {
-                    spec.remove(field);
-                }
-            }
-        } else {
-            let requested = service["spec"]["clusterIP"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            match requested.as_str() {
-                "None" => {}
-                "" => match self.next_free_ip(&mut used) {
-                    Some(ip) => {
-                        used.items.insert(Item::Ip(ip));
-                        reservation.taken.push(Item::Ip(ip));
-                        service["spec"]["clusterIP"] = json!(ip.to_string());
-                        service["spec"]["clusterIPs"] = json!([ip.to_string()]);
-                    }
-                    None => errors.push(invalid(
-                        "spec.clusterIPs".into(),
-                        json!(""),
-                        format!("no free addresses left in the range {}", self.ranges.cluster_ip),
-                    )),
-                },
-                text => match text.parse::<Ipv4Addr>() {
-                    Ok(ip) if !self.ranges.cluster_ip.contains(&ip) => errors.push(invalid(
-                        "spec.clusterIPs".into(),
-                        json!([text]),
-                        format!("failed to allocate IP {text}: the provided IP ({text}) is not in the valid range. The range of valid IPs is {}", self.ranges.cluster_ip),
-                    )),
-                    Ok(ip) if old_items.contains(&Item::Ip(ip)) => {}
-                    Ok(ip) if used.items.contains(&Item::Ip(ip)) => errors.push(invalid(
-                        "spec.clusterIPs".into(),
-                        json!([text]),
-                        format!("failed to allocate IP {text}: provided IP is already allocated"),
-                    )),
-                    Ok(ip) => {
-                        used.items.insert(Item::Ip(ip));
-                        reservation.taken.push(Item::Ip(ip));
-                        service["spec"]["clusterIPs"] = json!([text]);
-                    }
-                    Err(_) => {} // validation reports the malformed address
-                },
-            }
-        }
-
-        // nodePorts.
-        let wants_node_ports = matches!(service_type.as_str(), "NodePort" | "LoadBalancer")
-            && service["spec"]["allocateLoadBalancerNodePorts"].as_bool() != Some(false)
-            || service_type == "NodePort";
-        let mut own_ports: HashSet<u16> = HashSet::new();
-        if let Some(ports) = service["spec"]["ports"].as_array_mut() {
-            for (i, port) in ports.iter_mut().enumerate() {
-                if !wants_node_ports {
-                    if let Some(p) = port.as_object_mut() {
-                        p.remove("nodePort");
-                    }
-                    continue;
-                }
-                let field = format!("spec.ports[{i}].nodePort");
-                match port["nodePort"].as_u64().filter(|p| *p != 0) {
-                    None => match self.next_free_port(&mut used) {
-                        Some(p) => {
-                            used.items.insert(Item::Port(p));
-                            reservation.taken.push(Item::Port(p));
-                            own_ports.insert(p);
-                            port["nodePort"] = json!(p);
-                        }
-                        None => {
-                            errors.push(invalid(field, json!(0), "no free node ports left".into()))
-                        }
-                    },
-                    Some(p) => {
-                        let p16 = u16::try_from(p).unwrap_or(0);
-                        if !self.ranges.node_ports.contains(&p16) {
-                            errors.push(invalid(field, json!(p), format!(
-                                "provided port is not in the valid range. The range of valid ports is {}-{}",
-                                self.ranges.node_ports.start(), self.ranges.node_ports.end()
-                            )));
-                        } else if own_ports.contains(&p16) || old_items.contains(&Item::Port(p16)) {
-                            own_ports.insert(p16);
-                        } else if used.items.contains(&Item::Port(p16)) {
-                            errors.push(invalid(
-                                field,
-                                json!(p),
-                                "provided port is already allocated".into(),
-                            ));
-                        } else {
-                            used.items.insert(Item::Port(p16));
-                            reservation.taken.push(Item::Port(p16));
-                            own_ports.insert(p16);
-                        }
-                    }
-                }
-            }
-        }
-
-        // healthCheckNodePort, as Kubernetes: LoadBalancer Services with externalTrafficPolicy Local.
-        let needs_health_check = service_type == "LoadBalancer"
-            && service["spec"]["externalTrafficPolicy"].as_str() == Some("Local");
-        if needs_health_check {
-            match service["spec"]["healthCheckNodePort"]
-                .as_u64()
-                .filter(|p| *p != 0)
-            {
-                Some(p) => {
-                    let p16 = u16::try_from(p).unwrap_or(0);
-                    if !old_items.contains(&Item::Port(p16)) {
-                        if !self.ranges.node_ports.contains(&p16)
-                            || used.items.contains(&Item::Port(p16))
-                        {
-                            errors.push(invalid(
-                                "spec.healthCheckNodePort".into(),
-                                json!(p),
-                                "provided port is not in the valid range or is already allocated"
-                                    .into(),
-                            ));
-                        } else {
-                            used.items.insert(Item::Port(p16));
-                            reservation.taken.push(Item::Port(p16));
-                        }
-                    }
-                }
-                None => match self.next_free_port(&mut used) {
-                    Some(p) => {
-                        used.items.insert(Item::Port(p));
-                        reservation.taken.push(Item::Port(p));
-                        service["spec"]["healthCheckNodePort"] = json!(p);
-                    }
-                    None => errors.push(invalid(
-                        "spec.healthCheckNodePort".into(),
-                        json!(0),
-                        "no free node ports left".into(),
-                    )),
-                },
-            }
-        } else if let Some(spec) = service["spec"].as_object_mut() {
-            spec.remove("healthCheckNodePort");
-        }
-        drop(used);
-
+        let mut claim = Claim {
+            allocator: self,
+            used: self.used.lock().expect("allocator lock"),
+            reservation: &mut reservation,
+            old_items: &old_items,
+            errors: Vec::new(),
+        };
+        claim.cluster_ip(service, &service_type);
+        claim.node_ports(service, &service_type);
+        claim.health_check_node_port(service, &service_type);
+        // The lock goes before the reservation can: its Drop takes the lock to give back.
+        let errors = claim.finish();
         if !errors.is_empty() {
             return Err(errors); // the reservation's Drop gives back what was taken
         }

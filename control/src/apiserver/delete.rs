@@ -17,9 +17,6 @@ use super::{ApiServer, Call};
 use crate::resources::{RESOURCES, Resource};
 use crate::store::{Revision, Store, StoreError};
 
-/// Namespaces that may not be deleted, as in Kubernetes.
-const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
-
 /// DeleteOptions, from the body or the query string.
 #[derive(Debug, Default)]
 struct DeleteOptions {
@@ -117,11 +114,8 @@ async fn delete_one<S: Store>(
     name: &str,
     options: &DeleteOptions,
 ) -> Result<(Value, StatusCode), ApiError> {
-    if resource.kind == "Namespace" && PROTECTED_NAMESPACES.contains(&name) {
-        return Err(ApiError::forbidden(format!(
-            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-        )));
-    }
+    let hooks = &resource.strategy.hooks;
+    (hooks.may_delete)(name).map_err(ApiError::forbidden)?;
     let key = resource.key(namespace, name);
     // Retried when the object changes under us between read and write.
     for _ in 0..5 {
@@ -134,19 +128,19 @@ async fn delete_one<S: Store>(
         check_preconditions(resource, name, &object, kv.mod_revision, options)?;
         let mut marked = object.clone();
         let finalizers = with_propagation_finalizer(&mut marked, options);
-        let grace = pod_grace_period(resource, &object, options);
+        let grace = (hooks.grace_period)(&object, options.grace_period);
         if finalizers.is_empty() && grace == 0 {
             if options.dry_run {
                 return Ok((object, StatusCode::OK));
             }
-            if resource.kind == "Namespace" {
+            if hooks.deletes_namespace_contents {
                 delete_namespace_contents(api, name).await?;
             }
             match api.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(kv) => {
                     let deleted = objects::decode(resource, &kv)?;
-                    if resource.kind == "Service" {
-                        api.services.release_all(&deleted);
+                    if let Some(release) = hooks.release {
+                        release(&api.services, &deleted);
                     }
                     return Ok((deleted, StatusCode::OK));
                 }
@@ -241,28 +235,6 @@ fn with_propagation_finalizer(object: &mut Value, options: &DeleteOptions) -> Ve
     finalizers
 }
 
-/// Seconds a Pod gets to stop: 0 unless it runs on a node (then its own grace, or the asked one).
-fn pod_grace_period(resource: &Resource, object: &Value, options: &DeleteOptions) -> i64 {
-    if resource.kind != "Pod" {
-        return 0;
-    }
-    let on_node = object["spec"]["nodeName"]
-        .as_str()
-        .is_some_and(|n| !n.is_empty());
-    let finished = matches!(
-        object["status"]["phase"].as_str(),
-        Some("Succeeded" | "Failed")
-    );
-    if !on_node || finished {
-        return 0;
-    }
-    options
-        .grace_period
-        .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
-        .unwrap_or(30)
-        .max(0)
-}
-
 /// Removes every namespaced object in `namespace` (the namespace controller's job, done inline).
 async fn delete_namespace_contents<S: Store>(
     api: &ApiServer<S>,
@@ -275,11 +247,12 @@ async fn delete_namespace_contents<S: Store>(
             .await?;
         for kv in listed.kvs {
             match api.store.delete(&kv.key, None).await {
-                Ok(deleted) if resource.kind == "Service" => {
-                    api.services
-                        .release_all(&objects::decode(resource, &deleted)?);
+                Ok(deleted) => {
+                    if let Some(release) = resource.strategy.hooks.release {
+                        release(&api.services, &objects::decode(resource, &deleted)?);
+                    }
                 }
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(StoreError::NotFound(_)) => {}
                 Err(other) => return Err(other.into()),
             }
         }

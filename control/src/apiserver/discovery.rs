@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::negotiate::{Wanted, wanted};
 use super::path::ApiPath;
-use crate::resources::{self, GROUPS, RESOURCES, Resource, Subresource};
+use crate::resources::{self, RESOURCES, Resource, Subresource};
 
 /// The Kubernetes version we answer as (the API level of the types served).
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
@@ -38,7 +38,7 @@ pub fn serve(path: &ApiPath, headers: &HeaderMap, advertise: &str) -> Response {
     };
     match (path, aggregated) {
         (ApiPath::CoreVersions, Some(v)) => aggregated_response(v, &[""]),
-        (ApiPath::Groups, Some(v)) => aggregated_response(v, GROUPS),
+        (ApiPath::Groups, Some(v)) => aggregated_response(v, &resources::groups()),
         (ApiPath::CoreVersions, None) => plain(&json!({
             "kind": "APIVersions",
             "versions": ["v1"],
@@ -47,7 +47,7 @@ pub fn serve(path: &ApiPath, headers: &HeaderMap, advertise: &str) -> Response {
         (ApiPath::Groups, None) => plain(&json!({
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": GROUPS.iter().map(|g| api_group(g)).collect::<Vec<_>>(),
+            "groups": resources::groups().iter().map(|g| api_group(g)).collect::<Vec<_>>(),
         })),
         (ApiPath::Group(group), _) => {
             let mut doc = api_group(group);
@@ -141,6 +141,7 @@ fn aggregated(version: &str, groups: &[&str]) -> Value {
                 .map(|v| {
                     let resources: Vec<Value> = RESOURCES
                         .iter()
+                        .copied()
                         .filter(|r| r.group == *group && r.version == v)
                         .map(aggregated_resource)
                         .collect();

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod negotiate;
 pub mod objects;
 pub mod openapi;
+pub mod patch;
 pub mod path;
 pub mod query;
 pub mod read;
@@ -201,7 +202,7 @@ impl<S: Store> ApiServer<S> {
             }
             (Method::PUT, Some((name, sub))) => write::update(self, &call, &name, sub, &body).await,
             (Method::PATCH, Some((name, sub))) => {
-                write::patch(self, &call, &name, sub, &body).await
+                patch::patch(self, &call, &name, sub, &body).await
             }
             (Method::DELETE, Some((name, None))) => delete::delete(self, &call, &name, &body).await,
             (Method::DELETE, None) => delete::delete_collection(self, &call, &body).await,

@@ -107,7 +107,7 @@ pub fn stamp_new(resource: &Resource, object: &mut Value) {
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    if resource.tracks_generation {
+    if resource.strategy.tracks_generation {
         meta.insert("generation".into(), json!(1));
     } else {
         meta.remove("generation");
@@ -130,7 +130,7 @@ pub fn keep_server_fields(resource: &Resource, old: &Value, new: &mut Value) {
             None => meta.remove(field),
         };
     }
-    if resource.tracks_generation && old.get("spec") != new.get("spec") {
+    if resource.strategy.tracks_generation && old.get("spec") != new.get("spec") {
         let generation = old_meta
             .get("generation")
             .and_then(Value::as_i64)

@@ -63,7 +63,7 @@ fn root() -> Value {
         );
     };
     add("", "v1");
-    for group in resources::GROUPS {
+    for group in resources::groups() {
         for version in resources::versions_of(group) {
             add(group, version);
         }

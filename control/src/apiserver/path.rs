@@ -38,7 +38,7 @@ pub fn parse(path: &str) -> Option<ApiPath> {
         ["api"] => return Some(ApiPath::CoreVersions),
         ["apis"] => return Some(ApiPath::Groups),
         ["apis", group] => {
-            return resources::GROUPS
+            return resources::groups()
                 .contains(group)
                 .then(|| ApiPath::Group((*group).to_owned()));
         }

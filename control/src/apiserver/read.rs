@@ -91,7 +91,7 @@ fn respond_one(call: &Call, object: Value) -> Response {
                 .unwrap_or("")
                 .to_owned();
             let table = to_table(
-                call.resource.kind,
+                call.resource.strategy.table,
                 &[object],
                 include,
                 crate::time::now_unix(),
@@ -241,7 +241,7 @@ pub fn respond_list(resource: &Resource, call: &Call, items: Vec<Value>, meta: V
         let include = IncludeObject::parse(call.query.get("includeObject"))
             .unwrap_or(IncludeObject::Metadata);
         let table = to_table(
-            resource.kind,
+            resource.strategy.table,
             &items,
             include,
             crate::time::now_unix(),

@@ -153,7 +153,7 @@ impl ApiError {
         let mut err = Self::new(
             422,
             "Invalid",
-            crate::validation::invalid_message(resource.kind, name, errors),
+            crate::validation::invalid_message(resource.kind, resource.group, name, errors),
         );
         err.details = Some(json!({
             "name": name, "group": resource.group, "kind": resource.kind, "causes": causes

@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
+use k8s_openapi::api::{autoscaling, core};
 use serde_json::{Value, json};
 
 use super::objects::{self, meta};
@@ -40,7 +41,7 @@ pub(super) async fn write_scale<S: Store>(
     scale: &Value,
     stored: Option<(&Value, Revision)>,
 ) -> Result<Value, ApiError> {
-    let unknown = typed::unknown_fields_of("autoscaling", "Scale", scale)
+    let unknown = typed::unknown_fields::<autoscaling::v1::Scale>(scale)
         .map_err(|e| ApiError::bad_request(format!("Scale cannot be handled: {e}")))?;
     if field_validation(call)? == FieldValidation::Strict && !unknown.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -82,7 +83,7 @@ pub async fn bind<S: Store>(
 ) -> Result<Response, ApiError> {
     let binding: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("json parse error: {e}")))?;
-    typed::unknown_fields_of("", "Binding", &binding)
+    typed::unknown_fields::<core::v1::Binding>(&binding)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let node = binding["target"]["name"].as_str().unwrap_or("").to_owned();
     if node.is_empty() {

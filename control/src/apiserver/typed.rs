@@ -6,9 +6,9 @@
 //! a decode error is a malformed object, and any key of the input that did not survive the
 //! round trip is a field the type does not have.
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
-
-use crate::resources::Resource;
 
 /// Why a body does not fit its type.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -18,47 +18,14 @@ pub enum DecodeError {
     Malformed(String),
 }
 
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
-    value: &Value,
-) -> Result<Value, DecodeError> {
-    let typed: T =
-        serde_json::from_value(value.clone()).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    serde_json::to_value(&typed).map_err(|e| DecodeError::Malformed(e.to_string()))
-}
-
-/// The round trip of `value` through the type of `kind` in `group` (unknown kinds pass as is).
-fn typed_round_trip(group: &str, kind: &str, value: &Value) -> Result<Value, DecodeError> {
-    use k8s_openapi::api::{apps, autoscaling, coordination, core, discovery};
-    match (group, kind) {
-        ("", "Namespace") => round_trip::<core::v1::Namespace>(value),
-        ("", "Node") => round_trip::<core::v1::Node>(value),
-        ("", "Pod") => round_trip::<core::v1::Pod>(value),
-        ("", "Service") => round_trip::<core::v1::Service>(value),
-        ("", "Endpoints") => round_trip::<core::v1::Endpoints>(value),
-        ("", "Event") => round_trip::<core::v1::Event>(value),
-        ("", "Binding") => round_trip::<core::v1::Binding>(value),
-        ("apps", "Deployment") => round_trip::<apps::v1::Deployment>(value),
-        ("apps", "ReplicaSet") => round_trip::<apps::v1::ReplicaSet>(value),
-        ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::v1::EndpointSlice>(value),
-        ("coordination.k8s.io", "Lease") => round_trip::<coordination::v1::Lease>(value),
-        ("autoscaling", "Scale") => round_trip::<autoscaling::v1::Scale>(value),
-        _ => Ok(value.clone()),
-    }
-}
-
-/// Checks `value` against `resource`'s type; returns the paths of fields the type lacks
-/// (`spec.replica`), or the decode error.
-pub fn unknown_fields(resource: &Resource, value: &Value) -> Result<Vec<String>, DecodeError> {
-    unknown_fields_of(resource.group, resource.kind, value)
-}
-
-/// As [`unknown_fields`], for any kind this module knows (Scale, Binding...).
-pub fn unknown_fields_of(
-    group: &str,
-    kind: &str,
+/// Checks `value` against the Kubernetes type `T`: returns the paths of fields `T` lacks
+/// (`spec.replica`), or the decode error. Each resource's entry names this for its own type.
+pub fn unknown_fields<T: DeserializeOwned + Serialize>(
     value: &Value,
 ) -> Result<Vec<String>, DecodeError> {
-    let back = typed_round_trip(group, kind, value)?;
+    let typed: T =
+        serde_json::from_value(value.clone()).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let back = serde_json::to_value(&typed).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let mut unknown = Vec::new();
     missing_paths(value, &back, "", &mut unknown);
     Ok(unknown)
@@ -95,8 +62,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use crate::resources::Resource;
+
     fn deployments() -> &'static Resource {
         crate::resources::find("apps", "v1", "deployments").unwrap()
+    }
+
+    fn unknown_fields(resource: &Resource, value: &Value) -> Result<Vec<String>, DecodeError> {
+        resource.unknown_fields(value)
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl Watcher {
     ) -> Result<(), Stop> {
         if self.table {
             let table = to_table(
-                self.resource.kind,
+                self.resource.strategy.table,
                 std::slice::from_ref(object),
                 self.include,
                 crate::time::now_unix(),

@@ -1,9 +1,8 @@
-//! create, update, patch, and the status / scale / binding subresources.
+//! create and update, of an object or its status / scale.
 //!
-//! Every write takes the same road: decode and check the body against its type, default,
-//! validate, carry over what only the server may set, then one compare-and-swap in the store
-//! (a stale resourceVersion is a 409). Patches are computed against the stored object and
-//! retried when someone else wrote in between, as kube-apiserver does.
+//! Every write takes the same road (patches too, see `patch.rs`): decode and check the body
+//! against its type, default, prepare and validate by the kind's strategy, carry over what only
+//! the server may set, then one compare-and-swap in the store (a stale resourceVersion is a 409).
 
 use axum::http::{StatusCode, header};
 use axum::response::Response;
@@ -12,12 +11,9 @@ use serde_json::{Value, json};
 
 use super::objects::{self, meta_mut};
 use super::status::ApiError;
-use super::typed;
 use super::{ApiServer, Call, json_with_warnings};
-use crate::patch::{PatchType, apply_patch};
 use crate::resources::{Resource, Subresource};
 use crate::store::{Revision, Store, StoreError};
-use crate::validation;
 
 /// How unknown fields are treated (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +34,30 @@ pub(super) fn field_validation(call: &Call) -> Result<FieldValidation, ApiError>
     }
 }
 
-/// Parses a JSON body and checks its type, namespace and fields. Returns it with warnings.
-fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiError> {
-    let content_type = call
-        .headers
+/// The request's Content-Type, if it has a readable one.
+pub(super) fn content_type(call: &Call) -> Option<&str> {
+    call.headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+}
+
+/// A body written to `.../<name>` must carry that name.
+pub(super) fn require_url_name(object: &Value, name: &str) -> Result<(), ApiError> {
+    if objects::name(object) == Some(name) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "the name of the object ({}) does not match the name on the URL ({name})",
+        objects::name(object).unwrap_or("")
+    )))
+}
+
+/// Parses a JSON body and checks its type, namespace and fields. Returns it with warnings.
+fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiError> {
+    let content_type = content_type(call).unwrap_or("application/json");
     let object: Value = if crate::protobuf::is_protobuf(content_type) {
         // kubectl's typed clients (create namespace/deployment/service, run) send protobuf.
-        crate::protobuf::decode(body).map_err(|e| {
+        crate::protobuf::decode(body, crate::resources::protobuf_message).map_err(|e| {
             if e.is_unsupported() {
                 ApiError {
                     code: 415,
@@ -69,7 +79,10 @@ fn decode_body(call: &Call, body: &Bytes) -> Result<(Value, Vec<String>), ApiErr
     check_object(call, object)
 }
 
-fn check_object(call: &Call, mut object: Value) -> Result<(Value, Vec<String>), ApiError> {
+pub(super) fn check_object(
+    call: &Call,
+    mut object: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
     let resource = call.resource;
     if !object.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -107,21 +120,21 @@ fn check_object(call: &Call, mut object: Value) -> Result<(Value, Vec<String>), 
     } else {
         meta_mut(&mut object).remove("namespace");
     }
-    let warnings = unknown_field_check(call, resource.group, resource.kind, &object)?;
+    let warnings = unknown_field_check(call, resource, &object)?;
     Ok((object, warnings))
 }
 
 fn unknown_field_check(
     call: &Call,
-    group: &str,
-    kind: &str,
+    resource: &Resource,
     object: &Value,
 ) -> Result<Vec<String>, ApiError> {
     let mode = field_validation(call)?;
-    let unknown = typed::unknown_fields_of(group, kind, object).map_err(|e| {
+    let unknown = resource.unknown_fields(object).map_err(|e| {
+        let kind = resource.kind;
         ApiError::bad_request(format!(
             "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
-            call.resource.version
+            resource.version
         ))
     })?;
     let messages: Vec<String> = unknown
@@ -139,65 +152,12 @@ fn unknown_field_check(
 }
 
 fn validate(resource: &Resource, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let errors = validation::validate(resource.kind, object, old);
+    let errors = resource.validate(object, old);
     if errors.is_empty() {
         Ok(())
     } else {
         let name = objects::name(object).unwrap_or("");
         Err(ApiError::invalid(resource, name, &errors))
-    }
-}
-
-/// Status a new object starts with, as Kubernetes' create strategies reset it.
-fn initial_status(resource: &Resource, object: &mut Value) {
-    match resource.kind {
-        "Pod" => {
-            let qos = qos_class(object);
-            object["status"] = json!({"phase": "Pending", "qosClass": qos});
-        }
-        "Service" => object["status"] = json!({"loadBalancer": {}}),
-        "Namespace" => object["status"] = json!({"phase": "Active"}),
-        "Deployment" | "ReplicaSet" => object["status"] = json!({}),
-        _ => {}
-    }
-    if resource.kind == "Namespace" {
-        let name = objects::name(object).unwrap_or("").to_owned();
-        let labels = meta_mut(object)
-            .entry("labels")
-            .or_insert_with(|| json!({}));
-        if let Value::Object(labels) = labels {
-            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
-    }
-}
-
-/// A Pod's QoS class from its containers' requests and limits.
-pub fn qos_class(pod: &Value) -> &'static str {
-    let containers = pod["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in &containers {
-        let requests = c["resources"]["requests"].as_object();
-        let limits = c["resources"]["limits"].as_object();
-        any |= requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty());
-        let full = |res: &str| {
-            let limit = limits.and_then(|l| l.get(res));
-            limit.is_some()
-                && requests
-                    .and_then(|r| r.get(res))
-                    .is_none_or(|r| Some(r) == limit)
-        };
-        guaranteed &= full("cpu") && full("memory");
-    }
-    if guaranteed {
-        "Guaranteed"
-    } else if any {
-        "Burstable"
-    } else {
-        "BestEffort"
     }
 }
 
@@ -253,8 +213,8 @@ pub async fn create_object<S: Store>(
             meta_mut(&mut object).insert("name".into(), json!(objects::generate_name(&prefix)));
         }
     }
-    validation::apply_defaults(resource.kind, &mut object);
-    initial_status(resource, &mut object);
+    resource.apply_defaults(&mut object);
+    (resource.strategy.prepare_for_create)(&mut object);
     objects::stamp_new(resource, &mut object);
     require_namespace(api, call).await?;
     let name = objects::name(&object).unwrap_or("").to_owned();
@@ -278,28 +238,16 @@ pub async fn create_object<S: Store>(
     objects::decode(resource, &kv)
 }
 
-/// Allocates a Service's ClusterIP and ports (None for other kinds); 422 for bad requests.
+/// Takes what the object needs from the cluster's pools (the kind's allocate hook); 422 for
+/// requests the pools refuse.
 fn allocate<S: Store>(
     api: &ApiServer<S>,
     resource: &Resource,
     object: &mut Value,
     old: Option<&Value>,
 ) -> Result<Option<crate::allocator::Reservation>, ApiError> {
-    if resource.kind != "Service" {
-        return Ok(None);
-    }
-    api.services
-        .allocate(object, old)
-        .map(Some)
+    (resource.strategy.hooks.allocate)(&api.services, object, old)
         .map_err(|errors| ApiError::invalid(resource, objects::name(object).unwrap_or(""), &errors))
-}
-
-/// Kinds Kubernetes lets PUT create when the object is missing.
-fn creates_on_update(resource: &Resource) -> bool {
-    matches!(
-        resource.kind,
-        "Endpoints" | "Lease" | "EndpointSlice" | "Event"
-    )
 }
 
 /// PUT of an object or its status / scale.
@@ -317,15 +265,10 @@ pub async fn update<S: Store>(
         return Ok(super::json(StatusCode::OK, &updated));
     }
     let (object, warnings) = decode_body(call, body)?;
-    if objects::name(&object) != Some(name) {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            objects::name(&object).unwrap_or("")
-        )));
-    }
+    require_url_name(&object, name)?;
     let current = api.store.get(&call.key(name)).await?;
     let Some(current) = current else {
-        if creates_on_update(call.resource) && sub.is_none() {
+        if call.resource.strategy.creates_on_update && sub.is_none() {
             let created = create_object(api, call, object).await?;
             return Ok(json_with_warnings(StatusCode::CREATED, &created, &warnings));
         }
@@ -360,7 +303,7 @@ pub(super) async fn store_update<S: Store>(
         }
         _ => {
             let mut new = new;
-            if resource.status_is_subresource {
+            if resource.strategy.status_is_subresource {
                 match old.get("status") {
                     Some(status) => new["status"] = status.clone(),
                     None => {
@@ -380,10 +323,10 @@ pub(super) async fn store_update<S: Store>(
             json!(call.namespace.clone().unwrap_or_default()),
         );
     }
-    validation::apply_defaults(resource.kind, &mut new);
+    resource.apply_defaults(&mut new);
     // The main door's preparation keeps the stored status, which the status door must change.
     if sub != Some(Subresource::Status) {
-        validation::prepare_for_update(resource.kind, &mut new, old);
+        resource.prepare_for_update(&mut new, old);
     }
     // After defaulting, so a client that leaves defaults out does not bump the generation.
     objects::keep_server_fields(resource, old, &mut new);
@@ -411,8 +354,8 @@ pub(super) async fn store_update<S: Store>(
             other => other?,
         };
         let deleted = objects::decode(resource, &kv)?;
-        if resource.kind == "Service" {
-            api.services.release_all(&deleted);
+        if let Some(release) = resource.strategy.hooks.release {
+            release(&api.services, &deleted);
         }
         return Ok(deleted);
     }
@@ -429,144 +372,4 @@ pub(super) async fn store_update<S: Store>(
         reservation.commit();
     }
     objects::decode(resource, &kv)
-}
-
-/// PATCH of an object or its status / scale.
-pub async fn patch<S: Store>(
-    api: &ApiServer<S>,
-    call: &Call,
-    name: &str,
-    sub: Option<Subresource>,
-    body: &Bytes,
-) -> Result<Response, ApiError> {
-    let content_type = call
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let patch_type = PatchType::from_content_type(content_type)
-        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
-    if patch_type == PatchType::Apply && call.query.get("fieldManager").is_none() {
-        return Err(ApiError::bad_request(
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-        ));
-    }
-    // The patch may itself pin a resourceVersion; then a conflict is final, else we retry.
-    const ATTEMPTS: usize = 5;
-    for attempt in 1..=ATTEMPTS {
-        let current = api.store.get(&call.key(name)).await?;
-        let Some(current) = current else {
-            if patch_type == PatchType::Apply && sub.is_none() {
-                return apply_create(api, call, name, body).await;
-            }
-            return Err(ApiError::not_found(call.resource, name));
-        };
-        let old = objects::decode(call.resource, &current)?;
-        let result = if sub == Some(Subresource::Scale) {
-            let scale = super::subresources::scale_of(&old);
-            let patched = run_patch(patch_type, "Scale", &scale, body)?;
-            super::subresources::write_scale(
-                api,
-                call,
-                name,
-                &patched,
-                Some((&old, current.mod_revision)),
-            )
-            .await
-            .map(|scale| (scale, Vec::new()))
-        } else {
-            let patched = run_patch(patch_type, call.resource.kind, &old, body)?;
-            let (mut patched, warnings) = check_object(call, patched)?;
-            if patch_type == PatchType::Apply {
-                record_manager(&mut patched, call, "Apply");
-            }
-            let pinned = objects::resource_version(&patched)?;
-            if pinned.is_some_and(|rv| rv != current.mod_revision) {
-                return Err(ApiError::stale(call.resource, name));
-            }
-            store_update(api, call, name, &old, patched, sub, current.mod_revision)
-                .await
-                .map(|v| (v, warnings))
-        };
-        match result {
-            Err(err) if err.code == 409 && err.reason == "Conflict" && attempt < ATTEMPTS => {
-                continue;
-            }
-            Err(err) => return Err(err),
-            Ok((updated, warnings)) => {
-                return Ok(json_with_warnings(StatusCode::OK, &updated, &warnings));
-            }
-        }
-    }
-    Err(ApiError::stale(call.resource, name))
-}
-
-fn run_patch(
-    patch_type: PatchType,
-    kind: &str,
-    original: &Value,
-    body: &Bytes,
-) -> Result<Value, ApiError> {
-    let mut original = original.clone();
-    meta_mut(&mut original).remove("managedFields");
-    apply_patch(patch_type, kind, &original, body).map_err(|e| {
-        let code = e.http_status();
-        let reason = match code {
-            400 => "BadRequest",
-            413 => "RequestEntityTooLarge",
-            415 => "UnsupportedMediaType",
-            _ => "Invalid",
-        };
-        ApiError {
-            code,
-            reason,
-            message: e.to_string(),
-            details: None,
-        }
-    })
-}
-
-/// Server-side apply of an object that does not exist yet: a create.
-async fn apply_create<S: Store>(
-    api: &ApiServer<S>,
-    call: &Call,
-    name: &str,
-    body: &Bytes,
-) -> Result<Response, ApiError> {
-    let object: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-    let (mut object, warnings) = check_object(call, object)?;
-    if objects::name(&object) != Some(name) {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            objects::name(&object).unwrap_or("")
-        )));
-    }
-    record_manager(&mut object, call, "Apply");
-    let created = create_object(api, call, object).await?;
-    Ok(json_with_warnings(StatusCode::CREATED, &created, &warnings))
-}
-
-/// Notes the field manager in `managedFields`, replacing its earlier entry.
-fn record_manager(object: &mut Value, call: &Call, operation: &str) {
-    let manager = call
-        .query
-        .get("fieldManager")
-        .unwrap_or("unknown")
-        .to_owned();
-    let entry = json!({
-        "manager": manager, "operation": operation, "apiVersion": call.resource.api_version(),
-        "time": crate::time::now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": {},
-    });
-    let meta = meta_mut(object);
-    let mut entries: Vec<Value> = meta
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| !(e["manager"] == json!(manager) && e["operation"] == json!(operation)))
-        .collect();
-    entries.push(entry);
-    meta.insert("managedFields".into(), Value::Array(entries));
 }

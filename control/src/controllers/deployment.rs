@@ -31,6 +31,7 @@ use serde_json::json;
 use self::rollout::{RsView, desired, fenceposts, spec_replicas};
 use self::sets::{Sets, claim, revision_of, sync_revision};
 use super::Settings;
+use super::failures::FailureBackoff;
 use super::replicaset::overlay::Overlay;
 use super::replicaset::pods::{controller_of, label_selector, labels};
 
@@ -56,6 +57,7 @@ struct Context {
     client: kube::Client,
     replicasets: Store<ReplicaSet>,
     written: Overlay<ReplicaSet>,
+    failures: FailureBackoff<ObjectRef<Deployment>>,
 }
 
 /// Runs the controller until dropped.
@@ -73,6 +75,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
         client,
         replicasets: rs_store,
         written: Overlay::default(),
+        failures: FailureBackoff::default(),
     });
     applier(
         |d, ctx| Box::pin(reconcile(d, ctx)),
@@ -122,12 +125,21 @@ fn deployments_for(
     clippy::needless_pass_by_value,
     reason = "the signature kube's applier calls"
 )]
-fn error_policy(d: Arc<Deployment>, err: &Error, _: Arc<Context>) -> Action {
+fn error_policy(d: Arc<Deployment>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(deployment = %d.name_any(), error = %err, "deployment reconcile failed");
-    Action::requeue(super::backoff(1))
+    Action::requeue(ctx.failures.failed(ObjectRef::from_obj(&*d)))
 }
 
+/// One reconcile; a success forgets the Deployment's failures.
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*d);
+    let action = sync(d, Arc::clone(&ctx)).await?;
+    ctx.failures.succeeded(&key);
+    Ok(action)
+}
+
+/// Brings one Deployment's ReplicaSets and status to what its spec says.
+async fn sync(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.replicasets
         .wait_until_ready()
         .await
@@ -347,4 +359,39 @@ async fn cleanup(ctx: &Context, d: &Deployment, sets: &Sets) -> Result<(), Error
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(name: &str) -> Arc<Deployment> {
+        let mut d = Deployment::default();
+        d.metadata.name = Some(name.to_owned());
+        d.metadata.namespace = Some("default".to_owned());
+        Arc::new(d)
+    }
+
+    #[tokio::test]
+    async fn a_deployment_that_keeps_failing_is_retried_ever_later() {
+        let ctx = Arc::new(Context {
+            client: super::super::offline_client(),
+            replicasets: kube::runtime::reflector::store().0,
+            written: Overlay::default(),
+            failures: FailureBackoff::default(),
+        });
+        let retry =
+            |name: &str| error_policy(deployment(name), &Error::StoreGone, Arc::clone(&ctx));
+        let waits: Vec<Action> = (0..4).map(|_| retry("web")).collect();
+        let secs = |s| Action::requeue(Duration::from_secs(s));
+        assert_eq!(waits, [secs(1), secs(2), secs(4), secs(8)]);
+        assert_eq!(
+            retry("api"),
+            secs(1),
+            "each Deployment backs off on its own"
+        );
+        ctx.failures
+            .succeeded(&ObjectRef::from_obj(&*deployment("web")));
+        assert_eq!(retry("web"), secs(1), "a success starts over");
+    }
 }

@@ -23,9 +23,9 @@ mod tracker;
 mod trigger_time;
 mod triggers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
@@ -37,6 +37,7 @@ use kube::runtime::controller::{self, Action, applier};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
 use super::Settings;
+use super::failures::FailureBackoff;
 use tracker::{Kind, ServiceKey, Tracker};
 use trigger_time::{TRIGGER_TIME_ANNOTATION, TriggerTimes};
 
@@ -76,7 +77,7 @@ struct Context {
     nodes: Store<Node>,
     tracker: Arc<Tracker>,
     trigger_times: Arc<TriggerTimes>,
-    failures: Mutex<HashMap<ServiceKey, u32>>,
+    failures: FailureBackoff<ServiceKey>,
 }
 
 impl Context {
@@ -156,7 +157,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
         nodes,
         tracker: Arc::clone(&tracker),
         trigger_times: Arc::clone(&trigger_times),
-        failures: Mutex::new(HashMap::new()),
+        failures: FailureBackoff::default(),
     });
     let pod_triggers = triggers::watch(client.clone(), pod_writer, services.clone(), {
         let (services, slices) = (services.clone(), slices.clone());
@@ -212,10 +213,7 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
     ctx.ready().await?;
     let key = service_key(&service);
     let action = sync(&service, &key, &ctx).await?;
-    ctx.failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key);
+    ctx.failures.succeeded(&key);
     Ok(action)
 }
 
@@ -225,13 +223,9 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
 )]
 fn error_policy(service: Arc<Service>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = service_key(&service);
-    let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-    let count = failures.entry(key.clone()).or_default();
-    *count += 1;
     let cause = std::error::Error::source(error).map(ToString::to_string);
-    let service = format!("{}/{}", key.0, key.1);
-    tracing::warn!(%service, %error, ?cause, "endpoints sync failed");
-    Action::requeue(super::backoff(*count - 1))
+    tracing::warn!(service = %format!("{}/{}", key.0, key.1), %error, ?cause, "endpoints sync failed");
+    Action::requeue(ctx.failures.failed(key))
 }
 
 /// Brings one Service's slices and Endpoints to what its Pods say.

@@ -28,6 +28,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
     PropagationPolicy,
@@ -35,11 +36,11 @@ use kube::api::{
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, applier, watcher};
-use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::Settings;
+use super::failures::FailureBackoff;
 
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
@@ -199,6 +200,18 @@ impl Queues {
 struct Context {
     client: kube::Client,
     stores: Stores,
+    failures: FailureBackoff<ObjectKey>,
+}
+
+/// An object's kind, namespace and name: what failures are counted by.
+type ObjectKey = (Kind, String, String);
+
+fn object_key(kind: Kind, meta: &ObjectMeta) -> ObjectKey {
+    (
+        kind,
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// A reflector of one kind, yielding each touched object's metadata.
@@ -257,7 +270,11 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
         enqueue(&graph, &queues, kind, &meta);
         future::ready(())
     });
-    let ctx = Arc::new(Context { client, stores });
+    let ctx = Arc::new(Context {
+        client,
+        stores,
+        failures: FailureBackoff::default(),
+    });
     let s = ctx.stores.clone();
     tokio::join!(
         fan_out,
@@ -307,9 +324,8 @@ async fn collect<K>(
 {
     applier(
         move |object: Arc<K>, ctx| Box::pin(reconcile(kind, object.meta().clone(), ctx)),
-        |object: Arc<K>, err: &Error, _| {
-            tracing::warn!(object = %object.name_any(), error = %err, "garbage collection failed");
-            Action::requeue(super::backoff(1))
+        move |object: Arc<K>, err: &Error, ctx: Arc<Context>| {
+            retry_after_failure(kind, object.meta(), err, &ctx)
         },
         ctx,
         store,
@@ -320,12 +336,27 @@ async fn collect<K>(
     .await;
 }
 
+/// When to collect an object again after a failure: later with each failure in a row.
+fn retry_after_failure(kind: Kind, meta: &ObjectMeta, err: &Error, ctx: &Context) -> Action {
+    let object = meta.name.as_deref().unwrap_or_default();
+    tracing::warn!(%object, error = %err, "garbage collection failed");
+    Action::requeue(ctx.failures.failed(object_key(kind, meta)))
+}
+
 fn api(ctx: &Context, kind: Kind, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(ctx.client.clone(), namespace, &kind.api_resource())
 }
 
-/// One object: finish its own deletion if it waits on us, else collect it if orphaned.
+/// Collects one object and, when that works, forgets its failures.
 async fn reconcile(kind: Kind, meta: ObjectMeta, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = object_key(kind, &meta);
+    let action = collect_one(kind, meta, Arc::clone(&ctx)).await?;
+    ctx.failures.succeeded(&key);
+    Ok(action)
+}
+
+/// One object: finish its own deletion if it waits on us, else collect it if orphaned.
+async fn collect_one(kind: Kind, meta: ObjectMeta, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.stores.ready().await?;
     let namespace = meta.namespace.clone().unwrap_or_default();
     let uid = meta.uid.clone().unwrap_or_default();
@@ -474,7 +505,35 @@ fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::controller::Action;
+
     use super::Kind;
+
+    #[tokio::test]
+    async fn an_object_whose_collection_keeps_failing_is_retried_ever_later() {
+        use kube::runtime::reflector::store;
+        let ctx = super::Context {
+            client: super::super::offline_client(),
+            stores: super::Stores {
+                pods: store().0,
+                replicasets: store().0,
+                deployments: store().0,
+                slices: store().0,
+                services: store().0,
+            },
+            failures: super::FailureBackoff::default(),
+        };
+        let meta = super::ObjectMeta {
+            name: Some("web-1".into()),
+            ..Default::default()
+        };
+        let retry = || super::retry_after_failure(Kind::Pod, &meta, &super::Error::StoreGone, &ctx);
+        let waits: Vec<Action> = (0..3).map(|_| retry()).collect();
+        let secs = |s| Action::requeue(Duration::from_secs(s));
+        assert_eq!(waits, [secs(1), secs(2), secs(4)]);
+    }
 
     #[test]
     fn owner_kinds_are_known_by_group_not_version() {

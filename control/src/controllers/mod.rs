@@ -8,6 +8,7 @@
 
 pub mod deployment;
 pub mod endpointslice;
+pub mod failures;
 pub mod gc;
 pub mod leader;
 pub mod nodeipam;
@@ -101,6 +102,13 @@ where
     .default_backoff()
     .touched_objects();
     (store, events)
+}
+
+/// A client of an apiserver that is not there, for unit tests of reconcile plumbing.
+#[cfg(test)]
+pub(crate) fn offline_client() -> kube::Client {
+    let url = "http://127.0.0.1:9".parse().expect("a valid URL");
+    kube::Client::try_from(kube::Config::new(url)).expect("a client")
 }
 
 /// The backoff a failed reconcile is retried with: 1 s doubling to 60 s.

@@ -28,6 +28,7 @@ use serde_json::json;
 use self::overlay::Overlay;
 use self::pods::{Availability, availability, controller_of, controller_ref, is_active};
 use super::Settings;
+use super::failures::FailureBackoff;
 
 /// Pods created (or deleted) in one sync at most, as Kubernetes' `burstReplicas`.
 const BURST: usize = 500;
@@ -50,6 +51,7 @@ struct Context {
     pods: Store<Pod>,
     replicasets: Store<ReplicaSet>,
     written: Overlay<Pod>,
+    failures: FailureBackoff<ObjectRef<ReplicaSet>>,
 }
 
 /// Runs the controller until dropped.
@@ -68,6 +70,7 @@ pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
         pods: pod_store,
         replicasets: rs_store.clone(),
         written: Overlay::default(),
+        failures: FailureBackoff::default(),
     });
     applier(
         |rs, ctx| Box::pin(reconcile(rs, ctx)),
@@ -114,12 +117,21 @@ fn replicasets_for_pod(store: &Store<ReplicaSet>, pod: &Pod) -> Vec<ReconcileReq
     clippy::needless_pass_by_value,
     reason = "the signature kube's applier calls"
 )]
-fn error_policy(rs: Arc<ReplicaSet>, err: &Error, _: Arc<Context>) -> Action {
+fn error_policy(rs: Arc<ReplicaSet>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(replicaset = %rs.name_any(), error = %err, "replicaset reconcile failed");
-    Action::requeue(super::backoff(1))
+    Action::requeue(ctx.failures.failed(ObjectRef::from_obj(&*rs)))
 }
 
+/// One reconcile; a success forgets the ReplicaSet's failures.
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*rs);
+    let action = sync(rs, Arc::clone(&ctx)).await?;
+    ctx.failures.succeeded(&key);
+    Ok(action)
+}
+
+/// Brings one ReplicaSet's Pods and status to what its spec says.
+async fn sync(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.pods
         .wait_until_ready()
         .await
@@ -316,4 +328,28 @@ fn compute_status(rs: &ReplicaSet, active: &[Arc<Pod>]) -> (ReplicaSetStatus, Op
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replicaset_that_keeps_failing_is_retried_ever_later() {
+        let ctx = Arc::new(Context {
+            client: super::super::offline_client(),
+            pods: kube::runtime::reflector::store().0,
+            replicasets: kube::runtime::reflector::store().0,
+            written: Overlay::default(),
+            failures: FailureBackoff::default(),
+        });
+        let mut rs = ReplicaSet::default();
+        rs.metadata.name = Some("web".to_owned());
+        let rs = Arc::new(rs);
+        let waits: Vec<Action> = (0..3)
+            .map(|_| error_policy(Arc::clone(&rs), &Error::StoreGone, Arc::clone(&ctx)))
+            .collect();
+        let secs = |s| Action::requeue(Duration::from_secs(s));
+        assert_eq!(waits, [secs(1), secs(2), secs(4)]);
+    }
 }

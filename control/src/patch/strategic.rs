@@ -31,10 +31,12 @@ const RETAIN_KEYS: &str = "$retainKeys";
 const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
 const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
 
-/// Strategic merge of `patch` into `original` for `kind`.
-pub fn strategic_merge(kind: &str, original: &Value, patch: &Value) -> Result<Value, PatchError> {
-    let schema =
-        KindSchema::of(kind).ok_or_else(|| PatchError::UnsupportedKind(kind.to_owned()))?;
+/// Strategic merge of `patch` into `original`, an object of the kind `schema` describes.
+pub fn strategic_merge(
+    schema: KindSchema,
+    original: &Value,
+    patch: &Value,
+) -> Result<Value, PatchError> {
     let Value::Object(patch) = patch else {
         return Err(PatchError::NotAnObject("strategic merge"));
     };
@@ -477,14 +479,15 @@ fn set_element_order(
 mod tests {
     use serde_json::json;
 
+    use super::super::schema::schema_of;
     use super::*;
 
     fn smp(kind: &str, original: &Value, patch: &Value) -> Value {
-        strategic_merge(kind, original, patch).expect("patch applies")
+        strategic_merge(schema_of(kind), original, patch).expect("patch applies")
     }
 
     fn smp_err(kind: &str, original: &Value, patch: &Value) -> PatchError {
-        strategic_merge(kind, original, patch).expect_err("patch is refused")
+        strategic_merge(schema_of(kind), original, patch).expect_err("patch is refused")
     }
 
     fn names(list: &Value, key: &str) -> Vec<String> {

@@ -9,7 +9,8 @@
 //!
 //! A body is the 4-byte magic `k8s\0` and a `runtime.Unknown` envelope
 //! `{typeMeta = 1 {apiVersion = 1, kind = 2}, raw = 2, contentEncoding = 3, contentType = 4}`
-//! whose `raw` is the object's own message. Messages are described as data in [`schema`]; a
+//! whose `raw` is the object's own message. Messages are described as data in [`schema`] (each
+//! served kind's resource entry names its top-level message); a
 //! field the schema does not know is an error that asks for JSON, never silently dropped.
 //! Decoding is bounded: every length is checked against the input left, nesting stops at
 //! [`MAX_DEPTH`], and no input panics.
@@ -115,7 +116,13 @@ pub fn is_protobuf(content_type: &str) -> bool {
 }
 
 /// Decodes an enveloped body to JSON with "apiVersion" and "kind" set from the envelope's TypeMeta.
-pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+///
+/// `message_for(api_version, kind)` is the message of each kind the caller accepts (the
+/// apiserver asks its resource table); any other kind is [`ProtobufError::UnsupportedKind`].
+pub fn decode(
+    body: &[u8],
+    message_for: impl Fn(&str, &str) -> Option<&'static schema::MessageDesc>,
+) -> Result<Value, ProtobufError> {
     let Some(envelope) = body.strip_prefix(MAGIC) else {
         return Err(ProtobufError::NotEnveloped);
     };
@@ -129,7 +136,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     if unknown.api_version.is_empty() || unknown.kind.is_empty() {
         return Err(ProtobufError::MissingTypeMeta);
     }
-    let Some(desc) = schema::object(&unknown.api_version, &unknown.kind) else {
+    let Some(desc) = message_for(&unknown.api_version, &unknown.kind) else {
         return Err(ProtobufError::UnsupportedKind {
             api_version: unknown.api_version,
             kind: unknown.kind,

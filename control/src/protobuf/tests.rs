@@ -7,6 +7,13 @@ use super::message::decode_message;
 use super::schema::{Kind, MessageDesc, message, opt, ptr, rep, req};
 use super::*;
 
+/// Decodes `body` with every top-level message this module describes, found by kind.
+fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+    super::decode(body, |_, kind| {
+        schema::tests::ROOTS.into_iter().find(|m| m.name == kind)
+    })
+}
+
 /// A protobuf message under construction.
 #[derive(Debug, Clone, Default)]
 struct Msg(Vec<u8>);

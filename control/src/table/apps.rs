@@ -11,7 +11,8 @@ use super::{
     present, text,
 };
 
-pub(super) static DEPLOYMENT: Printer = Printer {
+/// The printer of Deployments: READY, UP-TO-DATE, AVAILABLE.
+pub static DEPLOYMENT: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string("Ready", "Number of the pod with ready state"),
@@ -25,7 +26,8 @@ pub(super) static DEPLOYMENT: Printer = Printer {
     print: print_deployment,
 };
 
-pub(super) static REPLICA_SET: Printer = Printer {
+/// The printer of ReplicaSets: DESIRED, CURRENT, READY.
+pub static REPLICA_SET: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::integer("Desired", "Replicas is the number of desired pods. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset"),

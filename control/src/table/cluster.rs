@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::time::{age_at, human_duration_since, timestamp};
 use super::{Column, Printer, Row, age, int, list, name, present, text};
 
-pub(super) static NODE: Printer = Printer {
+/// The printer of Nodes: STATUS, ROLES, VERSION.
+pub static NODE: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string("Status", "The status of the node"),
@@ -31,7 +32,8 @@ pub(super) static NODE: Printer = Printer {
 
 const NODE_ADDRESSES_DOC: &str = "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).";
 
-pub(super) static NAMESPACE: Printer = Printer {
+/// The printer of Namespaces: STATUS, AGE.
+pub static NAMESPACE: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string("Status", "The status of the namespace"),
@@ -40,7 +42,8 @@ pub(super) static NAMESPACE: Printer = Printer {
     print: print_namespace,
 };
 
-pub(super) static LEASE: Printer = Printer {
+/// The printer of Leases: HOLDER, AGE.
+pub static LEASE: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string(
@@ -52,7 +55,8 @@ pub(super) static LEASE: Printer = Printer {
     print: print_lease,
 };
 
-pub(super) static EVENT: Printer = Printer {
+/// The printer of Events: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
+pub static EVENT: Printer = Printer {
     columns: &[
         Column::string("Last Seen", "The time at which the most recent occurrence of this event was recorded."),
         Column::string("Type", "Type of this event (Normal, Warning), new types could be added in the future"),

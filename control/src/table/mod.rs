@@ -10,13 +10,19 @@
 //! never shortened to 16 characters here. Objects are the stored JSON with API defaults applied;
 //! where a default may be missing (Service `type`, port `protocol`, `replicas`) the API default
 //! is assumed. Column descriptions are the API's field documentation, as Kubernetes sends them.
-//! Kinds without a printer get the apiserver's default table: NAME and CREATED AT.
+//! Kinds without a printer of their own use [`DEFAULT`], the apiserver's default table: NAME and
+//! CREATED AT. Each resource's entry in [`crate::resources`] names its printer.
 
 mod apps;
 mod cluster;
 mod network;
 mod pod;
 mod time;
+
+pub use apps::{DEPLOYMENT, REPLICA_SET};
+pub use cluster::{EVENT, LEASE, NAMESPACE, NODE};
+pub use network::{ENDPOINT_SLICE, ENDPOINTS, SERVICE};
+pub use pod::POD;
 
 use serde_json::{Map, Value, json};
 
@@ -45,17 +51,16 @@ impl IncludeObject {
     }
 }
 
-/// A `Table` of `objects` of `kind`; `now` is seconds since the Unix epoch (for AGE) and
+/// A `Table` of `objects` printed by `printer` (their kind's); `now` is seconds since the Unix epoch (for AGE) and
 /// `list_meta` (resourceVersion, continue) becomes the Table's metadata. A single-object GET
 /// passes one object.
 pub fn to_table(
-    kind: &str,
+    printer: &Printer,
     objects: &[Value],
     include: IncludeObject,
     now: i64,
     list_meta: Value,
 ) -> Value {
-    let printer = printer_for(kind);
     let columns: Vec<Value> = printer.columns.iter().map(|c| c.to_json()).collect();
     let rows: Vec<Value> = objects
         .iter()
@@ -76,25 +81,9 @@ pub fn to_table(
 
 /// The columns and the row function of one kind.
 #[derive(Debug)]
-struct Printer {
+pub struct Printer {
     columns: &'static [Column],
     print: fn(&Value, i64) -> Row,
-}
-
-fn printer_for(kind: &str) -> &'static Printer {
-    match kind {
-        "Pod" => &pod::POD,
-        "Service" => &network::SERVICE,
-        "Endpoints" => &network::ENDPOINTS,
-        "EndpointSlice" => &network::ENDPOINT_SLICE,
-        "Deployment" => &apps::DEPLOYMENT,
-        "ReplicaSet" => &apps::REPLICA_SET,
-        "Node" => &cluster::NODE,
-        "Namespace" => &cluster::NAMESPACE,
-        "Event" => &cluster::EVENT,
-        "Lease" => &cluster::LEASE,
-        _ => &DEFAULT,
-    }
 }
 
 /// One `TableColumnDefinition`.
@@ -193,7 +182,7 @@ impl Row {
 }
 
 /// The apiserver's default table for kinds without a printer.
-static DEFAULT: Printer = Printer {
+pub static DEFAULT: Printer = Printer {
     columns: &[
         Column::NAME,
         Column {
@@ -294,15 +283,23 @@ mod tests {
     /// 2026-11-22T02:03:04Z.
     pub(super) const NOW: i64 = 1_795_312_984;
 
+    /// The printer of a served kind; any other kind gets the default table.
+    pub(super) fn printer(kind: &str) -> &'static Printer {
+        crate::resources::RESOURCES
+            .iter()
+            .find(|r| r.kind == kind)
+            .map_or(&DEFAULT, |r| r.strategy.table)
+    }
+
     /// The first row's cells of a one-object table.
     pub(super) fn cells(kind: &str, obj: Value) -> Vec<Value> {
-        let table = to_table(kind, &[obj], IncludeObject::None, NOW, Value::Null);
+        let table = to_table(printer(kind), &[obj], IncludeObject::None, NOW, Value::Null);
         table["rows"][0]["cells"].as_array().unwrap().clone()
     }
 
     /// (name, type, priority) of each column of `kind`.
     pub(super) fn columns(kind: &str) -> Vec<(String, String, u64)> {
-        let table = to_table(kind, &[], IncludeObject::None, NOW, Value::Null);
+        let table = to_table(printer(kind), &[], IncludeObject::None, NOW, Value::Null);
         table["columnDefinitions"]
             .as_array()
             .unwrap()
@@ -350,7 +347,7 @@ mod tests {
     #[test]
     fn table_shape_with_metadata_rows() {
         let list_meta = json!({"resourceVersion": "77", "continue": "abc"});
-        let table = to_table("Pod", &[pod()], IncludeObject::Metadata, NOW, list_meta);
+        let table = to_table(&POD, &[pod()], IncludeObject::Metadata, NOW, list_meta);
         assert_eq!(table["kind"], "Table");
         assert_eq!(table["apiVersion"], "meta.k8s.io/v1");
         assert_eq!(
@@ -374,16 +371,16 @@ mod tests {
 
     #[test]
     fn include_object_none_and_object() {
-        let none = to_table("Pod", &[pod()], IncludeObject::None, NOW, Value::Null);
+        let none = to_table(&POD, &[pod()], IncludeObject::None, NOW, Value::Null);
         assert_eq!(none["metadata"], json!({}));
         assert!(none["rows"][0].get("object").is_none());
-        let full = to_table("Pod", &[pod()], IncludeObject::Object, NOW, json!({}));
+        let full = to_table(&POD, &[pod()], IncludeObject::Object, NOW, json!({}));
         assert_eq!(full["rows"][0]["object"], pod());
     }
 
     #[test]
     fn empty_list_still_has_columns_and_rows() {
-        let table = to_table("Service", &[], IncludeObject::Metadata, NOW, json!({}));
+        let table = to_table(&SERVICE, &[], IncludeObject::Metadata, NOW, json!({}));
         assert_eq!(table["rows"], json!([]));
         assert_eq!(table["columnDefinitions"].as_array().unwrap().len(), 7);
     }

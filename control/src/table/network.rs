@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use super::{Column, Printer, Row, age, format_labels, int, list, list_with_more, name, text};
 
-pub(super) static SERVICE: Printer = Printer {
+/// The printer of Services: TYPE, CLUSTER-IP, EXTERNAL-IP, PORT(S).
+pub static SERVICE: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string("Type", "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types"),
@@ -24,7 +25,8 @@ pub(super) static SERVICE: Printer = Printer {
     print: print_service,
 };
 
-pub(super) static ENDPOINTS: Printer = Printer {
+/// The printer of Endpoints: ENDPOINTS, AGE.
+pub static ENDPOINTS: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string(
@@ -36,7 +38,8 @@ pub(super) static ENDPOINTS: Printer = Printer {
     print: print_endpoints,
 };
 
-pub(super) static ENDPOINT_SLICE: Printer = Printer {
+/// The printer of EndpointSlices: ADDRESSTYPE, PORTS, ENDPOINTS.
+pub static ENDPOINT_SLICE: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string(

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::time::{human_duration_since, timestamp};
 use super::{Column, Printer, Row, age, flag, int, list, name, present, text};
 
-pub(super) static POD: Printer = Printer {
+/// The printer of Pods: READY, STATUS, RESTARTS, AGE (and IP, NODE wide).
+pub static POD: Printer = Printer {
     columns: &[
         Column::NAME,
         Column::string("Ready", "The aggregate readiness state of this pod for accepting traffic."),
@@ -82,7 +83,7 @@ fn print(pod: &Value, now: i64) -> Row {
         .filter(|c| text(c, "/restartPolicy") == "Always")
         .count();
     let total = list(pod, "/spec/containers").len() + sidecars;
-    let mut ready = 0;
+    let mut ready: usize = 0;
 
     let mut restarts = Restarts::default();
     let mut sidecar_restarts = Restarts::default();
@@ -118,26 +119,7 @@ fn print(pod: &Value, now: i64) -> Row {
 
     if !initializing || initialized(conditions) {
         restarts = sidecar_restarts;
-        let mut has_running = false;
-        for status in list(pod, "/status/containerStatuses").iter().rev() {
-            restarts.add(status);
-            let waiting = text(status, "/state/waiting/reason");
-            if !waiting.is_empty() {
-                reason = waiting.to_owned();
-            } else if let Some(t) = present(status, "/state/terminated") {
-                reason = terminated_reason(t, "");
-            } else if flag(status, "/ready") && present(status, "/state/running").is_some() {
-                has_running = true;
-                ready += 1;
-            }
-        }
-        // A Completed container beside running ones does not make the Pod Completed.
-        if reason == "Completed" && has_running {
-            let pod_ready = conditions
-                .iter()
-                .any(|c| text(c, "/type") == "Ready" && text(c, "/status") == "True");
-            reason = if pod_ready { "Running" } else { "NotReady" }.to_owned();
-        }
+        ready += app_containers(pod, conditions, &mut restarts, &mut reason);
     }
 
     if present(pod, "/metadata/deletionTimestamp").is_some() {
@@ -168,6 +150,38 @@ fn print(pod: &Value, now: i64) -> Row {
         _ => None,
     };
     Row { cells, conditions }
+}
+
+/// The app containers' part of READY, STATUS and RESTARTS, walked backwards as Kubernetes does
+/// (the first container's reason wins); returns how many are ready.
+fn app_containers(
+    pod: &Value,
+    conditions: &[Value],
+    restarts: &mut Restarts,
+    reason: &mut String,
+) -> usize {
+    let mut ready = 0;
+    let mut has_running = false;
+    for status in list(pod, "/status/containerStatuses").iter().rev() {
+        restarts.add(status);
+        let waiting = text(status, "/state/waiting/reason");
+        if !waiting.is_empty() {
+            *reason = waiting.to_owned();
+        } else if let Some(t) = present(status, "/state/terminated") {
+            *reason = terminated_reason(t, "");
+        } else if flag(status, "/ready") && present(status, "/state/running").is_some() {
+            has_running = true;
+            ready += 1;
+        }
+    }
+    // A Completed container beside running ones does not make the Pod Completed.
+    if *reason == "Completed" && has_running {
+        let pod_ready = conditions
+            .iter()
+            .any(|c| text(c, "/type") == "Ready" && text(c, "/status") == "True");
+        *reason = if pod_ready { "Running" } else { "NotReady" }.to_owned();
+    }
+    ready
 }
 
 /// "OOMKilled", else "Signal:9", else "ExitCode:1", after `prefix`.
@@ -383,7 +397,7 @@ mod tests {
                 {"name": "job", "ready": false, "restartCount": 0,
                  "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
         );
-        let table = to_table("Pod", &[p], IncludeObject::None, NOW, json!({}));
+        let table = to_table(&super::POD, &[p], IncludeObject::None, NOW, json!({}));
         let row = &table["rows"][0];
         assert_eq!(row["cells"][1], "0/1");
         assert_eq!(row["cells"][2], "Completed");
@@ -511,7 +525,7 @@ mod tests {
         let status = json!({"phase": "Failed", "reason": "Evicted",
             "message": "The node was low on resource: memory."});
         let p = pod(json!({"containers": [{"name": "app"}]}), status);
-        let table = to_table("Pod", &[p], IncludeObject::None, NOW, json!({}));
+        let table = to_table(&super::POD, &[p], IncludeObject::None, NOW, json!({}));
         assert_eq!(table["rows"][0]["cells"][2], "Evicted");
         assert_eq!(table["rows"][0]["conditions"][0]["reason"], "Failed");
     }

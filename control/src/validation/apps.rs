@@ -15,7 +15,7 @@ use super::names::{NameRule, is_valid_percent};
 use super::pod::{default_pod_spec, validate_pod_template};
 
 /// `SetDefaults_Deployment` / `SetDefaults_ReplicaSet` and the template's pod spec defaults.
-pub(crate) fn default_workload(obj: &mut Value, deployment: bool) {
+fn default_workload(obj: &mut Value, deployment: bool) {
     let spec = obj_mut(obj, "spec");
     default_ptr(spec, "replicas", json!(1));
     if deployment {
@@ -33,12 +33,28 @@ pub(crate) fn default_workload(obj: &mut Value, deployment: bool) {
     default_pod_spec(obj_mut(template, "spec"), false);
 }
 
+/// Deployment defaults.
+pub(crate) fn default_deployment(obj: &mut Value) {
+    default_workload(obj, true);
+}
+
+/// ReplicaSet defaults.
+pub(crate) fn default_replica_set(obj: &mut Value) {
+    default_workload(obj, false);
+}
+
+/// `ValidateDeployment` / `ValidateDeploymentUpdate`.
+pub(crate) fn validate_deployment(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    validate_workload(obj, old, true)
+}
+
+/// `ValidateReplicaSet` / `ValidateReplicaSetUpdate`.
+pub(crate) fn validate_replica_set(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    validate_workload(obj, old, false)
+}
+
 /// Deployment or ReplicaSet validation on create (`old == None`) and update.
-pub(crate) fn validate_workload(
-    obj: &Value,
-    old: Option<&Value>,
-    deployment: bool,
-) -> Vec<FieldError> {
+fn validate_workload(obj: &Value, old: Option<&Value>, deployment: bool) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let sp = Path::new("spec");
     let spec = obj.get("spec").unwrap_or(&Value::Null);

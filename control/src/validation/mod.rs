@@ -8,10 +8,14 @@
 //! (`util/validation`, `field`), re-expressed over wire JSON.
 //!
 //! How a write uses this module, in Kubernetes' order:
-//! 1. decode, then [`apply_defaults`];
-//! 2. on update, [`prepare_for_update`] (the registry strategies' `PrepareForUpdate`);
-//! 3. [`validate`]; if it returns errors, answer 422 with [`invalid_message`] as the Status
-//!    message and one cause per error (`reason()`, `field`, `body()`).
+//! 1. decode, then the kind's defaults (`default_service`, ...);
+//! 2. on update, [`keep_server_metadata`] and the kind's own `PrepareForUpdate`
+//!    (`prepare_service_update`, ...);
+//! 3. the kind's validation (`validate_service`, ...); if it returns errors, answer 422 with
+//!    [`invalid_message`] as the Status message and one cause per error (`reason()`, `field`,
+//!    `body()`).
+//!
+//! Which of these functions a kind uses is said once, in its entry in [`crate::resources`].
 //!
 //! Not here: namespace existence and matching the request path, resourceVersion
 //! preconditions, name generation, quota, and allocator ranges (ClusterIP, NodePort).
@@ -33,135 +37,56 @@ use serde_json::Value;
 
 pub use field::{FieldError, FieldErrorKind};
 
-/// A rejected write: what [`validate`] found, ready to become a 422 `Status`.
-#[derive(Debug, thiserror::Error)]
-pub enum ValidationError {
-    /// The object is invalid; `causes` are the field errors.
-    #[error("{}", invalid_message(kind, name, causes))]
-    Invalid {
-        /// The object's kind, e.g. `Service`.
-        kind: String,
-        /// The object's name.
-        name: String,
-        /// Every problem found.
-        causes: Vec<FieldError>,
-    },
-}
+pub(crate) use apps::{
+    default_deployment, default_replica_set, validate_deployment, validate_replica_set,
+};
+pub(crate) use other::{
+    default_endpoint_slice, default_endpoints, default_namespace, default_node,
+    prepare_namespace_update, validate_endpoint_slice, validate_endpoints, validate_event,
+    validate_lease, validate_namespace, validate_node,
+};
+pub(crate) use pod::{default_pod, validate_pod};
+pub(crate) use service::{default_service, validate_service};
+pub(crate) use service_ips::prepare_service_update;
 
-/// Fills in the defaults Kubernetes' v1 defaulting applies, in place.
-///
-/// `kind` is e.g. "Pod", "Service", "Deployment"; unknown kinds are left untouched.
-pub fn apply_defaults(kind: &str, object: &mut Value) {
-    if !object.is_object() {
+#[cfg(test)]
+mod by_kind_tests;
+#[cfg(test)]
+pub(crate) use by_kind_tests::{apply_defaults, prepare_for_update, validate};
+
+/// The part of the registry strategies' `PrepareForUpdate` every kind shares: copies the
+/// server-owned metadata a client may have omitted (`uid`, `creationTimestamp`, `generation`)
+/// from the stored object. Call after defaulting and before validation.
+pub fn keep_server_metadata(object: &mut Value, old: &Value) {
+    let Some(old_meta) = old.get("metadata") else {
         return;
-    }
-    match kind {
-        "Service" => service::default_service(object),
-        "Pod" => pod::default_pod_spec(json::obj_mut(object, "spec"), true),
-        "Deployment" => apps::default_workload(object, true),
-        "ReplicaSet" => apps::default_workload(object, false),
-        "Namespace" => other::default_namespace(object),
-        "Node" => other::default_node(object),
-        "Endpoints" => other::default_endpoints(object),
-        "EndpointSlice" => other::default_endpoint_slice(object),
-        _ => {}
-    }
-}
-
-/// Adjusts an update the way the registry strategies do before validation: keeps status
-/// (Service, Namespace finalizers), copies server-owned metadata the client may have omitted
-/// (`uid`, `creationTimestamp`, `generation`), and drops Service fields a type change leaves
-/// unused. Call after [`apply_defaults`] and before [`validate`].
-pub fn prepare_for_update(kind: &str, object: &mut Value, old: &Value) {
-    if !object.is_object() {
-        return;
-    }
-    if let Some(old_meta) = old.get("metadata") {
-        let meta = json::obj_mut(object, "metadata");
-        for key in ["uid", "creationTimestamp", "generation"] {
-            let omitted = json::get(meta, key).is_none();
-            if let Some(v) = json::get(old_meta, key).filter(|_| omitted || key != "uid") {
-                meta[key] = v.clone();
-            }
-        }
-    }
-    match kind {
-        "Service" => service_ips::prepare_service_update(object, old),
-        "Namespace" => {
-            if let Some(finalizers) = old.pointer("/spec/finalizers") {
-                json::obj_mut(object, "spec")["finalizers"] = finalizers.clone();
-            }
-            if let Some(status) = old.get("status") {
-                object["status"] = status.clone();
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Validates `object` of `kind`; `old` is the stored object on update (for immutable fields),
-/// `None` on create. Returns every problem found (empty = valid).
-///
-/// Unknown kinds get the generic `metadata` checks (DNS-subdomain names, labels, annotations).
-pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    match kind {
-        "Service" => service::validate_service(object, old),
-        "Pod" => pod::validate_pod(object, old),
-        "Deployment" => apps::validate_workload(object, old, true),
-        "ReplicaSet" => apps::validate_workload(object, old, false),
-        "Namespace" => other::validate_namespace(object, old),
-        "Node" => other::validate_node(object, old),
-        "Endpoints" => other::validate_endpoints(object, old),
-        "EndpointSlice" => other::validate_endpoint_slice(object, old),
-        "Event" => other::validate_event(object, old),
-        "Lease" => other::validate_lease(object, old),
-        "Scale" => other::validate_scale(object, old),
-        _ => {
-            let mut errs = Vec::new();
-            if let Some(old) = old {
-                errs.extend(meta::validate_object_meta_update(object, old));
-            }
-            errs.extend(meta::validate_object_meta(
-                object,
-                names::NameRule::Subdomain,
-            ));
-            errs
+    };
+    let meta = json::obj_mut(object, "metadata");
+    for key in ["uid", "creationTimestamp", "generation"] {
+        let omitted = json::get(meta, key).is_none();
+        if let Some(v) = json::get(old_meta, key).filter(|_| omitted || key != "uid") {
+            meta[key] = v.clone();
         }
     }
 }
 
-/// Like [`validate`], as a `Result` carrying the kind and name for the 422 answer.
-pub fn check(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), ValidationError> {
-    let causes = validate(kind, object, old);
-    if causes.is_empty() {
-        return Ok(());
+/// The validation of a kind without rules of its own: the generic `metadata` checks
+/// (DNS-subdomain names, labels, annotations, immutable fields on update).
+pub fn validate_metadata(object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if let Some(old) = old {
+        errs.extend(meta::validate_object_meta_update(object, old));
     }
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    Err(ValidationError::Invalid {
-        kind: kind.to_string(),
-        name: name.to_string(),
-        causes,
-    })
-}
-
-/// The API group of a served kind (`""` for core), for `Status.details.group`.
-pub fn api_group(kind: &str) -> &'static str {
-    match kind {
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "ControllerRevision" => "apps",
-        "EndpointSlice" => "discovery.k8s.io",
-        "Lease" => "coordination.k8s.io",
-        "Scale" => "autoscaling",
-        _ => "",
-    }
+    errs.extend(meta::validate_object_meta(
+        object,
+        names::NameRule::Subdomain,
+    ));
+    errs
 }
 
 /// The Status message for a 422: `Service "web" is invalid: [a: ..., b: ...]` (one error: no
-/// brackets), as apimachinery's `NewInvalid` formats it.
-pub fn invalid_message(kind: &str, name: &str, errors: &[FieldError]) -> String {
-    let group = api_group(kind);
+/// brackets), as apimachinery's `NewInvalid` formats it; `group` is the kind's API group.
+pub fn invalid_message(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> String {
     let qualified = if group.is_empty() {
         kind.to_string()
     } else {
@@ -205,42 +130,33 @@ mod tests {
             detail: "must be between 1 and 65535, inclusive".into(),
         };
         assert_eq!(
-            invalid_message("Service", "web", std::slice::from_ref(&a)),
+            invalid_message("Service", "", "web", std::slice::from_ref(&a)),
             "Service \"web\" is invalid: spec.ports: Required value"
         );
         assert_eq!(
-            invalid_message("Service", "web", &[a.clone(), b.clone(), a.clone()]),
+            invalid_message("Service", "", "web", &[a.clone(), b, a.clone()]),
             "Service \"web\" is invalid: [spec.ports: Required value, spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive]"
         );
         assert_eq!(
-            invalid_message("Deployment", "web", &[a.clone(), a]),
+            invalid_message("Deployment", "apps", "web", &[a.clone(), a]),
             "Deployment.apps \"web\" is invalid: spec.ports: Required value"
         );
         assert_eq!(
-            invalid_message("Lease", "l", &[]),
+            invalid_message("Lease", "coordination.k8s.io", "l", &[]),
             "Lease.coordination.k8s.io \"l\" is invalid"
-        );
-        let err = ValidationError::Invalid {
-            kind: "Service".into(),
-            name: "web".into(),
-            causes: vec![b],
-        };
-        assert!(
-            err.to_string()
-                .starts_with("Service \"web\" is invalid: spec.ports[0].port")
         );
     }
 
     #[test]
-    fn check_names_the_object() {
+    fn a_service_of_unknown_type_is_invalid() {
         let svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
         let mut svc = svc;
         apply_defaults("Service", &mut svc);
-        assert!(check("Service", &svc, None).is_ok());
+        assert!(validate("Service", &svc, None).is_empty());
         svc["spec"]["type"] = json!("Foo");
-        let err = check("Service", &svc, None).unwrap_err();
+        let errors = validate("Service", &svc, None);
         assert_eq!(
-            err.to_string(),
+            invalid_message("Service", "", "web", &errors),
             "Service \"web\" is invalid: spec.type: Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
         );
     }

@@ -49,6 +49,16 @@ pub(crate) fn default_namespace(obj: &mut Value) {
     default_zero(obj_mut(obj, "status"), "phase", json!("Active"));
 }
 
+/// Namespace `PrepareForUpdate`: the main door may not change finalizers or status.
+pub(crate) fn prepare_namespace_update(obj: &mut Value, old: &Value) {
+    if let Some(finalizers) = old.pointer("/spec/finalizers") {
+        obj_mut(obj, "spec")["finalizers"] = finalizers.clone();
+    }
+    if let Some(status) = old.get("status") {
+        obj["status"] = status.clone();
+    }
+}
+
 /// `ValidateNamespace`: DNS-label names and finalizer names.
 pub(crate) fn validate_namespace(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = meta_checks(obj, old, NameRule::Label);
@@ -507,6 +517,13 @@ pub(crate) fn validate_lease(obj: &Value, old: Option<&Value>) -> Vec<FieldError
 }
 
 /// `ValidateScale`.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the scale subresource checks replicas inline; kept for ValidateScale parity"
+    )
+)]
 pub(crate) fn validate_scale(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = meta_checks(obj, old, NameRule::Subdomain);
     if let Some(r) = obj

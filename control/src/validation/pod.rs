@@ -20,6 +20,11 @@ use super::podspec::{validate_pod_spec, validate_tolerations};
 
 const UPDATABLE_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
+/// Pod defaults (its spec's).
+pub(crate) fn default_pod(obj: &mut Value) {
+    default_pod_spec(obj_mut(obj, "spec"), true);
+}
+
 /// Defaults for a Pod object (`is_pod`) or a pod template's spec.
 pub(crate) fn default_pod_spec(spec: &mut Value, is_pod: bool) {
     default_zero(spec, "dnsPolicy", json!("ClusterFirst"));
@@ -244,6 +249,19 @@ fn validate_pod_spec_update(new: &Value, old: &Value) -> Vec<FieldError> {
         }
         _ => {}
     }
+    errs.extend(validate_tolerations_update(new, old, &sp));
+    let old_gates: Vec<&str> = arr_of(old, "schedulingGates")
+        .iter()
+        .map(|g| str_of(g, "name"))
+        .collect();
+    errs.extend(validate_scheduling_gates_update(new, &old_gates, &sp));
+    errs.extend(validate_unchanged_rest(new, old, &old_gates, &sp));
+    errs
+}
+
+/// Existing tolerations stay (but for their tolerationSeconds); new ones must be valid.
+fn validate_tolerations_update(new: &Value, old: &Value, sp: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     let tol_path = sp.child("tolerations");
     let strip_seconds = |t: &Value| {
         let mut t = normalize(t);
@@ -265,10 +283,12 @@ fn validate_pod_spec_update(new: &Value, old: &Value) -> Vec<FieldError> {
     } else {
         errs.extend(validate_tolerations(arr_of(new, "tolerations"), &tol_path));
     }
-    let old_gates: Vec<&str> = arr_of(old, "schedulingGates")
-        .iter()
-        .map(|g| str_of(g, "name"))
-        .collect();
+    errs
+}
+
+/// Scheduling gates may only be removed.
+fn validate_scheduling_gates_update(new: &Value, old_gates: &[&str], sp: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     for (i, gate) in arr_of(new, "schedulingGates").iter().enumerate() {
         let name = str_of(gate, "name");
         if !old_gates.contains(&name) {
@@ -280,6 +300,19 @@ fn validate_pod_spec_update(new: &Value, old: &Value) -> Vec<FieldError> {
             ));
         }
     }
+    errs
+}
+
+/// Everything else in the spec may not change: compares the specs with the updatable fields
+/// (images, activeDeadlineSeconds, schedulingGates, tolerations, a grace of 1 after a negative
+/// one, nodeSelector additions while gated) taken from the stored Pod.
+fn validate_unchanged_rest(
+    new: &Value,
+    old: &Value,
+    old_gates: &[&str],
+    sp: &Path,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     let mut munged = new.clone();
     for list in ["containers", "initContainers"] {
         let old_list = arr_of(old, list).to_vec();
@@ -329,7 +362,7 @@ fn validate_pod_spec_update(new: &Value, old: &Value) -> Vec<FieldError> {
             "pod updates may not change fields other than {UPDATABLE_FIELDS}\n{}",
             diff.join("\n")
         );
-        errs.push(FieldError::forbidden(&sp, &detail));
+        errs.push(FieldError::forbidden(sp, &detail));
     }
     errs
 }

@@ -39,6 +39,61 @@ pub(crate) fn validate_pod_spec(spec: &Value, p: &Path, is_pod: bool) -> Vec<Fie
         grace,
         &p.child("initContainers"),
     ));
+    errs.extend(validate_host_network_ports(spec, containers, p, is_pod));
+    errs.extend(enum_field(
+        spec,
+        "restartPolicy",
+        &["Always", "OnFailure", "Never"],
+        p,
+    ));
+    errs.extend(enum_field(
+        spec,
+        "dnsPolicy",
+        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+        p,
+    ));
+    errs.extend(validate_labels(
+        spec,
+        "nodeSelector",
+        &p.child("nodeSelector"),
+    ));
+    if let Some(sc) = get(spec, "securityContext") {
+        errs.extend(validate_ids(sc, &p.child("securityContext")));
+    }
+    errs.extend(validate_dns_config(spec, &p.child("dnsConfig")));
+    errs.extend(validate_gates(spec, p));
+    errs.extend(validate_topology_spread(
+        arr_of(spec, "topologySpreadConstraints"),
+        &p.child("topologySpreadConstraints"),
+    ));
+    errs.extend(validate_referenced_names(spec, p));
+    if let Some(ads) =
+        int_of(spec, "activeDeadlineSeconds").filter(|v| !(1..=i64::from(i32::MAX)).contains(v))
+    {
+        let detail = inclusive_range_error(1, i64::from(i32::MAX));
+        errs.push(FieldError::invalid(
+            &p.child("activeDeadlineSeconds"),
+            ads,
+            &detail,
+        ));
+    }
+    errs.extend(validate_tolerations(
+        arr_of(spec, "tolerations"),
+        &p.child("tolerations"),
+    ));
+    errs.extend(validate_host_and_runtime(spec, p));
+    errs
+}
+
+/// With `hostNetwork`, a container port is the host port: a hostPort must match it (in a Pod,
+/// an unset one too).
+fn validate_host_network_ports(
+    spec: &Value,
+    containers: &[Value],
+    p: &Path,
+    is_pod: bool,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     if bool_of(spec, "hostNetwork") {
         for (i, c) in containers.iter().enumerate() {
             for (j, port) in arr_of(c, "ports").iter().enumerate() {
@@ -62,27 +117,12 @@ pub(crate) fn validate_pod_spec(spec: &Value, p: &Path, is_pod: bool) -> Vec<Fie
             }
         }
     }
-    errs.extend(enum_field(
-        spec,
-        "restartPolicy",
-        &["Always", "OnFailure", "Never"],
-        p,
-    ));
-    errs.extend(enum_field(
-        spec,
-        "dnsPolicy",
-        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
-        p,
-    ));
-    errs.extend(validate_labels(
-        spec,
-        "nodeSelector",
-        &p.child("nodeSelector"),
-    ));
-    if let Some(sc) = get(spec, "securityContext") {
-        errs.extend(validate_ids(sc, &p.child("securityContext")));
-    }
-    errs.extend(validate_dns_config(spec, &p.child("dnsConfig")));
+    errs
+}
+
+/// readinessGates' condition types and schedulingGates' names: qualified names, no repeats.
+fn validate_gates(spec: &Value, p: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     for (i, gate) in arr_of(spec, "readinessGates").iter().enumerate() {
         let cp = p.child("readinessGates").index(i).child("conditionType");
         errs.extend(validate_qualified_name(str_of(gate, "conditionType"), &cp));
@@ -98,10 +138,12 @@ pub(crate) fn validate_pod_spec(spec: &Value, p: &Path, is_pod: bool) -> Vec<Fie
             errs.push(FieldError::duplicate(&gp, *gate));
         }
     }
-    errs.extend(validate_topology_spread(
-        arr_of(spec, "topologySpreadConstraints"),
-        &p.child("topologySpreadConstraints"),
-    ));
+    errs
+}
+
+/// The names a spec refers to by name: DNS subdomains or labels.
+fn validate_referenced_names(spec: &Value, p: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     for (field, rule) in [
         ("serviceAccountName", NameRule::Subdomain),
         ("nodeName", NameRule::Subdomain),
@@ -118,20 +160,12 @@ pub(crate) fn validate_pod_spec(spec: &Value, p: &Path, is_pod: bool) -> Vec<Fie
             );
         }
     }
-    if let Some(ads) =
-        int_of(spec, "activeDeadlineSeconds").filter(|v| !(1..=i64::from(i32::MAX)).contains(v))
-    {
-        let detail = inclusive_range_error(1, i64::from(i32::MAX));
-        errs.push(FieldError::invalid(
-            &p.child("activeDeadlineSeconds"),
-            ads,
-            &detail,
-        ));
-    }
-    errs.extend(validate_tolerations(
-        arr_of(spec, "tolerations"),
-        &p.child("tolerations"),
-    ));
+    errs
+}
+
+/// hostAliases, runtimeClassName, preemptionPolicy and os.
+fn validate_host_and_runtime(spec: &Value, p: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     for (i, alias) in arr_of(spec, "hostAliases").iter().enumerate() {
         let ap = p.child("hostAliases").index(i);
         errs.extend(validate_ip(&ap.child("ip"), str_of(alias, "ip")));

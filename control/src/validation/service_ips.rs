@@ -14,38 +14,12 @@ use super::service::{externally_accessible, is_headless, needs_health_check, spe
 
 /// `ValidateServiceClusterIPsRelatedFields` plus the registry's single-stack check.
 pub(crate) fn validate_cluster_ips(spec: &Value, sp: &Path) -> Vec<FieldError> {
-    let mut errs = Vec::new();
     let ips_path = sp.child("clusterIPs");
-    let cluster_ip = str_of(spec, "clusterIP");
     let ips = strings_of(spec, "clusterIPs");
     let ips_value = Value::Array(arr_of(spec, "clusterIPs").to_vec());
-    if !cluster_ip.is_empty() {
-        if ips.is_empty() {
-            errs.push(FieldError::required(&ips_path, ""));
-        } else if ips[0] != cluster_ip {
-            errs.push(FieldError::invalid(
-                &ips_path,
-                ips_value.clone(),
-                "first value must match `clusterIP`",
-            ));
-        }
-    } else if !ips.is_empty() {
-        errs.push(FieldError::invalid(
-            &ips_path,
-            ips_value.clone(),
-            "must be empty when `clusterIP` is not specified",
-        ));
-    }
+    let mut errs = validate_cluster_ip_matches(spec, &ips, &ips_value, &ips_path);
     let families = strings_of(spec, "ipFamilies");
-    for (i, family) in families.iter().enumerate() {
-        let p = sp.child("ipFamilies").index(i);
-        if !matches!(*family, "IPv4" | "IPv6") {
-            errs.push(FieldError::not_supported(&p, *family, &["IPv4", "IPv6"]));
-        }
-        if families[..i].contains(family) {
-            errs.push(FieldError::duplicate(&p, *family));
-        }
-    }
+    errs.extend(validate_family_names(&families, sp));
     let policy = get(spec, "ipFamilyPolicy").and_then(Value::as_str);
     if let Some(policy) =
         policy.filter(|p| !matches!(*p, "SingleStack" | "PreferDualStack" | "RequireDualStack"))
@@ -108,17 +82,67 @@ pub(crate) fn validate_cluster_ips(spec: &Value, sp: &Path) -> Vec<FieldError> {
         }
     }
     if policy == Some("SingleStack") {
-        for (what, n) in [("clusterIPs", ips.len()), ("ipFamilies", families.len())] {
-            if n == 2 {
-                let detail = format!(
-                    "must be RequireDualStack or PreferDualStack when multiple '{what}' are specified"
-                );
-                errs.push(FieldError::invalid(
-                    &sp.child("ipFamilyPolicy"),
-                    "SingleStack",
-                    &detail,
-                ));
-            }
+        errs.extend(validate_single_stack(ips.len(), families.len(), sp));
+    }
+    errs
+}
+
+/// `clusterIPs[0]` is `clusterIP`; no clusterIPs without a clusterIP.
+fn validate_cluster_ip_matches(
+    spec: &Value,
+    ips: &[&str],
+    ips_value: &Value,
+    ips_path: &Path,
+) -> Vec<FieldError> {
+    let cluster_ip = str_of(spec, "clusterIP");
+    if !cluster_ip.is_empty() {
+        if ips.is_empty() {
+            return vec![FieldError::required(ips_path, "")];
+        } else if ips[0] != cluster_ip {
+            return vec![FieldError::invalid(
+                ips_path,
+                ips_value.clone(),
+                "first value must match `clusterIP`",
+            )];
+        }
+    } else if !ips.is_empty() {
+        return vec![FieldError::invalid(
+            ips_path,
+            ips_value.clone(),
+            "must be empty when `clusterIP` is not specified",
+        )];
+    }
+    Vec::new()
+}
+
+/// Each ipFamily is IPv4 or IPv6, once.
+fn validate_family_names(families: &[&str], sp: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (i, family) in families.iter().enumerate() {
+        let p = sp.child("ipFamilies").index(i);
+        if !matches!(*family, "IPv4" | "IPv6") {
+            errs.push(FieldError::not_supported(&p, *family, &["IPv4", "IPv6"]));
+        }
+        if families[..i].contains(family) {
+            errs.push(FieldError::duplicate(&p, *family));
+        }
+    }
+    errs
+}
+
+/// A SingleStack Service holds one clusterIP and one ipFamily.
+fn validate_single_stack(ips: usize, families: usize, sp: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (what, n) in [("clusterIPs", ips), ("ipFamilies", families)] {
+        if n == 2 {
+            let detail = format!(
+                "must be RequireDualStack or PreferDualStack when multiple '{what}' are specified"
+            );
+            errs.push(FieldError::invalid(
+                &sp.child("ipFamilyPolicy"),
+                "SingleStack",
+                &detail,
+            ));
         }
     }
     errs
@@ -126,91 +150,15 @@ pub(crate) fn validate_cluster_ips(spec: &Value, sp: &Path) -> Vec<FieldError> {
 
 /// Update-only rules: clusterIPs/ipFamilies may grow or shrink but not change, and so on.
 pub(crate) fn validate_update(new: &Value, old: &Value) -> Vec<FieldError> {
-    let mut errs = Vec::new();
     let external_name =
         str_of(new, "type") == "ExternalName" || str_of(old, "type") == "ExternalName";
     let (new_headless, old_headless) = (is_headless(new), is_headless(old));
-    let ips_path = Path::new("spec").child("clusterIPs");
-    let fam_path = Path::new("spec").child("ipFamilies");
-    let policy_path = Path::new("spec").child("ipFamilyPolicy");
-    let single_stack = str_of(new, "ipFamilyPolicy") == "SingleStack";
-    let policy_value = get(new, "ipFamilyPolicy").cloned().unwrap_or(Value::Null);
+    let mut errs = Vec::new();
     if !(external_name || old_headless && new_headless) {
-        let (n, o) = (strings_of(new, "clusterIPs"), strings_of(old, "clusterIPs"));
-        let n_value = Value::Array(arr_of(new, "clusterIPs").to_vec());
-        let changed = "may not change once set";
-        if n.len() == o.len() {
-            for (i, ip) in o.iter().enumerate() {
-                if *ip != n[i] {
-                    errs.push(FieldError::invalid(
-                        &ips_path.index(i),
-                        n_value.clone(),
-                        changed,
-                    ));
-                }
-            }
-        } else if o.len() > n.len() {
-            if n.is_empty() {
-                errs.push(FieldError::invalid(
-                    &ips_path.index(0),
-                    n_value,
-                    "primary clusterIP can not be unset",
-                ));
-            } else if n[0] != o[0] {
-                errs.push(FieldError::invalid(&ips_path.index(0), n_value, changed));
-            }
-            if n.len() == 1 && !single_stack {
-                let detail = "must be set to 'SingleStack' when releasing the secondary clusterIP";
-                errs.push(FieldError::invalid(
-                    &policy_path,
-                    policy_value.clone(),
-                    detail,
-                ));
-            }
-        } else if !o.is_empty() && n[0] != o[0] {
-            errs.push(FieldError::invalid(&ips_path.index(0), n_value, changed));
-        }
+        errs.extend(validate_cluster_ips_update(new, old));
     }
     if !external_name && new_headless == old_headless && !new_headless {
-        let (n, o) = (strings_of(new, "ipFamilies"), strings_of(old, "ipFamilies"));
-        let n_value = Value::Array(arr_of(new, "ipFamilies").to_vec());
-        let ips_value = Value::Array(arr_of(new, "clusterIPs").to_vec());
-        if n.len() == o.len() {
-            for (i, f) in o.iter().enumerate() {
-                if *f != n[i] {
-                    errs.push(FieldError::invalid(
-                        &fam_path.index(0),
-                        n_value.clone(),
-                        "may not change once set",
-                    ));
-                }
-            }
-        } else if o.len() > n.len() {
-            if arr_of(new, "clusterIPs").is_empty() {
-                errs.push(FieldError::invalid(
-                    &fam_path.index(0),
-                    n_value,
-                    "primary ipFamily can not be unset",
-                ));
-            }
-            if !n.is_empty() && n[0] != o[0] {
-                errs.push(FieldError::invalid(
-                    &fam_path.index(0),
-                    ips_value,
-                    "may not change once set",
-                ));
-            }
-            if n.len() == 1 && !single_stack {
-                let detail = "must be set to 'SingleStack' when releasing the secondary ipFamily";
-                errs.push(FieldError::invalid(&policy_path, policy_value, detail));
-            }
-        } else if !o.is_empty() && !n.is_empty() && n[0] != o[0] {
-            errs.push(FieldError::invalid(
-                &fam_path.index(0),
-                ips_value,
-                "may not change once set",
-            ));
-        }
+        errs.extend(validate_ip_families_update(new, old));
     }
     let both_lb = str_of(new, "type") == "LoadBalancer" && str_of(old, "type") == "LoadBalancer";
     if both_lb && get(new, "loadBalancerClass") != get(old, "loadBalancerClass") {
@@ -230,6 +178,101 @@ pub(crate) fn validate_update(new: &Value, old: &Value) -> Vec<FieldError> {
         errs.push(FieldError::forbidden(
             &Path::new("spec").child("healthCheckNodePort"),
             "field is immutable",
+        ));
+    }
+    errs
+}
+
+/// Releasing the secondary `what` (clusterIP, ipFamily) takes ipFamilyPolicy SingleStack.
+fn single_stack_to_release(new: &Value, what: &str) -> Option<FieldError> {
+    if str_of(new, "ipFamilyPolicy") == "SingleStack" {
+        return None;
+    }
+    let value = get(new, "ipFamilyPolicy").cloned().unwrap_or(Value::Null);
+    let detail = format!("must be set to 'SingleStack' when releasing the secondary {what}");
+    Some(FieldError::invalid(
+        &Path::new("spec").child("ipFamilyPolicy"),
+        value,
+        &detail,
+    ))
+}
+
+/// clusterIPs may gain or lose the secondary (then SingleStack), never change the primary.
+fn validate_cluster_ips_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let ips_path = Path::new("spec").child("clusterIPs");
+    let (n, o) = (strings_of(new, "clusterIPs"), strings_of(old, "clusterIPs"));
+    let n_value = Value::Array(arr_of(new, "clusterIPs").to_vec());
+    let changed = "may not change once set";
+    if n.len() == o.len() {
+        for (i, ip) in o.iter().enumerate() {
+            if *ip != n[i] {
+                errs.push(FieldError::invalid(
+                    &ips_path.index(i),
+                    n_value.clone(),
+                    changed,
+                ));
+            }
+        }
+    } else if o.len() > n.len() {
+        if n.is_empty() {
+            errs.push(FieldError::invalid(
+                &ips_path.index(0),
+                n_value,
+                "primary clusterIP can not be unset",
+            ));
+        } else if n[0] != o[0] {
+            errs.push(FieldError::invalid(&ips_path.index(0), n_value, changed));
+        }
+        if n.len() == 1 {
+            errs.extend(single_stack_to_release(new, "clusterIP"));
+        }
+    } else if !o.is_empty() && n[0] != o[0] {
+        errs.push(FieldError::invalid(&ips_path.index(0), n_value, changed));
+    }
+    errs
+}
+
+/// ipFamilies may gain or lose the secondary (then SingleStack), never change the primary.
+fn validate_ip_families_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let fam_path = Path::new("spec").child("ipFamilies");
+    let (n, o) = (strings_of(new, "ipFamilies"), strings_of(old, "ipFamilies"));
+    let n_value = Value::Array(arr_of(new, "ipFamilies").to_vec());
+    let ips_value = Value::Array(arr_of(new, "clusterIPs").to_vec());
+    if n.len() == o.len() {
+        for (i, f) in o.iter().enumerate() {
+            if *f != n[i] {
+                errs.push(FieldError::invalid(
+                    &fam_path.index(0),
+                    n_value.clone(),
+                    "may not change once set",
+                ));
+            }
+        }
+    } else if o.len() > n.len() {
+        if arr_of(new, "clusterIPs").is_empty() {
+            errs.push(FieldError::invalid(
+                &fam_path.index(0),
+                n_value,
+                "primary ipFamily can not be unset",
+            ));
+        }
+        if !n.is_empty() && n[0] != o[0] {
+            errs.push(FieldError::invalid(
+                &fam_path.index(0),
+                ips_value,
+                "may not change once set",
+            ));
+        }
+        if n.len() == 1 {
+            errs.extend(single_stack_to_release(new, "ipFamily"));
+        }
+    } else if !o.is_empty() && !n.is_empty() && n[0] != o[0] {
+        errs.push(FieldError::invalid(
+            &fam_path.index(0),
+            ips_value,
+            "may not change once set",
         ));
     }
     errs

@@ -213,35 +213,20 @@ pub(crate) const fn unsupported(number: u32, json: &'static str) -> FieldDesc {
     }
 }
 
-/// The message for a top-level object of `api_version` and `kind`, if this server decodes it.
-pub fn object(api_version: &str, kind: &str) -> Option<&'static MessageDesc> {
-    let desc = match (api_version, kind) {
-        ("v1", "Namespace") => &NAMESPACE,
-        ("v1", "Service") => &SERVICE,
-        ("v1", "Pod") => &POD,
-        ("v1", "ConfigMap") => &CONFIG_MAP,
-        ("v1", "Secret") => &SECRET,
-        ("v1", "ServiceAccount") => &SERVICE_ACCOUNT,
-        ("apps/v1", "Deployment") => &DEPLOYMENT,
-        ("apps/v1", "ReplicaSet") => &REPLICA_SET,
-        _ => return None,
-    };
-    Some(desc)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const ROOTS: [(&str, &str); 8] = [
-        ("v1", "Namespace"),
-        ("v1", "Service"),
-        ("v1", "Pod"),
-        ("v1", "ConfigMap"),
-        ("v1", "Secret"),
-        ("v1", "ServiceAccount"),
-        ("apps/v1", "Deployment"),
-        ("apps/v1", "ReplicaSet"),
+    /// Every top-level message described here, served kinds' or not yet.
+    pub(crate) const ROOTS: [&MessageDesc; 8] = [
+        &NAMESPACE,
+        &SERVICE,
+        &POD,
+        &CONFIG_MAP,
+        &SECRET,
+        &SERVICE_ACCOUNT,
+        &DEPLOYMENT,
+        &REPLICA_SET,
     ];
 
     /// Walks every message reachable from the roots, calling `check` once per message.
@@ -265,9 +250,7 @@ mod tests {
     #[test]
     fn every_message_has_unique_numbers_and_names() {
         let mut seen = Vec::new();
-        for (api_version, kind) in ROOTS {
-            let root = object(api_version, kind).expect("root is registered");
-            assert_eq!(root.name, kind);
+        for root in ROOTS {
             walk(root, &mut seen, &mut |desc| {
                 for (i, a) in desc.fields.iter().enumerate() {
                     for b in &desc.fields[i + 1..] {
@@ -292,7 +275,5 @@ mod tests {
             });
         }
         assert!(seen.len() > 80, "only {} messages reachable", seen.len());
-        assert!(object("v1", "Node").is_none());
-        assert!(object("apps/v1", "Namespace").is_none());
     }
 }

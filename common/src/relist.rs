@@ -5,7 +5,8 @@
 //! new list no longer holds — deletions it missed while the watch was down — and must not act
 //! on half a list. [`Relist`] does that bookkeeping once: it holds a list's objects back until
 //! the list is complete and hands them over as one [`Change::Relisted`], which the holder
-//! treats as "this is everything now".
+//! treats as "this is everything now". [`Change::Listing`] says a list began, for a holder that
+//! must stop acting on what it knows until then (an allocator whose used set may be stale).
 
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher::Event;
@@ -17,6 +18,8 @@ pub enum Change<K> {
     Applied(K),
     /// An object was deleted.
     Deleted(K),
+    /// A list began: what is known may be stale until [`Change::Relisted`].
+    Listing,
     /// A complete list: these objects, and no others, exist.
     Relisted(Vec<K>),
 }
@@ -45,7 +48,7 @@ impl<K> Relist<K> {
         match event {
             Event::Init => {
                 self.listing = Some(Vec::new());
-                None
+                Some(Change::Listing)
             }
             Event::InitApply(object) => match &mut self.listing {
                 Some(listing) => {
@@ -95,9 +98,11 @@ mod tests {
         let stream = futures::stream::iter(events.map(Ok::<_, ()>));
         let changes: Vec<_> = futures::executor::block_on(changes(stream).collect());
         let want = [
+            Change::Listing,
             Change::Relisted(vec!["a", "b"]),
             Change::Applied("c"),
             Change::Deleted("a"),
+            Change::Listing,
             Change::Relisted(vec!["c"]),
         ];
         assert_eq!(changes, want.map(Ok));
@@ -106,7 +111,7 @@ mod tests {
     #[test]
     fn an_empty_list_still_says_everything_is_gone() {
         let mut relist = Relist::<&str>::new();
-        assert_eq!(relist.step(Event::Init), None);
+        assert_eq!(relist.step(Event::Init), Some(Change::Listing));
         assert_eq!(
             relist.step(Event::InitDone),
             Some(Change::Relisted(Vec::new()))

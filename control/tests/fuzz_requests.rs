@@ -8,25 +8,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use serde_json::{Value, json};
+use skiff_common::rng::SmallRng;
 use skiff_control::server;
-
-/// xorshift64*: deterministic, so a failure replays with the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const PATHS: &[&str] = &[
     "/api/v1/namespaces/default/services",
@@ -102,7 +85,7 @@ fn seeds() -> Vec<Value> {
 }
 
 /// Replaces a random node of `value` with something of another shape.
-fn mutate(rng: &mut Rng, value: &mut Value, depth: usize) {
+fn mutate(rng: &mut SmallRng, value: &mut Value, depth: usize) {
     let replacement = || -> Value {
         match rng_static() % 9 {
             0 => Value::Null,
@@ -120,23 +103,23 @@ fn mutate(rng: &mut Rng, value: &mut Value, depth: usize) {
         Value::Object(map) if !map.is_empty() && depth < 8 => {
             let keys: Vec<String> = map.keys().cloned().collect();
             let key = rng.pick(&keys).clone();
-            if rng.below(4) == 0 {
+            if rng.index(4) == 0 {
                 map.insert(replacement_key(rng), replacement());
-            } else if rng.below(3) == 0 {
+            } else if rng.index(3) == 0 {
                 map.insert(key, replacement());
             } else {
                 mutate(rng, map.get_mut(&key).unwrap(), depth + 1);
             }
         }
         Value::Array(items) if !items.is_empty() && depth < 8 => {
-            let i = rng.below(items.len());
+            let i = rng.index(items.len());
             mutate(rng, &mut items[i], depth + 1);
         }
         other => *other = replacement(),
     }
 }
 
-fn replacement_key(rng: &mut Rng) -> String {
+fn replacement_key(rng: &mut SmallRng) -> String {
     rng.pick(&[
         "$setElementOrder/containers",
         "$retainKeys",
@@ -172,35 +155,35 @@ async fn random_requests_never_panic_and_always_answer_a_status() {
     let token = token.split(',').next().unwrap().to_owned();
     let api = Arc::clone(&prepared.api);
     let seed = 0x5EED_0000_0001_u64;
-    let mut rng = Rng(seed);
+    let mut rng = SmallRng::seeded(seed);
     let seeds = seeds();
     let iterations = 4000;
     let mut codes = std::collections::BTreeMap::<u16, usize>::new();
     for i in 0..iterations {
         let method = *rng.pick(METHODS);
         let path = *rng.pick(PATHS);
-        let query = if rng.below(2) == 0 {
+        let query = if rng.index(2) == 0 {
             ""
         } else {
             *rng.pick(QUERIES)
         };
         // Mostly the content type a real client would send for the method, sometimes any.
-        let content_type = match (method, rng.below(5)) {
+        let content_type = match (method, rng.index(5)) {
             (_, 0) => *rng.pick(CONTENT_TYPES),
             ("PATCH", _) => *rng.pick(&CONTENT_TYPES[1..5]),
             _ => "application/json",
         };
-        let body: Vec<u8> = match rng.below(4) {
-            0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+        let body: Vec<u8> = match rng.index(4) {
+            0 => (0..rng.index(300)).map(|_| rng.next_u64() as u8).collect(),
             1 => rng.pick(&seeds).to_string().into_bytes(),
             _ => {
                 let mut value = rng.pick(&seeds).clone();
-                for _ in 0..=rng.below(3) {
+                for _ in 0..=rng.index(3) {
                     mutate(&mut rng, &mut value, 0);
                 }
                 let mut bytes = value.to_string().into_bytes();
-                if rng.below(8) == 0 && !bytes.is_empty() {
-                    let cut = rng.below(bytes.len());
+                if rng.index(8) == 0 && !bytes.is_empty() {
+                    let cut = rng.index(bytes.len());
                     bytes.truncate(cut);
                 }
                 bytes

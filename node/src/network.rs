@@ -111,6 +111,7 @@ pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
                 }
                 Some(Ok(Change::Applied(node))) => { nodes.insert(node.name_any(), node); }
                 Some(Ok(Change::Deleted(node))) => { nodes.remove(&node.name_any()); }
+                Some(Ok(Change::Listing)) => {}
             },
             _ = tick.tick() => {
                 let shared = Arc::clone(&network);

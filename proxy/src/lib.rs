@@ -18,8 +18,6 @@ pub mod model;
 pub mod proxy;
 pub mod runner;
 pub mod server;
-#[cfg(test)]
-mod test_rng;
 
 pub use dataplane::{Dataplane, DataplaneError, SyncReport};
 pub use mode::{EbpfPaths, ModeConfig, ModeError, NodeDataplane, ProxyMode};

@@ -261,6 +261,8 @@ async fn watch_services(client: kube::Client, shared: Arc<Shared>) {
                 r.services_listed = true;
                 r.services.relist(&listed) || first
             }),
+            // Until the list completes the trackers hold the last known state, as kube-proxy's.
+            Ok(Change::Listing) => {}
             Err(err) => warn!(error = %err, "Service watch failed; retrying"),
         }
     }
@@ -279,6 +281,7 @@ async fn watch_slices(client: kube::Client, shared: Arc<Shared>) {
                 r.slices_listed = true;
                 r.slices.relist(&listed) || first
             }),
+            Ok(Change::Listing) => {}
             Err(err) => warn!(error = %err, "EndpointSlice watch failed; retrying"),
         }
     }

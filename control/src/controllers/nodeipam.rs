@@ -22,8 +22,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event as Watched};
+use kube::runtime::watcher;
 use serde_json::json;
+use skiff_common::relist::{Change, changes};
 use tokio::time::Instant;
 
 pub use cidrset::{CidrError, CidrSet};
@@ -60,16 +61,16 @@ pub async fn run(client: kube::Client, settings: Arc<Settings>) {
     };
     let nodes: Api<Node> = Api::all(client.clone());
     let events: Api<Event> = Api::namespaced(client, "default");
-    let mut stream = std::pin::pin!(
-        watcher::watcher(nodes.clone(), watcher::Config::default()).default_backoff()
-    );
+    let mut stream = std::pin::pin!(changes(
+        watcher(nodes.clone(), watcher::Config::default()).default_backoff()
+    ));
     let mut allocator = Allocator::new(set);
     let mut retry: Option<Instant> = None;
     loop {
         let wake = retry.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             item = stream.next() => match item {
-                Some(Ok(event)) => allocator.observe(event),
+                Some(Ok(change)) => allocator.observe(change),
                 Some(Err(err)) => tracing::warn!(error = %err, "node watch failed"),
                 None => return,
             },
@@ -93,8 +94,6 @@ struct Allocator {
     pending: BTreeMap<String, Node>,
     /// Pending Nodes already told that the range is full.
     announced: HashSet<String>,
-    /// Nodes of a list in progress.
-    listing: Vec<Node>,
     /// False while the watch lists: the used set is not complete, so nothing is handed out.
     synced: bool,
     failures: u32,
@@ -109,28 +108,23 @@ impl Allocator {
             squatters: BTreeMap::new(),
             pending: BTreeMap::new(),
             announced: HashSet::new(),
-            listing: Vec::new(),
             synced: false,
             failures: 0,
         }
     }
 
-    fn observe(&mut self, event: Watched<Node>) {
-        match event {
-            Watched::Init => {
-                self.listing.clear();
-                self.synced = false;
-            }
-            Watched::InitApply(node) => self.listing.push(node),
-            Watched::InitDone => self.rebuild(),
-            Watched::Apply(node) => self.apply(node),
-            Watched::Delete(node) => self.forget(&node.name_any()),
+    fn observe(&mut self, change: Change<Node>) {
+        match change {
+            // The used set may be stale until the list is complete: hand nothing out meanwhile.
+            Change::Listing => self.synced = false,
+            Change::Relisted(nodes) => self.rebuild(nodes),
+            Change::Applied(node) => self.apply(node),
+            Change::Deleted(node) => self.forget(&node.name_any()),
         }
     }
 
     /// Starts over from a complete list: existing podCIDRs first, then who needs one.
-    fn rebuild(&mut self) {
-        let listed = std::mem::take(&mut self.listing);
+    fn rebuild(&mut self, listed: Vec<Node>) {
         self.set = self.empty.clone();
         self.owners.clear();
         self.squatters.clear();
@@ -372,11 +366,8 @@ mod tests {
 
     fn synced(nodes: Vec<Node>) -> Allocator {
         let mut a = Allocator::new(CidrSet::new("10.244.0.0/22".parse().unwrap(), 24).unwrap());
-        a.observe(Watched::Init);
-        for n in nodes {
-            a.observe(Watched::InitApply(n));
-        }
-        a.observe(Watched::InitDone);
+        a.observe(Change::Listing);
+        a.observe(Change::Relisted(nodes));
         a
     }
 
@@ -391,7 +382,7 @@ mod tests {
     #[test]
     fn nothing_is_handed_out_while_listing() {
         let mut a = synced(vec![]);
-        a.observe(Watched::Init);
+        a.observe(Change::Listing);
         assert!(!a.synced);
     }
 
@@ -403,13 +394,13 @@ mod tests {
         ]);
         assert_eq!(a.set.used(), 1);
         assert!(a.squatters.contains_key("b"));
-        a.observe(Watched::Delete(node("a", Some("10.244.1.0/24"))));
+        a.observe(Change::Deleted(node("a", Some("10.244.1.0/24"))));
         assert_eq!(
             a.owners.get("b").map(ToString::to_string).as_deref(),
             Some("10.244.1.0/24")
         );
         assert_eq!(a.set.used(), 1);
-        a.observe(Watched::Delete(node("b", Some("10.244.1.0/24"))));
+        a.observe(Change::Deleted(node("b", Some("10.244.1.0/24"))));
         assert_eq!(a.set.used(), 0);
     }
 
@@ -425,7 +416,7 @@ mod tests {
         let mut a = synced(vec![]);
         a.owners
             .insert("n".into(), "10.244.0.0/24".parse().unwrap());
-        a.observe(Watched::Apply(node("n", None)));
+        a.observe(Change::Applied(node("n", None)));
         assert!(a.pending.is_empty());
     }
 

@@ -29,7 +29,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
+use skiff_common::relist::{Change, changes};
+use skiff_common::rng::SmallRng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -54,12 +56,10 @@ enum Outcome {
 /// Runs the scheduler until dropped.
 pub async fn run(client: kube::Client, _settings: Arc<Settings>) {
     let config = watcher::Config::default();
-    let mut nodes = watcher::watcher(Api::<Node>::all(client.clone()), config.clone())
-        .default_backoff()
-        .boxed();
-    let mut pods = watcher::watcher(Api::<Pod>::all(client.clone()), config)
-        .default_backoff()
-        .boxed();
+    let nodes = watcher(Api::<Node>::all(client.clone()), config.clone());
+    let mut nodes = changes(nodes.default_backoff()).boxed();
+    let pods = watcher(Api::<Pod>::all(client.clone()), config);
+    let mut pods = changes(pods.default_backoff()).boxed();
     let mut scheduler = Scheduler::new(client);
     loop {
         scheduler.schedule_ready();
@@ -127,10 +127,7 @@ struct Scheduler {
     cache: Cache,
     queue: Queue,
     writes: JoinSet<Outcome>,
-    ties: score::TieBreaker,
-    /// Names seen since the Node watch (re)started listing; `None` once the list is done.
-    listing_nodes: Option<HashSet<String>>,
-    listing_pods: Option<HashSet<PodKey>>,
+    ties: SmallRng,
     nodes_synced: bool,
     pods_synced: bool,
 }
@@ -142,73 +139,76 @@ impl Scheduler {
             cache: Cache::default(),
             queue: Queue::default(),
             writes: JoinSet::new(),
-            ties: score::TieBreaker::new(),
-            listing_nodes: None,
-            listing_pods: None,
+            ties: SmallRng::from_clock(0),
             nodes_synced: false,
             pods_synced: false,
         }
     }
 
-    fn node_event(&mut self, event: Result<Event<Node>, watcher::Error>) {
-        match event {
+    fn node_event(&mut self, change: Result<Change<Node>, watcher::Error>) {
+        match change {
             Err(err) => tracing::warn!(error = %err, "scheduler: node watch failed"),
-            Ok(Event::Init) => self.listing_nodes = Some(HashSet::new()),
-            Ok(Event::InitApply(node) | Event::Apply(node)) => {
-                if let Some(listed) = &mut self.listing_nodes {
-                    listed.insert(node.metadata.name.clone().unwrap_or_default());
-                }
-                if self.cache.apply_node(&node) {
-                    self.queue.wake_all();
-                }
-            }
-            Ok(Event::Delete(node)) => {
+            Ok(Change::Listing) => {}
+            Ok(Change::Applied(node)) => self.apply_node(&node),
+            Ok(Change::Deleted(node)) => {
                 self.cache
                     .delete_node(node.metadata.name.as_deref().unwrap_or(""));
             }
-            Ok(Event::InitDone) => {
-                if let Some(listed) = self.listing_nodes.take() {
-                    self.cache.retain_nodes(&listed);
+            Ok(Change::Relisted(nodes)) => {
+                for node in &nodes {
+                    self.apply_node(node);
                 }
+                let listed: HashSet<String> = nodes
+                    .iter()
+                    .map(|n| n.metadata.name.clone().unwrap_or_default())
+                    .collect();
+                self.cache.retain_nodes(&listed);
                 self.nodes_synced = true;
                 self.queue.wake_all();
             }
         }
     }
 
-    fn pod_event(&mut self, event: Result<Event<Pod>, watcher::Error>) {
-        match event {
+    fn apply_node(&mut self, node: &Node) {
+        if self.cache.apply_node(node) {
+            self.queue.wake_all();
+        }
+    }
+
+    fn pod_event(&mut self, change: Result<Change<Pod>, watcher::Error>) {
+        match change {
             Err(err) => tracing::warn!(error = %err, "scheduler: pod watch failed"),
-            Ok(Event::Init) => self.listing_pods = Some(HashSet::new()),
-            Ok(Event::InitApply(pod) | Event::Apply(pod)) => {
-                let key = pod_key(&pod);
-                if let Some(listed) = &mut self.listing_pods {
-                    listed.insert(key.clone());
-                }
-                if self.cache.apply_pod(&pod) {
-                    self.queue.wake_all();
-                }
-                if !wants_scheduling(&pod) {
-                    self.queue.remove(&key);
-                } else if self.cache.placed_on(&key).is_none() {
-                    // (A Pod counted somewhere is one this scheduler is binding or just bound.)
-                    self.queue.upsert(key, pending_of(&pod));
-                }
-            }
-            Ok(Event::Delete(pod)) => {
+            Ok(Change::Listing) => {}
+            Ok(Change::Applied(pod)) => self.apply_pod(&pod),
+            Ok(Change::Deleted(pod)) => {
                 let key = pod_key(&pod);
                 self.queue.remove(&key);
                 if self.cache.delete_pod(&key) {
                     self.queue.wake_all();
                 }
             }
-            Ok(Event::InitDone) => {
-                if let Some(listed) = self.listing_pods.take() {
-                    self.cache.retain_pods(&listed);
-                    self.queue.retain(&listed);
+            Ok(Change::Relisted(pods)) => {
+                for pod in &pods {
+                    self.apply_pod(pod);
                 }
+                let listed: HashSet<PodKey> = pods.iter().map(pod_key).collect();
+                self.cache.retain_pods(&listed);
+                self.queue.retain(&listed);
                 self.pods_synced = true;
             }
+        }
+    }
+
+    fn apply_pod(&mut self, pod: &Pod) {
+        let key = pod_key(pod);
+        if self.cache.apply_pod(pod) {
+            self.queue.wake_all();
+        }
+        if !wants_scheduling(pod) {
+            self.queue.remove(&key);
+        } else if self.cache.placed_on(&key).is_none() {
+            // (A Pod counted somewhere is one this scheduler is binding or just bound.)
+            self.queue.upsert(key, pending_of(pod));
         }
     }
 

@@ -2,6 +2,7 @@
 //! written, even when empty), decoded and compared with the JSON kubectl would have sent.
 
 use serde_json::{Value, json};
+use skiff_common::rng::SmallRng;
 
 use super::message::decode_message;
 use super::schema::{Kind, MessageDesc, message, opt, ptr, rep, req};
@@ -524,39 +525,23 @@ fn every_truncation_inside_the_object_is_an_error() {
     assert!(decode(&body[..object_end]).is_ok());
 }
 
-/// A small deterministic generator, so failures reproduce.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn random_and_mutated_bodies_never_panic() {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = SmallRng::seeded(0x9e37_79b9_7f4a_7c15);
     let valid = deployment_body();
     for _ in 0..20_000 {
         let mut body = valid.clone();
-        for _ in 0..1 + rng.below(4) {
-            let at = 4 + rng.below(body.len() - 4);
-            body[at] = rng.next() as u8;
+        for _ in 0..1 + rng.index(4) {
+            let at = 4 + rng.index(body.len() - 4);
+            body[at] = rng.next_u64() as u8;
         }
-        body.truncate(4 + rng.below(body.len() - 3));
+        body.truncate(4 + rng.index(body.len() - 3));
         let _ = decode(&body);
     }
     for _ in 0..20_000 {
-        let len = rng.below(300);
+        let len = rng.index(300);
         let mut body: Vec<u8> = MAGIC.to_vec();
-        body.extend((0..len).map(|_| rng.next() as u8));
+        body.extend((0..len).map(|_| rng.next_u64() as u8));
         let _ = decode(&body);
         let _ = decode(&body[4..]);
     }

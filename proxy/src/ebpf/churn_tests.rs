@@ -7,7 +7,7 @@ use crate::dataplane::Dataplane;
 use crate::ebpf::fake::{FakeMaps, KernelFilled};
 use crate::ebpf::plane::{MapPlane, MapState, Planner, SyncFollowUp};
 use crate::model::{DesiredState, NodeFacts};
-use crate::test_rng::Lcg;
+use skiff_common::rng::SmallRng;
 
 /// A desired state with no Services on a node with one address.
 pub(crate) fn one_node() -> DesiredState {
@@ -34,8 +34,8 @@ pub(crate) struct Churn {
 pub(crate) fn churn<P, K, F>(
     plane: &mut MapPlane<P, FakeMaps<P::State, K>, F>,
     desired: &mut DesiredState,
-    rng: &mut Lcg,
-    mut change: impl FnMut(&mut DesiredState, &mut Lcg),
+    rng: &mut SmallRng,
+    mut change: impl FnMut(&mut DesiredState, &mut SmallRng),
     mut after_sync: impl FnMut(usize, &MapPlane<P, FakeMaps<P::State, K>, F>),
 ) -> Churn
 where

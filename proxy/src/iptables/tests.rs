@@ -5,7 +5,7 @@ use crate::conntrack::FakeConntrack;
 use crate::model::{
     DesiredService, EndpointAddr, NodeFacts, Protocol, ServicePort, ServicePortName,
 };
-use crate::test_rng::Lcg;
+use skiff_common::rng::SmallRng;
 use skiff_iptables::Chains;
 
 fn name(n: u8) -> ServicePortName {
@@ -235,9 +235,9 @@ fn many_services_are_dispatched_through_a_prefix_tree() {
     }
 }
 
-fn random_service(rng: &mut Lcg, i: u64) -> DesiredService {
+fn random_service(rng: &mut SmallRng, i: u64) -> DesiredService {
     // Few distinct addresses, so trees split deeply, addresses are shared and groups merge.
-    let ip = |rng: &mut Lcg| {
+    let ip = |rng: &mut SmallRng| {
         Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + rng.below(600) as u32)
     };
     let endpoints: Vec<EndpointAddr> = (0..rng.below(4))
@@ -269,7 +269,7 @@ fn random_service(rng: &mut Lcg, i: u64) -> DesiredService {
 
 #[test]
 fn patched_rulesets_equal_fresh_renders_through_random_churn() {
-    let mut rng = Lcg(7);
+    let mut rng = SmallRng::seeded(7);
     let mut desired = state(&[]);
     let (mut plane, fake) = plane();
     let mut renderer = Renderer::new(RenderOptions::default());

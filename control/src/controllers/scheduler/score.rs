@@ -3,38 +3,13 @@
 //! (PodTopologySpread's system default over hostnames, weight 2), each scored 0–100.
 //! Ties go to a random Node among the best, as kube-scheduler does, so equal Nodes share load.
 
+use skiff_common::rng::SmallRng;
+
 use super::cache::{NodeInfo, PodDemand, Resources};
 use super::filter::{self, FitError};
 
 const RESOURCE_WEIGHT: i128 = 1;
 const SPREAD_WEIGHT: i128 = 2;
-
-/// A small xorshift generator for tie-breaking (no need for a cryptographic one).
-#[derive(Debug)]
-pub struct TieBreaker(u64);
-
-impl TieBreaker {
-    /// Seeded from the clock.
-    pub fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        TieBreaker(nanos | 1)
-    }
-
-    /// Seeded for tests.
-    #[cfg(test)]
-    pub fn seeded(seed: u64) -> Self {
-        TieBreaker(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Free share of one resource after placing the Pod, 0–100.
 fn free_share(allocatable: i128, requested: i128) -> i128 {
@@ -57,7 +32,7 @@ fn least_allocated(node: &NodeInfo, want: Resources) -> i128 {
 pub fn pick<'a>(
     nodes: impl Iterator<Item = &'a NodeInfo>,
     demand: &PodDemand,
-    ties: &mut TieBreaker,
+    ties: &mut SmallRng,
 ) -> Result<&'a str, FitError> {
     let mut error = FitError::default();
     // (node, resource score, Pods of the same owner already there)
@@ -138,7 +113,7 @@ mod tests {
         busy.score_requested.cpu = 3000;
         let idle = node("idle", 4000);
         let nodes = [busy, idle];
-        let mut ties = TieBreaker::seeded(7);
+        let mut ties = SmallRng::seeded(7);
         assert_eq!(
             pick(nodes.iter(), &demand(500, None), &mut ties),
             Ok("idle")
@@ -152,7 +127,7 @@ mod tests {
         let b = node("b", 4000);
         let nodes = [a, b];
         for seed in 0..20 {
-            let mut ties = TieBreaker::seeded(seed);
+            let mut ties = SmallRng::seeded(seed);
             assert_eq!(
                 pick(nodes.iter(), &demand(100, Some("rs")), &mut ties),
                 Ok("b")
@@ -163,7 +138,7 @@ mod tests {
     #[test]
     fn ties_are_broken_among_all_best_nodes() {
         let nodes = [node("a", 4000), node("b", 4000), node("c", 4000)];
-        let mut ties = TieBreaker::seeded(42);
+        let mut ties = SmallRng::seeded(42);
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..100 {
             seen.insert(pick(nodes.iter(), &demand(100, None), &mut ties).unwrap());
@@ -176,7 +151,7 @@ mod tests {
         let mut cordoned = node("c", 4000);
         cordoned.unschedulable = true;
         let nodes = [cordoned, node("small", 100), node("small2", 100)];
-        let mut ties = TieBreaker::seeded(1);
+        let mut ties = SmallRng::seeded(1);
         let err = pick(nodes.iter(), &demand(500, None), &mut ties).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -8,13 +8,13 @@ use crate::ebpf::churn_tests::{churn, one_node};
 use crate::ebpf::incremental::AppliedServices;
 use crate::model::DesiredState;
 use crate::model::{DesiredService, EndpointAddr, Protocol, ServicePort, ServicePortName};
-use crate::test_rng::Lcg;
+use skiff_common::rng::SmallRng;
 
 fn name(i: u32) -> ServicePortName {
     ServicePortName::new("ns", &format!("s{i}"), "", Protocol::Tcp)
 }
 
-fn random_service(rng: &mut Lcg) -> DesiredService {
+fn random_service(rng: &mut SmallRng) -> DesiredService {
     // Now and then two Services claim one frontend (contested: planned in full).
     let endpoints: Vec<EndpointAddr> = (0..rng.below(4))
         .map(|_| EndpointAddr {
@@ -66,7 +66,7 @@ fn random_service(rng: &mut Lcg) -> DesiredService {
 
 #[test]
 fn incremental_syncs_leave_what_a_full_plan_would_through_random_churn() {
-    let mut rng = Lcg(7);
+    let mut rng = SmallRng::seeded(7);
     let mut desired = one_node();
     for i in 0..100 {
         let mut svc = random_service(&mut rng);
@@ -76,7 +76,7 @@ fn incremental_syncs_leave_what_a_full_plan_would_through_random_churn() {
     }
     let mut plane = ExternalPlane::new(FakeExternalMaps::default());
     plane.sync(&desired).unwrap();
-    let change = |desired: &mut DesiredState, rng: &mut Lcg| {
+    let change = |desired: &mut DesiredState, rng: &mut SmallRng| {
         let n = name(rng.below(140) as u32);
         match rng.below(6) {
             0 => _ = desired.services.remove(&n),
@@ -106,7 +106,7 @@ fn incremental_syncs_leave_what_a_full_plan_would_through_random_churn() {
 #[test]
 fn one_endpoint_change_among_many_node_ports_plans_one_service() {
     let mut desired = one_node();
-    let mut rng = Lcg(3);
+    let mut rng = SmallRng::seeded(3);
     for i in 0..2000u32 {
         let mut svc = random_service(&mut rng);
         svc.port.node_port = Some(30000 + i as u16);

@@ -7,9 +7,9 @@ use super::*;
 use crate::dataplane::Dataplane;
 use crate::ebpf::churn_tests::{churn, one_node};
 use crate::model::{DesiredState, Protocol};
-use crate::test_rng::Lcg;
+use skiff_common::rng::SmallRng;
 
-fn random_service(rng: &mut Lcg) -> crate::model::DesiredService {
+fn random_service(rng: &mut SmallRng) -> crate::model::DesiredService {
     // Few addresses: backends are shared between Services, and sometimes two Services claim
     // one ClusterIP (the contested case).
     let vip = 1 + rng.below(120) as u8;
@@ -27,7 +27,7 @@ fn random_service(rng: &mut Lcg) -> crate::model::DesiredService {
 
 #[test]
 fn incremental_syncs_write_what_a_full_plan_would_through_random_churn() {
-    let mut rng = Lcg(11);
+    let mut rng = SmallRng::seeded(11);
     let mut desired = one_node();
     for i in 0..100 {
         desired.services.insert(
@@ -37,7 +37,7 @@ fn incremental_syncs_write_what_a_full_plan_would_through_random_churn() {
     }
     let mut plane = SocketLbPlane::new(FakeSocketLbMaps::default());
     plane.sync(&desired).unwrap();
-    let change = |desired: &mut DesiredState, rng: &mut Lcg| {
+    let change = |desired: &mut DesiredState, rng: &mut SmallRng| {
         let n = name(&format!("s{}", rng.below(140)), Protocol::Tcp);
         match rng.below(6) {
             0 => _ = desired.services.remove(&n),

@@ -187,12 +187,14 @@ fn enter(netns: Option<&Path>) -> Result<Runtime, NetnsError> {
 
 /// The node network's iptables door runs its binaries on this thread, in its namespace.
 impl skiff_iptables::Namespace for NetnsThread {
-    fn run<T, F>(&self, work: F) -> Result<T, skiff_iptables::NamespaceError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        NetnsThread::run(self, work).map_err(Into::into)
+    fn output(
+        &self,
+        command: std::process::Command,
+        input: Option<&[u8]>,
+    ) -> Result<std::io::Result<std::process::Output>, skiff_iptables::NamespaceError> {
+        let input = input.map(<[u8]>::to_vec);
+        self.run(move || skiff_iptables::output_with_input(command, input.as_deref()))
+            .map_err(Into::into)
     }
 }
 

@@ -22,6 +22,6 @@ pub mod words;
 pub use door::{Iptables, IptablesError};
 pub use fake::FakeIptables;
 pub use model::{Chains, RestoreError, Tables};
-pub use real::{CurrentNamespace, Namespace, NamespaceError, RealIptables};
+pub use real::{CurrentNamespace, Namespace, NamespaceError, RealIptables, output_with_input};
 pub use table::Table;
 pub use words::{join_words, jumps_to, split_words};

@@ -14,16 +14,18 @@ use crate::table::Table;
 /// Seconds to wait for the xtables lock another writer holds.
 const LOCK_WAIT: &str = "5";
 
-/// Why work could not be run in a namespace.
+/// Why a command could not be run in a namespace.
 pub type NamespaceError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where the binaries run: a network namespace that can run work for us.
+/// Where the binaries run: a network namespace that can run a command for us.
 pub trait Namespace: Send + Sync {
-    /// Runs `work` in the namespace and hands back its result.
-    fn run<T, F>(&self, work: F) -> Result<T, NamespaceError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static;
+    /// Runs `command` in the namespace with `input` on its stdin and collects its output (the
+    /// outer error: the namespace could not run it; the inner: the command could not start).
+    fn output(
+        &self,
+        command: Command,
+        input: Option<&[u8]>,
+    ) -> Result<std::io::Result<Output>, NamespaceError>;
 }
 
 /// The calling thread's own network namespace.
@@ -31,23 +33,43 @@ pub trait Namespace: Send + Sync {
 pub struct CurrentNamespace;
 
 impl Namespace for CurrentNamespace {
-    fn run<T, F>(&self, work: F) -> Result<T, NamespaceError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        Ok(work())
+    fn output(
+        &self,
+        command: Command,
+        input: Option<&[u8]>,
+    ) -> Result<std::io::Result<Output>, NamespaceError> {
+        // Here, unlike on another thread, the input (a whole ruleset) is not copied.
+        Ok(output_with_input(command, input))
     }
 }
 
 impl<N: Namespace> Namespace for Arc<N> {
-    fn run<T, F>(&self, work: F) -> Result<T, NamespaceError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        N::run(self, work)
+    fn output(
+        &self,
+        command: Command,
+        input: Option<&[u8]>,
+    ) -> Result<std::io::Result<Output>, NamespaceError> {
+        N::output(self, command, input)
     }
+}
+
+/// Runs `command` with `input` on its stdin (none: no stdin) and collects its output.
+pub fn output_with_input(mut command: Command, input: Option<&[u8]>) -> std::io::Result<Output> {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        // A write error shows up as the child's failure.
+        let _ = pipe.write_all(input);
+    }
+    child.wait_with_output()
 }
 
 /// Runs the system's iptables binaries in a [`Namespace`].
@@ -69,31 +91,17 @@ impl<N: Namespace> RealIptables<N> {
         RealIptables { namespace }
     }
 
-    /// Runs `binary args` in the namespace, with `stdin` as its input.
+    /// Runs `binary args` in the namespace, with `input` on its stdin.
     fn run(
         &self,
         binary: &'static str,
-        args: Vec<String>,
-        stdin: Option<String>,
+        args: &[String],
+        input: Option<&[u8]>,
     ) -> Result<Output, IptablesError> {
-        let output = self.namespace.run(move || {
-            let mut child = Command::new(binary)
-                .args(&args)
-                .stdin(if stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                // A write error shows up as the child's failure.
-                let _ = pipe.write_all(text.as_bytes());
-            }
-            child.wait_with_output()
-        });
-        output
+        let mut command = Command::new(binary);
+        command.args(args);
+        self.namespace
+            .output(command, input)
             .map_err(IptablesError::Namespace)?
             .map_err(|source| IptablesError::Spawn { binary, source })
     }
@@ -114,7 +122,7 @@ fn words(words: &[&str]) -> Vec<String> {
 impl<N: Namespace> Iptables for RealIptables<N> {
     fn restore(&self, text: &str) -> Result<(), IptablesError> {
         let args = words(&["--noflush", "--wait", LOCK_WAIT]);
-        let output = self.run("iptables-restore", args, Some(text.to_owned()))?;
+        let output = self.run("iptables-restore", &args, Some(text.as_bytes()))?;
         if output.status.success() {
             return Ok(());
         }
@@ -125,7 +133,7 @@ impl<N: Namespace> Iptables for RealIptables<N> {
     }
 
     fn save(&self, table: Table) -> Result<String, IptablesError> {
-        let output = self.run("iptables-save", words(&["-t", table.as_str()]), None)?;
+        let output = self.run("iptables-save", &words(&["-t", table.as_str()]), None)?;
         if !output.status.success() {
             return Err(failed(format!("iptables-save -t {table}"), &output));
         }
@@ -135,7 +143,7 @@ impl<N: Namespace> Iptables for RealIptables<N> {
     fn check(&self, table: Table, chain: &str, rule: &[String]) -> Result<bool, IptablesError> {
         let mut args = words(&["--wait", LOCK_WAIT, "-t", table.as_str(), "-C", chain]);
         args.extend(rule.iter().cloned());
-        let output = self.run("iptables", args.clone(), None)?;
+        let output = self.run("iptables", &args, None)?;
         // 0: the rule exists; 1: it does not; anything else: the question was bad.
         match output.status.code() {
             Some(0) => Ok(true),

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use skiff_cni::network::{Backend, VxlanConfig};
+use skiff_cni::network::{Backend, RealNodeNetwork, VxlanConfig};
 use skiff_common::cli::{init_logging, kube_config, node_name, optional_address};
 use skiff_node::cni::Cni;
 use skiff_node::facts::MachineFacts;
@@ -176,32 +178,7 @@ async fn run(cli: Cli) -> Result<()> {
         (None, Err(err)) => bail!("no cgroup v2 hierarchy ({err}): give --cgroup-root"),
     };
     sandbox::create_cgroup(&cgroup_root)?;
-    let cni = Cni {
-        conf_dir: cli.cni_conf_dir.clone(),
-        bin_dirs: cli.cni_bin_dir.clone(),
-        cache_dir: cli.root_dir.join("cni-results"),
-    };
-    let runtime: Arc<dyn PodRuntime> = match &cli.container_runtime_endpoint {
-        Some(endpoint) => Arc::new(CriRuntime::new(CriSettings {
-            endpoint: endpoint.clone(),
-            cgroup_root: cgroup_root.clone(),
-            cgroup_mount: cgroup_mount
-                .as_ref()
-                .map_err(|e| anyhow::anyhow!("the CRI runtime needs cgroup v2: {e}"))?
-                .clone(),
-            log_root: cli.pod_logs_dir.clone(),
-            cni: cni.clone(),
-            pinned_images: vec![cli.pod_infra_container_image.clone()],
-        })?),
-        None => Arc::new(ProcessRuntime {
-            state_dir: cli.root_dir.join("pods"),
-            cgroup_root: cgroup_root.clone(),
-            netns_prefix: cli.netns_prefix.clone(),
-            cni: cni.clone(),
-            shim_exe: std::env::current_exe().context("cannot find this binary for the shim")?,
-            catalog: Catalog::new(&cli.image_catalog),
-        }),
-    };
+    let runtime = open_runtime(&cli, &cgroup_root, &cgroup_mount)?;
     let mut facts = MachineFacts::read();
     facts.runtime_version = runtime_version(&runtime).await?;
     tracing::info!(runtime = %facts.runtime_version, "container runtime");
@@ -226,25 +203,10 @@ async fn run(cli: Cli) -> Result<()> {
     let cidr = register::wait_for_pod_cidr(&nodes, &identity.name, Duration::from_secs(10)).await?;
     tracing::info!(node = %identity.name, ip = %identity.ip, pod_cidr = %cidr, "got a podCIDR");
 
-    let backend = match cli.overlay.as_str() {
-        "host-gw" => Backend::HostGw,
-        _ => Backend::Vxlan(VxlanConfig {
-            vni: cli.vxlan_vni,
-            port: cli.vxlan_port,
-            ..VxlanConfig::default()
-        }),
-    };
-    let (node_network, pod_mtu) =
-        network::open(identity.ip, cli.cluster_cidr, cidr, backend).context("node network")?;
-    let conflist = network::write_conflist(
-        &cli.cni_conf_dir,
-        &cli.cni_bin_dir,
-        cidr,
-        pod_mtu,
-        &cli.root_dir.join("ipam"),
-    )?;
-    tracing::info!(conflist = %conflist.display(), mtu = pod_mtu, "CNI configuration written");
-    let net_task = tokio::spawn(network::follow_nodes(client.clone(), node_network));
+    let net_task = tokio::spawn(network::follow_nodes(
+        client.clone(),
+        open_network(&cli, identity.ip, cidr)?,
+    ));
 
     let host_resolv = std::fs::read_to_string(&cli.resolv_conf).unwrap_or_else(|err| {
         tracing::warn!(file = %cli.resolv_conf.display(), error = %err, "no resolver configuration");
@@ -265,6 +227,88 @@ async fn run(cli: Cli) -> Result<()> {
         node_ip: identity.ip,
         recorder: Recorder::new(client.clone(), &identity.name),
     });
+    let (log_task, image_gc_task) = spawn_runtime_chores(&cli, &ctx.runtime)?;
+    let pod_task = tokio::spawn(pods::run(ctx));
+    tracing::info!(node = %identity.name, "running pods");
+    let proxy_task = spawn_proxy(&cli, &identity, cgroup_root, client)?;
+    tokio::select! {
+        _ = heartbeat => bail!("the heartbeat stopped"),
+        _ = net_task => bail!("the node network task stopped"),
+        _ = pod_task => bail!("the pod manager stopped"),
+        _ = services_task => bail!("the Service watch stopped"),
+        _ = log_task => bail!("the container log rotation stopped"),
+        _ = image_gc_task => bail!("image garbage collection stopped"),
+        result = proxy_task => match result {
+            Ok(Err(err)) => Err(err).context("the service proxy stopped"),
+            _ => bail!("the service proxy stopped"),
+        },
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// The Pods' runtime: containerd over CRI when an endpoint is given, else host processes.
+fn open_runtime(
+    cli: &Cli,
+    cgroup_root: &std::path::Path,
+    cgroup_mount: &Result<PathBuf, skiff_proxy::ebpf::mounts::MountError>,
+) -> Result<Arc<dyn PodRuntime>> {
+    let cni = Cni {
+        conf_dir: cli.cni_conf_dir.clone(),
+        bin_dirs: cli.cni_bin_dir.clone(),
+        cache_dir: cli.root_dir.join("cni-results"),
+    };
+    Ok(match &cli.container_runtime_endpoint {
+        Some(endpoint) => Arc::new(CriRuntime::new(CriSettings {
+            endpoint: endpoint.clone(),
+            cgroup_root: cgroup_root.to_path_buf(),
+            cgroup_mount: cgroup_mount
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("the CRI runtime needs cgroup v2: {e}"))?
+                .clone(),
+            log_root: cli.pod_logs_dir.clone(),
+            cni,
+            pinned_images: vec![cli.pod_infra_container_image.clone()],
+        })?),
+        None => Arc::new(ProcessRuntime {
+            state_dir: cli.root_dir.join("pods"),
+            cgroup_root: cgroup_root.to_path_buf(),
+            netns_prefix: cli.netns_prefix.clone(),
+            cni,
+            shim_exe: std::env::current_exe().context("cannot find this binary for the shim")?,
+            catalog: Catalog::new(&cli.image_catalog),
+        }),
+    })
+}
+
+/// The node network (routes or the VXLAN overlay, masquerade) and the CNI configuration
+/// that wires Pods into it.
+fn open_network(cli: &Cli, ip: Ipv4Addr, cidr: Ipv4Net) -> Result<RealNodeNetwork> {
+    let backend = match cli.overlay.as_str() {
+        "host-gw" => Backend::HostGw,
+        _ => Backend::Vxlan(VxlanConfig {
+            vni: cli.vxlan_vni,
+            port: cli.vxlan_port,
+            ..VxlanConfig::default()
+        }),
+    };
+    let (node_network, pod_mtu) =
+        network::open(ip, cli.cluster_cidr, cidr, backend).context("node network")?;
+    let conflist = network::write_conflist(
+        &cli.cni_conf_dir,
+        &cli.cni_bin_dir,
+        cidr,
+        pod_mtu,
+        &cli.root_dir.join("ipam"),
+    )?;
+    tracing::info!(conflist = %conflist.display(), mtu = pod_mtu, "CNI configuration written");
+    Ok(node_network)
+}
+
+/// Container log rotation and image garbage collection, each on its own period.
+fn spawn_runtime_chores(
+    cli: &Cli,
+    runtime: &Arc<dyn PodRuntime>,
+) -> Result<(JoinHandle<()>, JoinHandle<()>)> {
     let log_max_bytes = skiff_common::quantity::parse_millis(&cli.container_log_max_size)
         .ok()
         .and_then(|millis| u64::try_from(millis / 1000).ok())
@@ -276,7 +320,7 @@ async fn run(cli: Cli) -> Result<()> {
             )
         })?;
     let log_task = tokio::spawn(pods::rotate_logs(
-        Arc::clone(&ctx.runtime),
+        Arc::clone(runtime),
         log_max_bytes,
         cli.container_log_max_files.max(1),
         Duration::from_secs(cli.container_log_monitor_interval.max(1)),
@@ -285,19 +329,28 @@ async fn run(cli: Cli) -> Result<()> {
         bail!("--image-gc-low-threshold must not be above --image-gc-high-threshold");
     }
     let image_gc_task = tokio::spawn(pods::collect_images(
-        Arc::clone(&ctx.runtime),
+        Arc::clone(runtime),
         cli.image_gc_high_threshold,
         cli.image_gc_low_threshold,
         Duration::from_secs(cli.image_gc_period.max(1)),
     ));
-    let pod_task = tokio::spawn(pods::run(ctx));
-    tracing::info!(node = %identity.name, "running pods");
+    Ok((log_task, image_gc_task))
+}
+
+/// The service proxy, in-process, in the mode `--proxy-mode` names (none: a task that never
+/// ends).
+fn spawn_proxy(
+    cli: &Cli,
+    identity: &NodeIdentity,
+    cgroup_root: PathBuf,
+    client: kube::Client,
+) -> Result<JoinHandle<Result<(), skiff_proxy::ProxyError>>> {
     let proxy_mode = match cli.proxy_mode.as_str() {
         "iptables" => Some(ProxyMode::Iptables),
         "ebpf" => Some(ProxyMode::Ebpf),
         _ => None,
     };
-    let proxy_task = match proxy_mode {
+    Ok(match proxy_mode {
         None => tokio::spawn(std::future::pending()),
         Some(mode) => {
             let config = ProxyConfig {
@@ -327,20 +380,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Proxy::run(client, config, dataplane, std::future::pending()).await
             })
         }
-    };
-    tokio::select! {
-        _ = heartbeat => bail!("the heartbeat stopped"),
-        _ = net_task => bail!("the node network task stopped"),
-        _ = pod_task => bail!("the pod manager stopped"),
-        _ = services_task => bail!("the Service watch stopped"),
-        _ = log_task => bail!("the container log rotation stopped"),
-        _ = image_gc_task => bail!("image garbage collection stopped"),
-        result = proxy_task => match result {
-            Ok(Err(err)) => Err(err).context("the service proxy stopped"),
-            _ => bail!("the service proxy stopped"),
-        },
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    })
 }
 
 /// The runtime's version, waiting a while for a runtime that is still starting (containerd

@@ -134,7 +134,7 @@ struct ServiceRules {
 }
 
 /// Renders rulesets, re-rendering only Services whose desired state changed and patching the
-/// assembled ruleset only where they touch it (see [`super::assemble`]).
+/// assembled ruleset only where they touch it (see the private `assemble` module).
 #[derive(Debug)]
 pub struct Renderer {
     options: RenderOptions,

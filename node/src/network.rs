@@ -92,13 +92,46 @@ pub fn remote_nodes<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<Remote
     list
 }
 
+/// The Nodes as the watch last said them, and whether that is a whole list.
+#[derive(Debug, Default)]
+struct KnownNodes {
+    nodes: BTreeMap<String, Node>,
+    /// A complete list has come, and no relist is under way.
+    complete: bool,
+}
+
+impl KnownNodes {
+    fn apply(&mut self, change: Change<Node>) {
+        match change {
+            Change::Listing => self.complete = false,
+            Change::Relisted(listed) => {
+                self.nodes = listed.into_iter().map(|n| (n.name_any(), n)).collect();
+                self.complete = true;
+            }
+            Change::Applied(node) => {
+                self.nodes.insert(node.name_any(), node);
+            }
+            Change::Deleted(node) => {
+                self.nodes.remove(&node.name_any());
+            }
+        }
+    }
+
+    /// The remote nodes to program, only from a complete list: programming from none or half
+    /// a list would remove the routes to every node not seen yet (a restarted agent's first
+    /// sync would cut the node off from the others until the list arrived).
+    fn remotes(&self) -> Option<Vec<RemoteNode>> {
+        self.complete.then(|| remote_nodes(self.nodes.values()))
+    }
+}
+
 /// Keeps the node network in step with the Nodes, forever. A failed sync is retried every
 /// 10 s, and a periodic one repairs what someone else changed.
 pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
     let network = Arc::new(Mutex::new(network));
     let events = watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     let mut events = std::pin::pin!(changes(events));
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut known = KnownNodes::default();
     let mut last: Option<Vec<RemoteNode>> = None;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
@@ -106,12 +139,7 @@ pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
             event = events.next() => match event {
                 None => return,
                 Some(Err(err)) => tracing::warn!(error = %err, "node watch failed"),
-                Some(Ok(Change::Relisted(listed))) => {
-                    nodes = listed.into_iter().map(|n| (n.name_any(), n)).collect();
-                }
-                Some(Ok(Change::Applied(node))) => { nodes.insert(node.name_any(), node); }
-                Some(Ok(Change::Deleted(node))) => { nodes.remove(&node.name_any()); }
-                Some(Ok(Change::Listing)) => {}
+                Some(Ok(change)) => known.apply(change),
             },
             _ = tick.tick() => {
                 let shared = Arc::clone(&network);
@@ -120,7 +148,9 @@ pub async fn follow_nodes(client: kube::Client, network: RealNodeNetwork) {
                 last = None;
             }
         }
-        let remotes = remote_nodes(nodes.values());
+        let Some(remotes) = known.remotes() else {
+            continue;
+        };
         if last.as_ref() == Some(&remotes) {
             continue;
         }
@@ -194,6 +224,44 @@ mod tests {
         let names: Vec<&str> = remotes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(remotes[0].node_ip, Ipv4Addr::new(172, 31, 0, 11));
+    }
+
+    #[test]
+    fn nothing_is_programmed_before_a_whole_list_nor_during_a_relist() {
+        let node = |name: &str, k: u8| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": name},
+                "spec": {"podCIDR": format!("10.244.{k}.0/24")},
+                "status": {"addresses": [{"type": "InternalIP", "address": format!("172.31.0.{k}")}]}}))
+            .unwrap()
+        };
+        let mut known = KnownNodes::default();
+        assert_eq!(
+            known.remotes(),
+            None,
+            "nothing listed yet: keep what the kernel has"
+        );
+        known.apply(Change::Applied(node("a", 1)));
+        assert_eq!(known.remotes(), None, "one node is not the list");
+        known.apply(Change::Listing);
+        assert_eq!(known.remotes(), None);
+        known.apply(Change::Relisted(vec![node("a", 1), node("b", 2)]));
+        assert_eq!(known.remotes().map(|r| r.len()), Some(2));
+        known.apply(Change::Deleted(node("a", 1)));
+        assert_eq!(known.remotes().map(|r| r.len()), Some(1));
+        known.apply(Change::Listing);
+        assert_eq!(
+            known.remotes(),
+            None,
+            "a relist under way holds the last programming"
+        );
+        known.apply(Change::Relisted(vec![node("c", 3)]));
+        let names: Vec<String> = known
+            .remotes()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["c"]);
     }
 
     #[test]

@@ -106,8 +106,8 @@ impl Iptables for FakeIptables {
     fn check(&self, table: Table, chain: &str, rule: &[String]) -> Result<bool, IptablesError> {
         // `iptables -C` is a one-rule restore that is never applied.
         let text = format!("*{table}\n-D {chain} {}\nCOMMIT\n", join_words(rule));
-        match self.lock().tables.clone().apply(&text) {
-            Ok(()) => Ok(true),
+        match self.lock().tables.applied(&text) {
+            Ok(_) => Ok(true),
             Err(err) if err.message == "no such rule" || err.message == "no such chain" => {
                 Ok(false)
             }

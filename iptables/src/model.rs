@@ -102,6 +102,13 @@ impl Tables {
     /// Applies restore text as `iptables-restore --noflush` would: all of it, or (on error)
     /// nothing.
     pub fn apply(&mut self, text: &str) -> Result<(), RestoreError> {
+        *self = self.applied(text)?;
+        Ok(())
+    }
+
+    /// What applying restore text would leave, without changing these tables (a dry run, as
+    /// `iptables -C` is).
+    pub fn applied(&self, text: &str) -> Result<Tables, RestoreError> {
         let mut next = self.clone();
         let mut open: Option<(Table, usize, &str)> = None;
         for (n, raw) in text.lines().enumerate() {
@@ -119,6 +126,10 @@ impl Tables {
                     return Err(fail("COMMIT expected before the next table"));
                 }
                 let table: Table = name.parse().map_err(|e: String| fail(&e))?;
+                let chains = next.tables.entry(table).or_default();
+                for builtin in table.builtin_chains() {
+                    chains.entry((*builtin).to_owned()).or_default();
+                }
                 open = Some((table, n + 1, line));
                 continue;
             }
@@ -138,15 +149,11 @@ impl Tables {
                 text: text.to_owned(),
             });
         }
-        *self = next;
-        Ok(())
+        Ok(next)
     }
 
     fn apply_line(&mut self, table: Table, line: &str) -> Result<(), String> {
         let chains = self.tables.entry(table).or_default();
-        for builtin in table.builtin_chains() {
-            chains.entry((*builtin).to_owned()).or_default();
-        }
         if let Some(decl) = line.strip_prefix(':') {
             // A declaration creates a chain of ours or flushes it; a built-in one keeps its rules.
             let name = decl.split_whitespace().next().unwrap_or_default();

@@ -110,7 +110,7 @@ type Rule = Vec<String>;
 /// Parsed tables: table → chain → rules (as words).
 #[derive(Clone, Debug, Default)]
 pub struct Tables {
-    tables: BTreeMap<String, BTreeMap<String, Vec<Rule>>>,
+    tables: BTreeMap<Table, BTreeMap<String, Vec<Rule>>>,
     /// Addresses `-m addrtype LOCAL` matches (127.0.0.0/8 always does).
     pub local_addrs: BTreeSet<Ipv4Addr>,
     /// Affinity records: (list name, client address).
@@ -122,7 +122,7 @@ impl Tables {
     pub fn parse(text: &str) -> Self {
         let mut tables = Tables::default();
         for (table, chains) in skiff_iptables::Tables::parse(text).iter() {
-            let parsed = tables.tables.entry(table.as_str().to_owned()).or_default();
+            let parsed = tables.tables.entry(table).or_default();
             for (name, rules) in chains {
                 parsed.insert(name.clone(), rules.iter().map(|r| split_words(r)).collect());
             }
@@ -134,13 +134,13 @@ impl Tables {
     pub fn from_ruleset(ruleset: &Ruleset) -> Self {
         let mut tables = Tables::default();
         for (table, chains) in &ruleset.tables {
-            let parsed = tables.tables.entry(table.as_str().to_owned()).or_default();
+            let parsed = tables.tables.entry(*table).or_default();
             for (name, rules) in chains {
                 parsed.insert(name.clone(), rules.iter().map(|r| split_words(r)).collect());
             }
         }
         for (table, chain, rule) in hooks() {
-            let parsed = tables.tables.entry(table.as_str().to_owned()).or_default();
+            let parsed = tables.tables.entry(table).or_default();
             parsed
                 .entry(chain.to_owned())
                 .or_default()
@@ -210,7 +210,7 @@ impl Tables {
         if depth > 32 {
             return Err(TraceError::TooDeep(chain.to_owned()));
         }
-        let Some(rules) = self.tables.get(table.as_str()).and_then(|t| t.get(chain)) else {
+        let Some(rules) = self.tables.get(&table).and_then(|t| t.get(chain)) else {
             return Ok(Flow::Next);
         };
         state.trace.path.push(format!("{}/{chain}", table.as_str()));
@@ -285,7 +285,7 @@ impl Tables {
                     }
                     let exists = self
                         .tables
-                        .get(table.as_str())
+                        .get(&table)
                         .is_some_and(|t| t.contains_key(chain_name));
                     if !exists {
                         return Err(TraceError::MissingChain {

@@ -114,40 +114,22 @@ async fn a_replicasets_pods_spread_over_nodes_even_when_one_node_is_bigger() {
         ],
     )
     .await;
-    // The owner is set by the test. The ReplicaSet exists, so garbage collection leaves its
-    // Pods alone, and is being deleted (held by a finalizer), so its controller neither adds
-    // nor removes Pods: the three below are all it has.
+    // The ReplicaSet controller makes the three Pods; the scheduler sees them as siblings.
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
     let rs: ReplicaSet = serde_json::from_value(json!({
-        "metadata": {"name": "web", "finalizers": ["example.com/hold"]},
+        "metadata": {"name": "web"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}},
-                   "spec": {"containers": [{"name": "c", "image": "skiff/test-server"}]}}}
+                   "spec": {"containers": [{"name": "c", "image": "skiff/test-server",
+                     "resources": {"requests": {"cpu": "100m"}}}]}}}
     }))
     .unwrap();
     let rs = replicasets
         .create(&PostParams::default(), &rs)
         .await
         .unwrap();
-    replicasets
-        .delete("web", &kube::api::DeleteParams::default())
-        .await
-        .unwrap();
-    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
-                        "uid": rs.metadata.uid, "controller": true}]);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for i in 0..3 {
-        let mut p = pod(&format!("web-{i}"), "100m", json!({}));
-        p.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
-        p.metadata.owner_references = serde_json::from_value(owner.clone()).unwrap();
-        pods.create(&PostParams::default(), &p).await.unwrap();
-    }
-    // (The ReplicaSet controller may still add Pods of its own to a terminating ReplicaSet;
-    // they belong to the same owner and must spread too.)
-    let list = wait_pods(&pods, "the Pods bound", |l| {
-        l.len() >= 3 && l.iter().all(|p| node_of(p).is_some())
-    })
-    .await;
+    let list = wait_pods(&pods, "the ReplicaSet's Pods bound", |l| all_bound(l, 3)).await;
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for p in &list {
         let owner = &p.metadata.owner_references.as_ref().unwrap()[0];

@@ -3,9 +3,11 @@
 //! starts alike, and the node agent and a standalone proxy must name their node alike
 //! ([`cli`]); the node agent, xtask and the test harness start processes inside Pods
 //! ([`placement`]); a small seedable generator serves tie-breaks and tests ([`rng`]); and
-//! whoever keeps state from a watch needs its relists handed over whole ([`relist`]).
+//! whoever keeps state from a watch needs its relists handed over whole ([`relist`]); every
+//! server serves its Prometheus metrics alike ([`metrics`]).
 
 pub mod cli;
+pub mod metrics;
 pub mod placement;
 pub mod quantity;
 pub mod relist;

@@ -436,8 +436,9 @@ pub(crate) mod tests {
     use serde_json::json;
 
     pub(crate) fn service(ns: &str, name: &str, spec: serde_json::Value) -> Service {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
-            .unwrap()
+        let mut object = json!({"metadata": {"name": name, "namespace": ns}});
+        object["spec"] = spec;
+        serde_json::from_value(object).unwrap()
     }
 
     /// A slice of `service` with `(ip, hostname, ready)` endpoints and `(name, port)` TCP ports.
@@ -472,11 +473,7 @@ pub(crate) mod tests {
             json!({"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
                    "ports": [{"name": "http", "port": 80}, {"port": 81, "protocol": "UDP"}]}),
         ));
-        index.apply_service(&service(
-            "default",
-            "db",
-            json!({"clusterIP": "None"}),
-        ));
+        index.apply_service(&service("default", "db", json!({"clusterIP": "None"})));
         index.apply_service(&service(
             "default",
             "ext",
@@ -512,7 +509,10 @@ pub(crate) mod tests {
             "default",
             "db-1",
             "db",
-            &[("10.244.1.5", Some("db-0"), true), ("10.244.2.6", None, true)],
+            &[
+                ("10.244.1.5", Some("db-0"), true),
+                ("10.244.2.6", None, true),
+            ],
             &[("pg", 5432)],
         ));
         assert!(index.owners_of(&ip("10.244.1.5")).is_empty());

@@ -2,6 +2,15 @@
 //! Kubernetes API like any add-on (CoreDNS's `kubernetes` plugin is the model), answers for the
 //! cluster zone from what it saw, and forwards every other name to the node's resolvers
 //! through a cache.
+//!
+//! The path of a request: [`handler`] checks it and asks [`zone`] (which reads [`index`], fed
+//! by [`watch`]) or [`forward`] (through [`cache`]); all of them speak [`reply::Reply`].
 
+pub mod cache;
+pub mod forward;
+pub mod handler;
 pub mod index;
+pub mod metrics;
+pub mod reply;
+pub mod watch;
 pub mod zone;

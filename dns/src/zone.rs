@@ -34,7 +34,7 @@ pub enum ZoneAnswer {
     /// An ExternalName Service: its CNAME, and the name it points to, to be resolved on.
     Alias {
         /// The CNAME record.
-        cname: Record,
+        cname: Box<Record>,
         /// Its target.
         target: Name,
     },
@@ -187,17 +187,18 @@ impl ClusterZone {
         match labels.as_slice() {
             [] => match qtype {
                 RecordType::SOA => found(vec![self.soa(index.revision())]),
-                RecordType::NS => found(vec![self.record(
-                    qname,
-                    RData::NS(NS(self.below(&["ns", "dns"]))),
-                )]),
+                RecordType::NS => found(vec![
+                    self.record(qname, RData::NS(NS(self.below(&["ns", "dns"])))),
+                ]),
                 _ => ZoneAnswer::NoData,
             },
             ["dns-version"] => match qtype {
-                RecordType::TXT | RecordType::ANY => found(vec![self.record(
-                    qname,
-                    RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_owned()])),
-                )]),
+                RecordType::TXT | RecordType::ANY => {
+                    found(vec![self.record(
+                        qname,
+                        RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_owned()])),
+                    )])
+                }
                 _ => ZoneAnswer::NoData,
             },
             ["dns"] | ["svc"] | ["pod"] | ["pod", _] => ZoneAnswer::NoData,
@@ -209,9 +210,13 @@ impl ClusterZone {
                 }
             }
             ["svc", namespace] if index.has_namespace(namespace) => ZoneAnswer::NoData,
-            ["svc", namespace, service, rest @ ..] => {
-                self.service_lookup(index, qname, qtype, &ServiceKey::new(namespace, service), rest)
-            }
+            ["svc", namespace, service, rest @ ..] => self.service_lookup(
+                index,
+                qname,
+                qtype,
+                &ServiceKey::new(namespace, service),
+                rest,
+            ),
             ["pod", _, label] => match undashed(label) {
                 Some(ip) => found(self.addresses(qname, qtype, [&ip])),
                 None => ZoneAnswer::NxDomain,
@@ -243,7 +248,10 @@ impl ClusterZone {
                 if qtype == RecordType::CNAME {
                     found(vec![cname])
                 } else {
-                    ZoneAnswer::Alias { cname, target }
+                    ZoneAnswer::Alias {
+                        cname: Box::new(cname),
+                        target,
+                    }
                 }
             }
             ([], _) if qtype == RecordType::SRV => self.srv(index, qname, key, None),
@@ -272,7 +280,10 @@ impl ClusterZone {
                 }
             }
             ([protocol, port], _) if protocol.starts_with('_') && port.starts_with('_') => {
-                if self.ports(index, key, Some(port), Some(protocol)).is_empty() {
+                if self
+                    .ports(index, key, Some(port), Some(protocol))
+                    .is_empty()
+                {
                     ZoneAnswer::NxDomain
                 } else if matches!(qtype, RecordType::SRV | RecordType::ANY) {
                     self.srv(index, qname, key, Some((port, protocol)))

@@ -132,7 +132,7 @@ impl Proxy {
         for (addr, router) in [
             (
                 config.metrics_bind,
-                server::metrics_router(Arc::clone(&registry)),
+                skiff_common::metrics::metrics_router(Arc::clone(&registry)),
             ),
             (
                 config.healthz_bind,

@@ -1,43 +1,19 @@
-//! `/metrics` and `/healthz`, as kube-proxy serves them.
+//! `/healthz`, as kube-proxy serves it (`/metrics` is skiff-common's).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::registry::Registry;
 use serde_json::json;
 
 /// Something that knows whether the proxy is healthy.
 pub trait Health: Send + Sync + 'static {
     /// (healthy, last successful sync).
     fn check(&self) -> (bool, Option<SystemTime>);
-}
-
-/// `GET /metrics` in the Prometheus text format.
-pub fn metrics_router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(registry)
-}
-
-async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
 }
 
 /// `GET /healthz` (and `/livez`): 200 while syncs keep up, 503 when a change waits too long.

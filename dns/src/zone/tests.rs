@@ -101,7 +101,10 @@ fn a_headless_service_is_its_ready_endpoints_and_each_by_its_label() {
         ["db-0.db.default.svc.cluster.local. A 10.244.1.5"]
     );
     assert_eq!(
-        lines(&ask("10-244-2-6.db.default.svc.cluster.local.", RecordType::A)),
+        lines(&ask(
+            "10-244-2-6.db.default.svc.cluster.local.",
+            RecordType::A
+        )),
         ["10-244-2-6.db.default.svc.cluster.local. A 10.244.2.6"]
     );
     // Not ready: not named.
@@ -129,7 +132,10 @@ fn named_ports_are_srv_records_with_their_targets_addresses() {
         ]
     );
     assert_eq!(
-        lines(&ask("_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV)),
+        lines(&ask(
+            "_pg._tcp.db.default.svc.cluster.local.",
+            RecordType::SRV
+        )),
         [
             "_pg._tcp.db.default.svc.cluster.local. SRV 0 50 5432 db-0.db.default.svc.cluster.local.",
             "_pg._tcp.db.default.svc.cluster.local. SRV 0 50 5432 10-244-2-6.db.default.svc.cluster.local.",

@@ -42,6 +42,8 @@ pub const REGISTRY_PORT: u16 = 5000;
 pub const TEST_SERVER_IMAGE: &str = "localhost:5000/skiff/test-server:latest";
 /// busybox-static alone; runs `sh` unless told otherwise.
 pub const BUSYBOX_IMAGE: &str = "localhost:5000/skiff/busybox:latest";
+/// `skiff-dns`, the cluster DNS add-on.
+pub const DNS_IMAGE: &str = "localhost:5000/skiff/dns:latest";
 /// `skiff-pause`, the sandbox ("pause") container's image.
 pub const PAUSE_IMAGE: &str = "localhost:5000/skiff/pause:latest";
 
@@ -241,9 +243,26 @@ pub fn pause_image() -> Result<Image> {
     )
 }
 
-/// The test server, busybox and pause images.
+/// `skiff-dns` (`target/debug/skiff-dns`) as `/usr/local/bin/skiff-dns`.
+pub fn dns_image() -> Result<Image> {
+    let dns = binaries::binary("skiff-dns")?;
+    let mut rootfs = RootFs::base("dns");
+    rootfs.host_binary("/usr/local/bin/skiff-dns", &dns)?;
+    Image::new(
+        DNS_IMAGE,
+        &rootfs,
+        json!({"Entrypoint": ["/usr/local/bin/skiff-dns"], "Env": [PATH_ENV], "WorkingDir": "/"}),
+    )
+}
+
+/// The test server, busybox, DNS and pause images.
 pub fn all_images() -> Result<Vec<Image>> {
-    Ok(vec![test_server_image()?, busybox_image()?, pause_image()?])
+    Ok(vec![
+        test_server_image()?,
+        busybox_image()?,
+        dns_image()?,
+        pause_image()?,
+    ])
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod cmd;
 pub mod cni;
 pub mod connect_latency;
 pub mod containerd;
+pub mod dns;
 pub mod images;
 pub mod kernelfs;
 pub mod netns;

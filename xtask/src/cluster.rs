@@ -79,6 +79,8 @@ fn build(args: &UpArgs) -> Result<()> {
         "skiff-node",
         "-p",
         "skiff-cni",
+        "-p",
+        "skiff-dns",
         "--bins",
     ]))?;
     if args.proxy_mode == "ebpf" {

@@ -4,7 +4,7 @@
 //! toolchain comes from the eBPF crate's own pin (`ebpf/programs/rust-toolchain.toml`), and
 //! bpf-linker is built against that nightly's LLVM, so the two can never drift apart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +33,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "runc",
     "docker-registry",
     "busybox-static",
+    // DNS: dig for the tests, NSD as the upstream test clusters forward to, and NSD, Unbound and
+    // dnsperf for `cargo xtask bench dns`. The harness starts them itself, on its own addresses.
+    "bind9-dnsutils",
+    "nsd",
+    "unbound",
+    "dnsperf",
 ];
 
 /// The official Python client the API tests drive (installed into `target/pyvenv`).
@@ -78,6 +84,13 @@ fn apt_packages() -> Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    // Debian starts the DNS servers it installs, on the host's port 53; the harness runs its
+    // own, so on a machine with systemd they are stopped and left disabled.
+    if Path::new("/run/systemd/system").exists() {
+        for service in ["nsd", "unbound"].iter().filter(|s| missing.contains(s)) {
+            let _ = probe(Command::new("systemctl").args(["disable", "--now", service]));
+        }
+    }
     let still: Vec<&str> = missing.into_iter().filter(|p| !dpkg_installed(p)).collect();
     if !still.is_empty() {
         bail!(

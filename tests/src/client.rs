@@ -36,9 +36,13 @@ impl Client {
     /// `GET /` to `addr`: the name of the server that answered and the client address it saw
     /// (its body is "POD_NAME CLIENT_IP").
     pub fn who(&self, addr: SocketAddr) -> Result<(String, String)> {
-        let url = format!("http://{addr}/");
+        self.who_url(&format!("http://{addr}/"))
+    }
+
+    /// `GET url` (a Service's name, say): who answered and the client address it saw.
+    pub fn who_url(&self, url: &str) -> Result<(String, String)> {
         let out = cmd::output(
-            &mut self.command(&["curl", "-sS", "-m", "2", "-w", "\n%{http_code}", &url])?,
+            &mut self.command(&["curl", "-sS", "-m", "2", "-w", "\n%{http_code}", url])?,
             Duration::from_secs(5),
         )?;
         let text = String::from_utf8_lossy(&out.stdout);

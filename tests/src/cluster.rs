@@ -9,12 +9,13 @@
 //! name images the same way for both (`localhost:5000/skiff/test-server`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
 use crate::containerd::{self, ContainerdDirs};
+use crate::dns::{self, CLUSTER_DNS_IP, Nsd};
 use crate::images::{self, Registry};
 use crate::{Process, Topology, TopologyOptions, binaries, wait};
 
@@ -36,6 +37,9 @@ pub struct ClusterOptions {
     pub runtime: Runtime,
     /// A folder whose `skiff-cni` the nodes run instead of the build's (a timing wrapper).
     pub skiff_cni_dir: Option<PathBuf>,
+    /// Deploy the cluster DNS add-on (see [`crate::dns`]), with NSD beside the control plane
+    /// as its upstream, and give Pods its address (`--cluster-dns`).
+    pub dns: bool,
 }
 
 /// What runs Pods on the nodes.
@@ -69,6 +73,7 @@ impl ClusterOptions {
             overlay: "vxlan".to_owned(),
             runtime: Runtime::Process,
             skiff_cni_dir: None,
+            dns: false,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct Cluster {
     /// containerd starts so far, to give each its own log.
     containerd_starts: usize,
     control: Process,
+    /// The DNS add-on's upstream, when the cluster has the add-on.
+    dns_upstream: Option<Nsd>,
     registry: Option<Registry>,
     runtime: Runtime,
     skiff_cni_dir: PathBuf,
@@ -127,6 +134,7 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             control,
+            dns_upstream: None,
             registry,
             runtime: options.runtime,
             skiff_cni_dir: match &options.skiff_cni_dir {
@@ -139,7 +147,18 @@ impl Cluster {
             containerds: Vec::new(),
             containerd_starts: 0,
             agents: Vec::new(),
-            agent_args: options.agent_args.clone(),
+            agent_args: options
+                .agent_args
+                .iter()
+                .cloned()
+                .chain(
+                    options
+                        .dns
+                        .then(|| ["--cluster-dns".to_owned(), CLUSTER_DNS_IP.to_string()])
+                        .into_iter()
+                        .flatten(),
+                )
+                .collect(),
             overlay: options.overlay.clone(),
             data_dir,
             topology,
@@ -152,7 +171,65 @@ impl Cluster {
             }
             cluster.start_agent(n)?;
         }
+        if options.dns {
+            cluster.start_dns()?;
+        }
         Ok(cluster)
+    }
+
+    /// The DNS add-on: NSD serving [`crate::dns::upstream_zone`] beside the control plane, a
+    /// kubeconfig of its own for skiff-dns, and the add-on's objects applied. Its Pods come up
+    /// as the nodes get ready; [`Cluster::wait_for_dns`] waits for them.
+    fn start_dns(&mut self) -> Result<()> {
+        let upstream = Nsd::start(
+            self.topology.run(),
+            self.topology.control_plane_netns(),
+            "nsd-upstream",
+            SocketAddr::from((self.topology.control_plane_ip(), 53)),
+            &[(dns::UPSTREAM_ZONE, dns::upstream_zone())],
+        )?;
+        let kubeconfig = self.data_dir.join("dns.kubeconfig");
+        self.mint_kubeconfig(dns::DNS_USER, None, &kubeconfig)?;
+        for object in dns::addon_objects(&kubeconfig, &[upstream.addr()])? {
+            self.apply(&object)?;
+        }
+        self.dns_upstream = Some(upstream);
+        Ok(())
+    }
+
+    /// Waits until both DNS Pods are ready.
+    pub fn wait_for_dns(&self, timeout: Duration) -> Result<()> {
+        wait::retry(timeout, || {
+            let list = self.get_json(&["pods", "-n", "kube-system", "-l", "k8s-app=kube-dns"])?;
+            let ready = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| crate::objects::has_condition(p, "Ready"))
+                .count();
+            ensure!(ready == 2, "{ready} of 2 DNS Pods ready");
+            Ok(())
+        })
+        .context("the DNS add-on did not become ready")
+    }
+
+    /// A kubeconfig for `user` (in `group`) at `path`, minted by skiff-control.
+    fn mint_kubeconfig(&self, user: &str, group: Option<&str>, path: &Path) -> Result<()> {
+        let control_bin = binaries::binary("skiff-control")?;
+        let mut command = std::process::Command::new(control_bin);
+        command
+            .args(["mint-token", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--user", user]);
+        if let Some(group) = group {
+            command.args(["--group", group]);
+        }
+        command
+            .arg("--kubeconfig")
+            .arg(path)
+            .args(["--server", &self.server_url()]);
+        crate::cmd::run(&mut command, Duration::from_secs(10))?;
+        Ok(())
     }
 
     /// The topology underneath.
@@ -181,24 +258,8 @@ impl Cluster {
         let node = self.topology.node(n).clone();
         let kubeconfig = self.data_dir.join(format!("{}.kubeconfig", node.name));
         if !kubeconfig.exists() {
-            let control_bin = binaries::binary("skiff-control")?;
             let user = format!("system:node:{}", node.name);
-            crate::cmd::run(
-                std::process::Command::new(control_bin).args([
-                    "mint-token",
-                    "--data-dir",
-                    &self.data_dir.to_string_lossy(),
-                    "--user",
-                    &user,
-                    "--group",
-                    "system:nodes",
-                    "--kubeconfig",
-                    &kubeconfig.to_string_lossy(),
-                    "--server",
-                    &self.server_url(),
-                ]),
-                Duration::from_secs(10),
-            )?;
+            self.mint_kubeconfig(&user, Some("system:nodes"), &kubeconfig)?;
         }
         let agent_bin = binaries::binary("skiff-node")?;
         let root = self.node_root(n);
@@ -390,20 +451,21 @@ impl Cluster {
             .join(&self.topology.node(n).name)
     }
 
-    /// The image catalog every agent uses, with the test server as [`TEST_SERVER_IMAGE`]
-    /// (the catalog ignores the registry part of a reference).
+    /// The image catalog every agent uses, with the test server as [`TEST_SERVER_IMAGE`] and
+    /// skiff-dns as [`images::DNS_IMAGE`] (the catalog ignores the registry part of a reference).
     fn image_catalog(&self) -> Result<PathBuf> {
         let dir = self
             .data_dir
             .parent()
             .unwrap_or(&self.data_dir)
             .join("images");
-        let entry = dir.join("skiff/test-server.json");
-        if !entry.exists() {
-            std::fs::create_dir_all(entry.parent().expect("an entry has a folder"))?;
-            let server = binaries::binary("skiff-test-server")?;
-            let config = serde_json::json!({"entrypoint": [server]});
-            std::fs::write(&entry, serde_json::to_vec_pretty(&config)?)?;
+        for (image, binary) in [("test-server", "skiff-test-server"), ("dns", "skiff-dns")] {
+            let entry = dir.join(format!("skiff/{image}.json"));
+            if !entry.exists() {
+                std::fs::create_dir_all(entry.parent().expect("an entry has a folder"))?;
+                let config = serde_json::json!({"entrypoint": [binaries::binary(binary)?]});
+                std::fs::write(&entry, serde_json::to_vec_pretty(&config)?)?;
+            }
         }
         Ok(dir)
     }

@@ -21,6 +21,8 @@ pub const DNS_USER: &str = "system:skiff-dns";
 pub const UPSTREAM_ZONE: &str = "example.test";
 /// `www.example.test`'s address in [`upstream_zone`].
 pub const UPSTREAM_WWW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
+/// `www2.example.test`'s address in [`upstream_zone`].
+pub const UPSTREAM_WWW2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 81);
 
 /// The add-on's objects with the node's kubeconfig at `kubeconfig` and names outside the
 /// cluster forwarded to `upstreams` (none: the node's resolv.conf).
@@ -57,12 +59,13 @@ pub fn zone_file(origin: &str, records: &[String]) -> String {
     text
 }
 
-/// The upstream's zone: `www` (A), `alias` (CNAME to www).
+/// The upstream's zone: `www` and `www2` (A), `alias` (CNAME to www).
 pub fn upstream_zone() -> String {
     zone_file(
         UPSTREAM_ZONE,
         &[
             format!("www IN A {UPSTREAM_WWW}"),
+            format!("www2 IN A {UPSTREAM_WWW2}"),
             "alias IN CNAME www".to_owned(),
         ],
     )

@@ -2,7 +2,8 @@
 //! does it — Deployments, Services and `kubectl` against skiff-control, node agents hosting
 //! the Service proxy, real Pods of the test server — in all four combinations of data plane
 //! (iptables, eBPF) and node network (VXLAN, host-gw) on the process runtime, and once more
-//! with real containers (containerd over CRI, iptables over VXLAN).
+//! with real containers (containerd over CRI, iptables over VXLAN). Each cluster runs the DNS
+//! add-on, so name resolution is checked on every data plane too.
 //!
 //! Each combination is one test on its own 3-node cluster; its cases run one after another and
 //! each names itself in the error when it fails. Every check asks *who answered* (each Pod
@@ -19,6 +20,9 @@ use serde_json::{Value, json};
 use skiff_tests::cluster::TEST_SERVER_IMAGE;
 use skiff_tests::objects::has_condition;
 use skiff_tests::{Client, Cluster, ClusterOptions, Runtime, UdpLoop, wait};
+
+#[path = "conformance/dns.rs"]
+mod dns;
 
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(30);
@@ -65,7 +69,7 @@ fn suite(mode: &str, overlay: &str, runtime: Runtime) -> Result<()> {
     };
     let label = format!("{prefix}-{}-{short}", &mode[..2]);
     let mut world = World::start(mode, overlay, runtime, &label)?;
-    let cases: [(&str, Case); 11] = [
+    let cases: [(&str, Case); 12] = [
         ("endpoints follow Pods 0 -> N -> 0", endpoints_follow_pods),
         (
             "ClusterIP from Pods and nodes, NodePort, externalIPs, LB IPs",
@@ -81,6 +85,10 @@ fn suite(mode: &str, overlay: &str, runtime: Runtime) -> Result<()> {
             udp_follows_replaced_pod,
         ),
         ("Service recreated, nodePort changed", service_churn),
+        (
+            "cluster DNS: Services, Pods, ExternalName, upstream, dnsPolicy None",
+            dns::cluster_dns,
+        ),
         ("node agent restarted under load", agent_restart),
         ("a Node killed", node_killed),
     ];
@@ -121,6 +129,7 @@ impl World {
                 "4".into(),
             ],
             control_args: vec!["--node-monitor-grace-period".into(), NODE_GRACE.to_string()],
+            dns: true,
             ..ClusterOptions::nodes(NODES, label)
         })?;
         // Until a Node is Ready it is tainted, and the scheduler would crowd the rest.

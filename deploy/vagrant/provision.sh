@@ -41,12 +41,16 @@ install -m 0755 "$dist/common/bin/skiff-cni" /opt/cni/bin/
 # containerd runs the CNI plugins from one folder: skiff-cni beside the reference loopback
 # (the Pod's lo) and portmap (hostPorts).
 ln -sf /usr/lib/cni/loopback /usr/lib/cni/portmap /opt/cni/bin/
-install -m 0755 "$dist/common/bin/skiff-test-server" "$dist/common/apply-demo.sh" /usr/local/lib/skiff/
+install -m 0755 "$dist/common/bin/skiff-test-server" "$dist/common/bin/skiff-dns" \
+    "$dist/common/apply-demo.sh" /usr/local/lib/skiff/
 install -m 0644 "$dist/common/skiff-lb.bpf.o" /usr/lib/skiff/
 install -m 0644 "$dist/common/units/"*.service /etc/systemd/system/
 echo '{"entrypoint": ["/usr/local/lib/skiff/skiff-test-server"]}' \
     > /var/lib/skiff/images/skiff/test-server.json
+echo '{"entrypoint": ["/usr/local/lib/skiff/skiff-dns"]}' > /var/lib/skiff/images/skiff/dns.json
 install -m 0600 "$dist/node/node.kubeconfig" /etc/skiff/node.kubeconfig
+# The cluster DNS add-on's credentials, mounted into its Pods (deploy/addons/dns.yaml).
+install -m 0600 "$dist/common/dns.kubeconfig" /etc/skiff/dns.kubeconfig
 cat > /etc/skiff/skiff-node.env <<ENV
 # skiff-node's settings (skiff-node.service); change one and \`systemctl restart skiff-node\`.
 NODE_NAME=$NODE_NAME
@@ -56,6 +60,8 @@ PROXY_MODE=$PROXY_MODE
 # vxlan or host-gw
 OVERLAY=$OVERLAY
 CLUSTER_CIDR=$CLUSTER_CIDR
+# The kube-dns Service (the DNS add-on), first nameserver of every ClusterFirst Pod.
+CLUSTER_DNS=10.96.0.10
 # Pods run as containers under containerd; leave empty for the process runtime.
 RUNTIME_ARGS=--container-runtime-endpoint unix:///run/containerd/containerd.sock
 # More flags, see \`skiff-node --help\`.
@@ -84,7 +90,7 @@ NODES=$NODES
 # More flags, see \`skiff-control --help\`.
 EXTRA_ARGS=
 ENV
-    install -m 0644 "$dist/common/demo.yaml" /etc/skiff/demo.yaml
+    install -m 0644 "$dist/common/demo.yaml" "$dist/common/dns.yaml" /etc/skiff/
     # The image registry every node's containerd pulls from: the images built on the host.
     cat > /etc/docker/registry/config.yml <<YAML
 version: 0.1

@@ -25,7 +25,9 @@ pub const UPSTREAM_WWW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
 pub const UPSTREAM_WWW2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 81);
 
 /// The add-on's objects with the node's kubeconfig at `kubeconfig` and names outside the
-/// cluster forwarded to `upstreams` (none: the node's resolv.conf).
+/// cluster forwarded to `upstreams` (none: the node's resolv.conf). The kubeconfig is mounted
+/// at its own path: the process runtime shares the node's filesystem, where a mount point must
+/// already exist, and this one does.
 pub fn addon_objects(kubeconfig: &Path, upstreams: &[SocketAddr]) -> Result<Vec<Value>> {
     let mut objects: Vec<Value> =
         serde_saphyr::from_multiple(ADDON_MANIFEST).context("deploy/addons/dns.yaml")?;
@@ -35,11 +37,18 @@ pub fn addon_objects(kubeconfig: &Path, upstreams: &[SocketAddr]) -> Result<Vec<
         .context("the add-on has a Deployment")?;
     let pod = &mut deployment["spec"]["template"]["spec"];
     pod["volumes"][0]["hostPath"]["path"] = json!(kubeconfig);
+    let container = &mut pod["containers"][0];
+    container["volumeMounts"][0]["mountPath"] = json!(kubeconfig);
+    let args = container["args"]
+        .as_array_mut()
+        .context("the container has args")?;
+    for arg in args.iter_mut() {
+        if arg.as_str().is_some_and(|a| a.starts_with("--kubeconfig=")) {
+            *arg = json!(format!("--kubeconfig={}", kubeconfig.display()));
+        }
+    }
     if !upstreams.is_empty() {
         let list: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
-        let args = pod["containers"][0]["args"]
-            .as_array_mut()
-            .context("the container has args")?;
         args.push(json!(format!("--upstream={}", list.join(","))));
     }
     Ok(objects)

@@ -1,5 +1,6 @@
 //! What `cargo xtask vagrant test` checks on the VMs, the way a user would see it: the demo
-//! Service's ClusterIP from every VM and from a Pod on every VM, its NodePort on every VM
+//! Service's ClusterIP from every VM and from a Pod on every VM, its name from a Pod on every
+//! VM (cluster DNS), its NodePort on every VM
 //! address from outside, traffic following a replaced Pod, and no request lost while a node
 //! agent restarts. Every answer names the Pod that gave it, so a check asserts who answered,
 //! not merely that something did.
@@ -193,6 +194,36 @@ pub fn cluster_ip_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> Re
             settings.nodes == 1 || nodes.iter().any(|n| *n != vm),
             "from {pod} on {vm}, {url} never reached another VM's Pod ({nodes:?})"
         );
+    }
+    Ok(())
+}
+
+/// The demo Service by name from a Pod on every VM — `http://web/` and its full name, resolved
+/// through the Pod's resolv.conf by the DNS add-on — with the container's own `wget`
+/// (busybox), inside its mount and network namespaces.
+pub fn service_name_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> Result<()> {
+    for vm in settings.names() {
+        let Some((pod, uid)) = demo.pod_on(&vm) else {
+            println!("  {vm}: no demo Pod here");
+            continue;
+        };
+        let cgroup = format!("/sys/fs/cgroup/skiff-pods/pod-{uid}");
+        for url in ["http://web/", "http://web.default.svc.cluster.local/"] {
+            // An application container's process: the sandbox's pause has no wget.
+            let script = format!(
+                "pid=$(for p in $(cat {cgroup}/*/cgroup.procs 2>/dev/null); do \
+                   grep -q pause /proc/$p/cmdline || {{ echo $p; break; }}; done); \
+                 for i in $(seq 1 6); do nsenter -t \"$pid\" -m -n -- wget -qO- -T 3 {url} \
+                   || echo FAILED; echo; done"
+            );
+            // The DNS Pods may still be starting after the demo's: a bounded wait for them.
+            let nodes = skiff_tests::wait::retry(Duration::from_secs(120), || {
+                let got = parse_answers(&vms::ssh_ok(&vm, &script, Duration::from_secs(60))?);
+                ensure!(!got.is_empty(), "no answer to {url} from {pod}");
+                answering_nodes(demo, &got)
+            })?;
+            println!("  {pod} on {vm}: wget {url} -> answered from {nodes:?}");
+        }
     }
     Ok(())
 }

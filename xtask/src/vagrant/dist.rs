@@ -9,7 +9,8 @@
 //! `localhost:5000` mapped to that registry.
 //!
 //! The credentials are made here, on the host, before any VM boots (`skiff-control init`, then a
-//! `mint-token` per node): the provisioners only install them, so no VM has to reach another to
+//! `mint-token` per node, and one for skiff-dns in `common`, since its Pods may run on any
+//! node): the provisioners only install them, so no VM has to reach another to
 //! join and nothing secret is in the repository. They are kept until `down`, so `vagrant
 //! provision` and a restarted control plane keep trusting the same CA.
 
@@ -30,6 +31,7 @@ const BINARIES: &[&str] = &[
     "skiff-node",
     "skiff-cni",
     "skiff-test-server",
+    "skiff-dns",
 ];
 
 /// The BPF object's name where skiff-node looks for it (`/usr/lib/skiff/`).
@@ -72,6 +74,10 @@ pub fn assemble(nodes: usize, control_ip: Ipv4Addr, bpf_object: &Path) -> Result
     for file in ["demo.yaml", "apply-demo.sh"] {
         copy(&deploy.join(file), &common.join(file))?;
     }
+    copy(
+        &root.join("deploy/addons/dns.yaml"),
+        &common.join("dns.yaml"),
+    )?;
     std::fs::write(
         common.join("containerd.toml"),
         containerd_config(control_ip),
@@ -87,6 +93,22 @@ pub fn assemble(nodes: usize, control_ip: Ipv4Addr, bpf_object: &Path) -> Result
             .arg("--data-dir")
             .arg(&control)
             .args(["--advertise-address", &control_ip.to_string(), "init"]))?;
+    }
+    // skiff-dns's own credentials: its Pods may land on any node, so every node holds them.
+    let dns_kubeconfig = common.join("dns.kubeconfig");
+    if !dns_kubeconfig.exists() {
+        run(Command::new(&skiff_control)
+            .arg("--data-dir")
+            .arg(&control)
+            .args([
+                "mint-token",
+                "--user",
+                skiff_tests::dns::DNS_USER,
+                "--server",
+                &server,
+            ])
+            .arg("--kubeconfig")
+            .arg(&dns_kubeconfig))?;
     }
     for n in 1..=nodes {
         let name = format!("node{n}");

@@ -270,11 +270,15 @@ fn run_checks(settings: &Settings, demo: checks::Demo) -> Result<()> {
             shell::step(&format!("vagrant test: switch every node to {mode}"));
             checks::switch_proxy_mode(settings, mode)?;
         }
-        let checks: [(&str, Check); 4] = [
+        let checks: [(&str, Check); 5] = [
             ("ClusterIP from every VM", checks::cluster_ip_from_every_vm),
             (
                 "ClusterIP from a Pod on every VM",
                 checks::cluster_ip_from_a_pod_on_every_vm,
+            ),
+            (
+                "the Service's name from a Pod on every VM",
+                checks::service_name_from_a_pod_on_every_vm,
             ),
             (
                 "NodePort on every VM address",

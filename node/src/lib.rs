@@ -11,6 +11,7 @@ pub mod facts;
 pub mod heartbeat;
 pub mod images;
 pub mod network;
+pub mod podns;
 pub mod pods;
 pub mod register;
 pub mod runtime;

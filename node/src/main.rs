@@ -268,6 +268,7 @@ fn open_runtime(
             log_root: cli.pod_logs_dir.clone(),
             cni,
             pinned_images: vec![cli.pod_infra_container_image.clone()],
+            state_dir: cli.root_dir.join("pods"),
         })?),
         None => Arc::new(ProcessRuntime {
             state_dir: cli.root_dir.join("pods"),

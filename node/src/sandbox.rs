@@ -7,7 +7,8 @@
 //! restarted agent finds it again by name. The thread is a fresh one that ends right after, so
 //! no shared (tokio) thread ever changes namespace. The cgroup groups the Pod's processes so
 //! they can be found and killed together, and so the eBPF proxy (attached to the node's
-//! cgroup) sees their sockets.
+//! cgroup) sees their sockets. The Pod's mount and UTS namespaces (its own resolv.conf,
+//! /etc/hosts and hostname) are [`crate::podns`]'s.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -101,6 +102,11 @@ pub fn create_netns(path: &Path) -> Result<(), SandboxError> {
 
 /// Removes the namespace at `path`; fine when it is already gone.
 pub fn remove_netns(path: &Path) -> Result<(), SandboxError> {
+    remove_pin(path)
+}
+
+/// Unmounts and removes a namespace's pin (any kind); fine when it is already gone.
+pub fn remove_pin(path: &Path) -> Result<(), SandboxError> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
         Err(e) => return Err(errno("umount", path)(e)),

@@ -1,7 +1,8 @@
 //! The container shim: `skiff-node shim`, one per running container, like containerd's shim.
 //!
-//! The agent starts the shim; the shim starts the container process inside the Pod's network
-//! namespace and cgroup, waits for it and writes how it ended. The shim leaves the agent's
+//! The agent starts the shim; the shim starts the container process inside the Pod's
+//! namespaces (network; mount and UTS when the Pod has them) and cgroup, waits for it and
+//! writes how it ended. The shim leaves the agent's
 //! session, so killing or restarting the agent (even with SIGKILL) leaves containers running;
 //! a restarted agent reads the state files and learns about exits that happened while it was
 //! away, with their exit codes — which it could not get by waiting on processes that are not
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
-use skiff_common::placement::start_inside;
+use skiff_common::placement::{Placement, start_placed};
 
 /// What the shim is told.
 #[derive(Clone, Debug, clap::Args)]
@@ -30,6 +31,12 @@ pub struct ShimArgs {
     /// The Pod's network namespace.
     #[arg(long)]
     pub netns: PathBuf,
+    /// The Pod's mount namespace (its resolv.conf and /etc/hosts).
+    #[arg(long)]
+    pub mntns: Option<PathBuf>,
+    /// The Pod's UTS namespace (its hostname).
+    #[arg(long)]
+    pub utsns: Option<PathBuf>,
     /// The Pod's cgroup folder.
     #[arg(long)]
     pub cgroup: PathBuf,
@@ -213,7 +220,13 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
             Ok(())
         });
     }
-    start_inside(&mut command, Some(&args.netns), Some(&args.cgroup)).map_err(|e| e.to_string())?;
+    let place = Placement {
+        netns: Some(&args.netns),
+        mntns: args.mntns.as_deref(),
+        utsns: args.utsns.as_deref(),
+        cgroup: Some(&args.cgroup),
+    };
+    start_placed(&mut command, &place).map_err(|e| e.to_string())?;
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;

@@ -263,6 +263,12 @@ impl Cluster {
         }
         let agent_bin = binaries::binary("skiff-node")?;
         let root = self.node_root(n);
+        // The process runtime pins Pods' mount namespaces below a private mount of its state
+        // folder: cleanup unmounts what a killed agent left (mountinfo names canonical paths).
+        std::fs::create_dir_all(&root)?;
+        self.topology
+            .run()
+            .add_mount_root(&std::fs::canonicalize(&root)?)?;
         let cgroup = self.node_cgroup(n)?;
         let pins = self.node_pin_dir(n)?;
         let bin_dirs = match self.runtime {

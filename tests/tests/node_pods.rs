@@ -2,7 +2,8 @@
 //! Deployment of the test server spreads over the nodes with addresses from each node's
 //! podCIDR and the Pods reach each other across nodes; containers of one Pod share localhost;
 //! readiness decides EndpointSlice membership; deletion removes processes, namespace and
-//! address; a killed container restarts; a killed agent leaves its Pods running.
+//! address; a killed container restarts; a killed agent leaves its Pods running; each Pod reads
+//! the resolv.conf, /etc/hosts and hostname Kubernetes gives it while the node keeps its own.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -66,7 +67,14 @@ fn node_cidr(cluster: &Cluster, node: &str) -> Result<Ipv4Net> {
 }
 
 fn start(label: &str, nodes: usize) -> Result<Cluster> {
-    let cluster = Cluster::start(&ClusterOptions::nodes(nodes, label))?;
+    start_with(label, nodes, &[])
+}
+
+fn start_with(label: &str, nodes: usize, agent_args: &[&str]) -> Result<Cluster> {
+    let cluster = Cluster::start(&ClusterOptions {
+        agent_args: agent_args.iter().map(|a| (*a).to_owned()).collect(),
+        ..ClusterOptions::nodes(nodes, label)
+    })?;
     wait::retry(WAIT, || {
         let list = cluster.get_json(&["nodes"])?;
         let ready = list["items"]
@@ -416,5 +424,137 @@ fn ended_containers_follow_their_restart_policy_and_unknown_images_wait() -> Res
             .any(|e| e["reason"] == "Unhealthy"),
         "no Unhealthy event"
     );
+    Ok(())
+}
+
+/// What a run of container `c` of Pod `uid` on node 1 printed (the process runtime's log), once
+/// it printed `done`.
+fn run_output(cluster: &Cluster, uid: &str, attempt: u32) -> Result<Vec<String>> {
+    let log = cluster
+        .node_root(1)
+        .join(format!("pods/{uid}/containers/c/{attempt}/log"));
+    wait::retry(WAIT, || {
+        let text =
+            std::fs::read_to_string(&log).with_context(|| format!("no {}", log.display()))?;
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        ensure!(lines.iter().any(|l| l == "done"), "not done yet: {lines:?}");
+        Ok(lines)
+    })
+}
+
+/// The node's resolv.conf, hosts file, hostname, and whatever is mounted on the first two.
+fn node_files() -> Result<(String, String, String, Vec<String>)> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mounts = table
+        .lines()
+        .filter(|l| matches!(l.split(' ').nth(4), Some("/etc/resolv.conf" | "/etc/hosts")))
+        .map(str::to_owned)
+        .collect();
+    Ok((
+        std::fs::read_to_string("/etc/resolv.conf")?,
+        std::fs::read_to_string("/etc/hosts")?,
+        std::fs::read_to_string("/proc/sys/kernel/hostname")?,
+        mounts,
+    ))
+}
+
+/// `db-0`'s view: the cluster DNS first, its FQDN in /etc/hosts, its aliases, its hostname.
+fn check_cluster_first(lines: &[String], ip: &str) -> Result<()> {
+    let has = |line: &str| lines.iter().any(|l| l == line);
+    ensure!(
+        lines[0].starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "search path: {lines:?}"
+    );
+    let servers: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("nameserver"))
+        .collect();
+    ensure!(servers == ["nameserver 10.96.0.10"], "{lines:?}");
+    for line in [
+        "options ndots:5",
+        "# Kubernetes-managed hosts file.",
+        "127.0.0.1\tlocalhost",
+        &format!("{ip}\tdb-0.dbs.default.svc.cluster.local\tdb-0"),
+        "# Entries added by HostAliases.",
+        "192.0.2.1\tfoo.local\tbar.local",
+        "host=db-0",
+    ] {
+        ensure!(has(line), "no {line:?} in {lines:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn pods_read_their_own_resolv_conf_hosts_and_hostname_and_the_node_keeps_its_own() -> Result<()> {
+    let before = node_files()?;
+    let mut cluster = start_with("pods-files", 1, &["--cluster-dns", "10.96.0.10"])?;
+    let script = "cat /etc/resolv.conf /etc/hosts; echo host=$(cat /proc/sys/kernel/hostname); \
+                  echo done; sleep 3600";
+    let shell = json!({"name": "c", "image": "busybox", "command": ["sh", "-c", script]});
+    // The exec probe sees what the containers see.
+    let probe = "grep -qx 'nameserver 10.96.0.10' /etc/resolv.conf && \
+                 test \"$(cat /proc/sys/kernel/hostname)\" = db-0";
+    let mut db = shell.clone();
+    db["readinessProbe"] = json!({"exec": {"command": ["sh", "-c", probe]}, "periodSeconds": 1});
+    cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db", "namespace": "default", "labels": {"app": "db"}},
+        "spec": {"hostname": "db-0", "subdomain": "dbs", "containers": [db],
+                 "hostAliases": [{"ip": "192.0.2.1", "hostnames": ["foo.local", "bar.local"]}]}
+    }))?;
+    cluster.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "own", "namespace": "default"},
+        "spec": {"dnsPolicy": "None", "containers": [shell],
+                 "dnsConfig": {"nameservers": ["192.0.2.53"], "searches": ["example.test"],
+                               "options": [{"name": "ndots", "value": "2"}]}}
+    }))?;
+    let pod = ready_pods(&cluster, "app=db", 1)?.remove(0);
+    let uid = text(&pod["metadata"]["uid"], "uid")?.to_owned();
+    let ip = text(&pod["status"]["podIP"], "podIP")?.to_owned();
+    check_cluster_first(&run_output(&cluster, &uid, 0)?, &ip)?;
+    let own = wait::retry(WAIT, || {
+        let own = cluster.get_json(&["pod", "own"])?;
+        ensure!(own["status"]["podIP"].is_string(), "no address yet");
+        Ok(own)
+    })?;
+    let lines = run_output(&cluster, text(&own["metadata"]["uid"], "uid")?, 0)?;
+    assert_eq!(
+        lines[..3],
+        [
+            "search example.test",
+            "nameserver 192.0.2.53",
+            "options ndots:2"
+        ],
+        "dnsPolicy None: its dnsConfig alone"
+    );
+    let own_ip = text(&own["status"]["podIP"], "podIP")?;
+    ensure!(lines.contains(&format!("{own_ip}\town")), "{lines:?}");
+    ensure!(lines.contains(&"host=own".to_owned()), "{lines:?}");
+    assert_eq!(node_files()?, before, "the node's files changed");
+
+    // The namespaces outlive the agent: a new agent starts the next run of a container in them.
+    cluster.kill_agent(1)?;
+    cluster.start_agent(1)?;
+    sigkill(started_pid(&cluster, &uid, "c", 0)?)?;
+    check_cluster_first(&run_output(&cluster, &uid, 1)?, &ip)?;
+    ready_pods(&cluster, "app=db", 1)?;
+
+    // Deleted: the namespaces' pins are unmounted with the rest of the Pod's folder.
+    let folder = std::fs::canonicalize(cluster.node_root(1).join("pods"))?.join(&uid);
+    cluster.kubectl(&["delete", "pod", "db", "own", "--wait=false"])?;
+    wait::retry(WAIT, || {
+        let left = cluster.kubectl(&["get", "pods", "-o", "name"])?;
+        ensure!(left.trim().is_empty(), "still listed: {left}");
+        Ok(())
+    })?;
+    ensure!(!folder.exists(), "{} is still there", folder.display());
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let folder_text = folder.to_string_lossy();
+    ensure!(
+        !table.contains(folder_text.as_ref()),
+        "still mounted below {folder_text}"
+    );
+    assert_eq!(node_files()?, before, "the node's files changed");
     Ok(())
 }

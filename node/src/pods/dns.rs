@@ -2,8 +2,9 @@
 //! the cluster DNS Service first with the Pod's namespace search path and `ndots:5`, falling
 //! back to the node's own resolv.conf while the cluster has no DNS (`--cluster-dns` unset, as
 //! kubelet does); `Default` is the node's; `None` is the Pod's `dnsConfig` alone, which every
-//! policy then merges in. The container runtime writes the file; the process runtime shares
-//! the node's.
+//! policy then merges in. containerd writes the file from the sandbox's DNS config; the
+//! process runtime writes [`resolv_conf`] and mounts it over /etc/resolv.conf in the Pod's own
+//! mount namespace.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -56,6 +57,22 @@ fn merge_options(list: &mut Vec<String>, items: impl IntoIterator<Item = String>
         list.retain(|o| o.split(':').next() != Some(name.as_str()));
         list.push(item);
     }
+}
+
+/// resolv.conf text, laid out as containerd writes a sandbox's: `search`, `nameserver`s,
+/// `options`, each line only when it has something to say.
+pub fn resolv_conf(config: &DnsConfig) -> String {
+    let mut text = String::new();
+    if !config.searches.is_empty() {
+        text.push_str(&format!("search {}\n", config.searches.join(" ")));
+    }
+    for server in &config.servers {
+        text.push_str(&format!("nameserver {server}\n"));
+    }
+    if !config.options.is_empty() {
+        text.push_str(&format!("options {}\n", config.options.join(" ")));
+    }
+    text
 }
 
 /// The Pod's resolv.conf.
@@ -149,6 +166,13 @@ mod tests {
             ]
         );
         assert_eq!(config.options, ["ndots:5"]);
+        assert_eq!(
+            resolv_conf(&config),
+            "search team.svc.cluster.local svc.cluster.local cluster.local example.com\n\
+             nameserver 10.96.0.10\n\
+             options ndots:5\n"
+        );
+        assert_eq!(parse_resolv_conf(&resolv_conf(&config)), config);
     }
 
     #[test]
@@ -168,6 +192,15 @@ mod tests {
         assert_eq!(config.servers, ["1.1.1.1"]);
         assert_eq!(config.searches, ["a.example"]);
         assert_eq!(config.options, ["ndots:2"]);
+        assert_eq!(
+            resolv_conf(&config),
+            "search a.example\nnameserver 1.1.1.1\noptions ndots:2\n"
+        );
+        let bare = pod(json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"]}}));
+        assert_eq!(
+            resolv_conf(&pod_dns(&bare, &settings(&[]))),
+            "nameserver 1.1.1.1\n"
+        );
         let merged = pod(
             json!({"dnsConfig": {"options": [{"name": "ndots", "value": "1"}, {"name": "rotate"}]}}),
         );

@@ -10,6 +10,7 @@
 pub mod dns;
 pub mod env;
 pub mod events;
+pub mod hosts;
 pub mod probe;
 pub mod resources;
 pub mod status;

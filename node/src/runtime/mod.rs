@@ -37,6 +37,9 @@ pub enum RuntimeError {
     /// No sandbox for this Pod.
     #[error("no sandbox for pod {0}")]
     NoSandbox(String),
+    /// The Pod asks for a sandbox that cannot be made (kubelet's answer, word for word).
+    #[error("{0}")]
+    Invalid(String),
     /// The image cannot be had or used.
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
@@ -85,6 +88,20 @@ pub struct DnsConfig {
     pub options: Vec<String>,
 }
 
+/// The Pod's /etc/hosts, as kubelet writes it, less the Pod's address (known once its network
+/// is up): the runtime renders it with [`crate::pods::hosts::hosts_file`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostsConfig {
+    /// The name the Pod's address goes by: its hostname, without domain.
+    pub hostname: String,
+    /// With `spec.subdomain`: `<subdomain>.<namespace>.svc.<cluster domain>`.
+    pub domain: Option<String>,
+    /// `hostAliases`: an address and its names.
+    pub aliases: Vec<(String, Vec<String>)>,
+    /// `hostNetwork`: the node's own hosts file is the base.
+    pub host_network: bool,
+}
+
 /// What a sandbox is made for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SandboxConfig {
@@ -94,12 +111,15 @@ pub struct SandboxConfig {
     pub namespace: String,
     /// The Pod's name.
     pub name: String,
-    /// The Pod's hostname (its name, or `spec.hostname`).
+    /// The hostname the Pod's containers see (its name or `spec.hostname`, the FQDN with
+    /// `setHostnameAsFQDN`); empty with `hostNetwork`, which keeps the node's.
     pub hostname: String,
     /// Host ports.
     pub port_mappings: Vec<PortMapping>,
     /// Its resolv.conf.
     pub dns: DnsConfig,
+    /// Its /etc/hosts.
+    pub hosts: HostsConfig,
 }
 
 /// A sandbox that exists.

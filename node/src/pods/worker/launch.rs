@@ -1,4 +1,5 @@
-//! What the runtime is asked to run for a Pod: its sandbox (hostname, DNS, host ports) and each
+//! What the runtime is asked to run for a Pod: its sandbox (hostname, DNS, /etc/hosts, host
+//! ports) and each
 //! container (command, args and environment with `$(VAR)`s expanded as kubelet does, working
 //! dir, limits).
 
@@ -7,25 +8,28 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use super::Worker;
 use crate::pods::dns::{DnsSettings, pod_dns};
 use crate::pods::env::{container_env, expand, service_env};
+use crate::pods::hosts::{kernel_hostname, pod_hosts};
 use crate::pods::resources::container_resources;
-use crate::runtime::{ContainerConfig, PortMapping, SandboxConfig};
+use crate::runtime::{ContainerConfig, PortMapping, RuntimeError, SandboxConfig};
 
-/// The Pod's sandbox, as the runtime is asked for it (at RunPodSandbox and CreateContainer).
-pub(super) fn sandbox_config(pod: &Pod, dns: &DnsSettings) -> SandboxConfig {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let hostname = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.hostname.clone())
-        .unwrap_or_else(|| name.clone());
-    SandboxConfig {
+/// The Pod's sandbox, as the runtime is asked for it (at RunPodSandbox and CreateContainer);
+/// refused, as kubelet refuses it, when its FQDN cannot be its hostname.
+pub(super) fn sandbox_config(pod: &Pod, dns: &DnsSettings) -> Result<SandboxConfig, RuntimeError> {
+    let hosts = pod_hosts(pod, &dns.cluster_domain);
+    // A hostNetwork Pod keeps the node's hostname (kubelet sets none).
+    let hostname = match hosts.host_network {
+        true => String::new(),
+        false => kernel_hostname(pod, &dns.cluster_domain).map_err(RuntimeError::Invalid)?,
+    };
+    Ok(SandboxConfig {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        name,
+        name: pod.metadata.name.clone().unwrap_or_default(),
         hostname,
         port_mappings: port_mappings(pod),
         dns: pod_dns(pod, dns),
-    }
+        hosts,
+    })
 }
 
 pub(super) fn port_mappings(pod: &Pod) -> Vec<PortMapping> {

@@ -174,8 +174,11 @@ impl Worker {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let finished = matches!(phase, Some("Succeeded" | "Failed"));
         if self.sandbox.is_none() && !finished {
-            let config = sandbox_config(pod, &self.ctx.dns);
-            match blocking(&self.ctx, move |r| r.run_sandbox(&config)).await {
+            let made = match sandbox_config(pod, &self.ctx.dns) {
+                Ok(config) => blocking(&self.ctx, move |r| r.run_sandbox(&config)).await,
+                Err(err) => Err(err),
+            };
+            match made {
                 Ok(info) => {
                     self.sandbox = Some(info);
                     self.sandbox_error = None;
@@ -370,8 +373,11 @@ impl Worker {
         }
         let reported = track.reported.clone();
         let config = self.launch(pod, container);
-        let sandbox = sandbox_config(pod, &self.ctx.dns);
-        match blocking(&self.ctx, move |r| r.start_container(&sandbox, &config)).await {
+        let started = match sandbox_config(pod, &self.ctx.dns) {
+            Ok(sandbox) => blocking(&self.ctx, move |r| r.start_container(&sandbox, &config)).await,
+            Err(err) => Err(err),
+        };
+        match started {
             Ok(info) => {
                 self.ctx.recorder.pod_event(
                     pod,

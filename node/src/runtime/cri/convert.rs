@@ -1,7 +1,8 @@
 //! From the agent's view of a Pod to CRI messages and back, the way kubelet fills them in:
 //! kubelet's labels on sandboxes and containers (how a restarted agent finds its Pods again),
-//! the log layout under `/var/log/pods`, cgroup parents under the node's cgroup, and container
-//! states in Kubernetes' words. Pure, so every field is unit-tested.
+//! the log layout under `/var/log/pods`, cgroup parents under the node's cgroup, the Pod's own
+//! /etc/hosts mounted into each container, and container states in Kubernetes' words. Pure, so
+//! every field is unit-tested.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +19,11 @@ pub const POD_NAME: &str = "io.kubernetes.pod.name";
 pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 /// A container's name in its Pod.
 pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// Where kubelet mounts the Pod's hosts file.
+pub const ETC_HOSTS: &str = "/etc/hosts";
+/// kubelet's name for it in a Pod's folder.
+pub const HOSTS_FILE: &str = "etc-hosts";
 
 /// CFS period kubelet uses (100 ms, in µs).
 const CPU_PERIOD_US: i64 = 100_000;
@@ -118,11 +124,26 @@ fn linux_resources(resources: &Resources) -> cri::LinuxContainerResources {
     }
 }
 
-/// A container's config for its `attempt`-th run in the Pod `sandbox`.
+/// The Pod's hosts file (at `host_path` on the node) over the container's /etc/hosts, as
+/// kubelet mounts it: writable, relabelled for SELinux, propagating nothing.
+fn hosts_mount(host_path: &Path) -> cri::Mount {
+    cri::Mount {
+        container_path: ETC_HOSTS.to_owned(),
+        host_path: host_path.to_string_lossy().into_owned(),
+        readonly: false,
+        selinux_relabel: true,
+        propagation: cri::MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    }
+}
+
+/// A container's config for its `attempt`-th run in the Pod `sandbox`; `hosts_file` is the
+/// Pod's hosts file on the node, once the Pod has an address (kubelet mounts none before).
 pub fn container_config(
     sandbox: &SandboxConfig,
     config: &ContainerConfig,
     attempt: u32,
+    hosts_file: Option<&Path>,
 ) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
@@ -151,6 +172,7 @@ pub fn container_config(
             (CONTAINER_NAME, &config.name),
         ]),
         log_path: container_log_path(&config.name, attempt),
+        mounts: hosts_file.map(hosts_mount).into_iter().collect(),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(linux_resources(&config.resources)),
             security_context: Some(cri::LinuxContainerSecurityContext {
@@ -205,7 +227,7 @@ pub fn container_state(status: &cri::ContainerStatus) -> ContainerState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{DnsConfig, PortMapping};
+    use crate::runtime::{DnsConfig, HostsConfig, PortMapping};
 
     fn sandbox() -> SandboxConfig {
         SandboxConfig {
@@ -223,6 +245,10 @@ mod tests {
                 servers: vec!["10.96.0.10".into()],
                 searches: vec!["default.svc.cluster.local".into()],
                 options: vec!["ndots:5".into()],
+            },
+            hosts: HostsConfig {
+                hostname: "web-1".into(),
+                ..HostsConfig::default()
             },
         }
     }
@@ -261,7 +287,30 @@ mod tests {
                 memory_limit: Some(64 << 20),
             },
         };
-        let config = container_config(&sandbox(), &container, 3);
+        let config = container_config(&sandbox(), &container, 3, None);
+        assert!(
+            config.mounts.is_empty(),
+            "no hosts file before the Pod has an address"
+        );
+        let config = container_config(
+            &sandbox(),
+            &container,
+            3,
+            Some(Path::new("/var/lib/skiff/pods/u1/etc-hosts")),
+        );
+        let hosts = &config.mounts[0];
+        assert_eq!(
+            (
+                hosts.container_path.as_str(),
+                hosts.host_path.as_str(),
+                hosts.readonly
+            ),
+            ("/etc/hosts", "/var/lib/skiff/pods/u1/etc-hosts", false)
+        );
+        assert_eq!(
+            hosts.propagation,
+            cri::MountPropagation::PropagationPrivate as i32
+        );
         assert_eq!(config.log_path, "app/3.log");
         assert!(config.command.is_empty(), "the image's entrypoint stays");
         assert_eq!(config.args, ["--http-port", "9090"]);

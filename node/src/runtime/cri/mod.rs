@@ -8,7 +8,9 @@
 //! ended runs only the last is kept (for `lastState` and `kubectl logs --previous`), as
 //! kubelet's container GC keeps one. The gRPC channel connects lazily and reconnects, so a
 //! restarted containerd is picked up on the next call; until then calls fail and the Pod
-//! workers retry.
+//! workers retry. Files of the agent's own per Pod live in `<root>/pods/<uid>/`, as kubelet's:
+//! `etc-hosts`, the Pod's /etc/hosts, rewritten at each container start and mounted into every
+//! container (containerd writes resolv.conf from the sandbox's DNS config).
 
 pub mod convert;
 pub mod image_gc;
@@ -53,6 +55,8 @@ pub struct CriRuntime {
     cni: Cni,
     /// The sandbox image, never collected.
     pinned_images: Vec<String>,
+    /// Each Pod's own files: `<state_dir>/<uid>/`.
+    state_dir: PathBuf,
 }
 
 /// Where a CRI runtime is and how Pods are laid out under it.
@@ -70,6 +74,8 @@ pub struct CriSettings {
     pub cni: Cni,
     /// Images image GC never removes (the sandbox image).
     pub pinned_images: Vec<String>,
+    /// Where Pods' own files go, a folder per Pod (`<root>/pods`).
+    pub state_dir: PathBuf,
 }
 
 fn call_error(call: &'static str) -> impl FnOnce(tonic::Status) -> RuntimeError {
@@ -127,7 +133,27 @@ impl CriRuntime {
             log_root: settings.log_root,
             cni: settings.cni,
             pinned_images: settings.pinned_images,
+            state_dir: settings.state_dir,
         })
+    }
+
+    /// Writes the Pod's hosts file for its address `ip`, as kubelet does before each container
+    /// it creates; returns where it is.
+    fn write_hosts_file(
+        &self,
+        pod: &SandboxConfig,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<PathBuf, RuntimeError> {
+        let dir = self.state_dir.join(&pod.uid);
+        std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let node_hosts = match pod.hosts.host_network {
+            true => std::fs::read_to_string("/etc/hosts").map_err(io("cannot read /etc/hosts"))?,
+            false => String::new(),
+        };
+        let path = dir.join(convert::HOSTS_FILE);
+        let text = crate::pods::hosts::hosts_file(&pod.hosts, ip, &node_hosts);
+        std::fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
+        Ok(path)
     }
 
     /// Runs a CRI call to completion from a blocking thread, within `limit`.
@@ -307,6 +333,13 @@ impl PodRuntime for CriRuntime {
         for hierarchy in crate::sandbox::cgroup_mounts() {
             crate::sandbox::remove_cgroup_tree(&hierarchy.join(&pod_cgroup))?;
         }
+        let own = self.state_dir.join(uid);
+        match std::fs::remove_dir_all(&own) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("cannot remove {}", own.display()))(e));
+            }
+            _ => {}
+        }
         if let Some(meta) = sandboxes.last().and_then(|s| s.metadata.as_ref()) {
             let dir = convert::pod_log_dir(&self.log_root, &meta.namespace, &meta.name, uid);
             match std::fs::remove_dir_all(&dir) {
@@ -349,6 +382,10 @@ impl PodRuntime for CriRuntime {
         for old in earlier.iter().rev().skip(1) {
             self.remove_container(&old.id)?;
         }
+        let hosts_file = match self.info_of(&sandbox)?.ip {
+            Some(ip) => Some(self.write_hosts_file(pod, ip)?),
+            None => None,
+        };
         let sandbox_attempt = sandbox.metadata.as_ref().map_or(0, |m| m.attempt);
         let sandbox_config =
             convert::sandbox_config(pod, sandbox_attempt, &self.log_root, &self.cgroup_parent);
@@ -357,7 +394,12 @@ impl PodRuntime for CriRuntime {
             .map_err(io(format!("cannot create {}", log_dir.display())))?;
         let request = cri::CreateContainerRequest {
             pod_sandbox_id: sandbox.id,
-            config: Some(convert::container_config(pod, config, attempt)),
+            config: Some(convert::container_config(
+                pod,
+                config,
+                attempt,
+                hosts_file.as_deref(),
+            )),
             sandbox_config: Some(sandbox_config),
         };
         let mut client = self.runtime.clone();

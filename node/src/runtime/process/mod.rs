@@ -1,19 +1,20 @@
-//! The process runtime: a Pod is a network namespace plus a cgroup (its sandbox), and each
-//! container a process started in them by a shim (see [`crate::shim`]). Needs nothing
-//! installed beyond the CNI plugins.
+//! The process runtime: a Pod is a network namespace, a mount and a UTS namespace plus a
+//! cgroup (its sandbox), and each container a process started in them by a shim (see
+//! [`crate::shim`]). Needs nothing installed beyond the CNI plugins.
 //!
-//! State lives under `<root>/pods/<uid>/`: `sandbox.json`, then per container and run
-//! `containers/<name>/<attempt>/` with the shim's state files and the run's `log`. Everything
-//! a restarted agent needs is there, so it adopts running Pods instead of restarting them.
-//! `sandbox.json` is written before the network is set up, so a crash mid-way leaves a
-//! record that removal (and CNI DEL, which is idempotent) can clean up.
+//! State lives under `<root>/pods/<uid>/`: `sandbox.json`; the Pod's `resolv.conf` and `hosts`
+//! (written once its address is known) and `ns/{mnt,uts}`, the pins of the namespaces that show
+//! them over the node's files and give it its hostname (see [`crate::podns`]); then per
+//! container and run `containers/<name>/<attempt>/` with the shim's state files and the run's
+//! `log`. Everything a restarted agent needs is there, so it adopts running Pods instead of
+//! restarting them. `sandbox.json` is written before the network is set up, so a crash mid-way
+//! leaves a record that removal (and CNI DEL, which is idempotent) can clean up.
 //!
 //! Images come from the catalog (see [`crate::images`]): an entry's entrypoint, cmd, env and
 //! working dir sit beneath the Pod's own, as an image config does under containerd. An image
 //! missing from the catalog still runs when the container gives a command (a host program).
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,33 +22,26 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use serde::{Deserialize, Serialize};
-
+use self::exec::exec_in;
+use self::record::{SandboxRecord, create_pod_files, pins, remove_pins};
 use super::{
     ContainerConfig, ContainerInfo, ContainerState, ExecOutput, NodeImage, POD_IFNAME, PodRuntime,
     PullPolicy, RuntimeError, SandboxConfig, SandboxInfo,
 };
 use crate::cni::{Attachment, Cni};
 use crate::images::{Catalog, ImageError, resolve};
+use crate::podns;
 use crate::pods::env::DEFAULT_PATH;
 use crate::sandbox;
 use crate::shim::{self, Exited, ShimProcess, Started};
-use skiff_common::placement::start_inside;
+
+mod exec;
+mod record;
 
 /// How long starting a container waits for its shim to say the process runs.
 const START_WAIT: Duration = Duration::from_secs(2);
 /// What this runtime reports as the Node's `containerRuntimeVersion`.
 pub const VERSION: &str = concat!("skiff-process://", env!("CARGO_PKG_VERSION"));
-
-/// `sandbox.json`: the sandbox and where its namespace and cgroup are.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SandboxRecord {
-    #[serde(flatten)]
-    info: SandboxInfo,
-    netns: PathBuf,
-    cgroup: PathBuf,
-}
 
 /// Whether the shim of the run in `dir` still runs.
 fn shim_alive(dir: &Path) -> bool {
@@ -82,7 +76,7 @@ pub struct ProcessRuntime {
     pub catalog: Catalog,
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Io { what, source }
 }
@@ -276,6 +270,7 @@ impl PodRuntime for ProcessRuntime {
         }
         let dir = self.pod_dir(&config.uid);
         fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let (mntns, utsns) = pins(&dir, &config.hostname);
         let mut record = SandboxRecord {
             info: SandboxInfo {
                 uid: config.uid.clone(),
@@ -285,6 +280,8 @@ impl PodRuntime for ProcessRuntime {
             },
             netns: sandbox::netns_path(&format!("{}{}", self.netns_prefix, config.uid)),
             cgroup: self.cgroup_root.join(format!("pod-{}", config.uid)),
+            mntns: Some(mntns),
+            utsns,
         };
         shim::write_state(&dir, "sandbox.json", &record)
             .map_err(io("cannot record the sandbox"))?;
@@ -292,7 +289,10 @@ impl PodRuntime for ProcessRuntime {
             sandbox::create_netns(&record.netns)?;
             sandbox::create_cgroup(&record.cgroup)?;
             let result = self.cni.add(&self.attachment(&record, Some(config)))?;
-            result_ipv4(&result).ok_or_else(|| RuntimeError::NoAddress(result.to_string()))
+            let ip =
+                result_ipv4(&result).ok_or_else(|| RuntimeError::NoAddress(result.to_string()))?;
+            create_pod_files(&self.state_dir, &dir, &record, config, ip)?;
+            Ok(ip)
         })();
         match made {
             Ok(ip) => {
@@ -324,6 +324,7 @@ impl PodRuntime for ProcessRuntime {
     fn remove_sandbox(&self, uid: &str) -> Result<(), RuntimeError> {
         let Some(record) = self.read_sandbox(uid) else {
             let dir = self.pod_dir(uid);
+            remove_pins(&dir)?;
             return match fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(io(format!("cannot remove {}", dir.display()))(e))
@@ -337,6 +338,9 @@ impl PodRuntime for ProcessRuntime {
             self.cni.del(&self.attachment(&record, None))?;
         }
         sandbox::remove_netns(&record.netns)?;
+        if let Some(namespaces) = record.namespaces("", &[]) {
+            podns::remove(&namespaces)?;
+        }
         let dir = self.pod_dir(uid);
         fs::remove_dir_all(&dir).map_err(io(format!("cannot remove {}", dir.display())))
     }
@@ -365,7 +369,14 @@ impl PodRuntime for ProcessRuntime {
             config.args.as_deref(),
             config.working_dir.as_deref(),
         )?;
-        let env = merged_env(&launch.image_env, &pod.hostname, &config.env);
+        let hostname = match pod.hostname.as_str() {
+            // hostNetwork: the node's.
+            "" => nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            name => name.to_owned(),
+        };
+        let env = merged_env(&launch.image_env, &hostname, &config.env);
         let attempts = self.attempts(uid, &config.name);
         // Any earlier run, not only the last: one orphaned before this agent started has
         // crash-looping runs after it.
@@ -391,6 +402,12 @@ impl PodRuntime for ProcessRuntime {
             .arg(&record.cgroup)
             .arg("--log")
             .arg(dir.join("log"));
+        if let Some(pin) = &record.mntns {
+            command.arg("--mntns").arg(pin);
+        }
+        if let Some(pin) = &record.utsns {
+            command.arg("--utsns").arg(pin);
+        }
         if let Some(workdir) = &launch.working_dir {
             command.arg("--workdir").arg(workdir);
         }
@@ -493,61 +510,10 @@ impl PodRuntime for ProcessRuntime {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        // Containers of a Pod share its namespace and cgroup here: any of them will do.
+        // Containers of a Pod share its namespaces and cgroup here: any of them will do.
         let record = self
             .read_sandbox(uid)
             .ok_or_else(|| RuntimeError::NoSandbox(uid.to_owned()))?;
-        exec_in(&record.netns, &record.cgroup, argv, timeout)
-    }
-}
-
-/// Runs `argv` inside `netns` and `cgroup`, killing it after `timeout`.
-fn exec_in(
-    netns: &Path,
-    cgroup: &Path,
-    argv: &[String],
-    timeout: Duration,
-) -> Result<ExecOutput, RuntimeError> {
-    let (program, rest) = argv.split_first().ok_or_else(|| RuntimeError::Io {
-        what: "exec with an empty command".into(),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })?;
-    let mut command = Command::new(program);
-    command
-        .args(rest)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    start_inside(&mut command, Some(netns), Some(cgroup)).map_err(|err| RuntimeError::Io {
-        what: err.to_string(),
-        source: err.source,
-    })?;
-    let child = command
-        .spawn()
-        .map_err(io(format!("cannot run {program}")))?;
-    let pid = Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(out)) => {
-            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-            output.push_str(&String::from_utf8_lossy(&out.stderr));
-            Ok(ExecOutput {
-                code: out.status.code(),
-                output,
-            })
-        }
-        Ok(Err(e)) => Err(io(format!("waiting for {program}"))(e)),
-        Err(_) => {
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = rx.recv();
-            Ok(ExecOutput {
-                code: None,
-                output: format!("timed out after {timeout:?}"),
-            })
-        }
+        exec_in(&record.placement(), argv, timeout)
     }
 }

@@ -40,8 +40,14 @@ pub enum StartError {
 
 /// Logs to stderr at `RUST_LOG`'s levels (default `info`), as JSON lines when `json`.
 pub fn init_logging(json: bool) {
+    init_logging_with(json, "info");
+}
+
+/// [`init_logging`] with `default` as the levels when `RUST_LOG` is unset (e.g. `info` with a
+/// chatty library turned down).
+pub fn init_logging_with(json: bool, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         logs.json().init();

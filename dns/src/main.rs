@@ -14,7 +14,7 @@ use axum::routing::get;
 use clap::Parser;
 use hickory_server::Server;
 use prometheus_client::registry::Registry;
-use skiff_common::cli::{init_logging, kube_config, optional_address};
+use skiff_common::cli::{init_logging_with, kube_config, optional_address};
 use skiff_dns::cache::CacheLimits;
 use skiff_dns::forward::{ForwardConfig, Forwarder, resolv_conf_servers};
 use skiff_dns::handler::DnsHandler;
@@ -85,7 +85,8 @@ fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    // hickory logs every request at info: a line per query would cost more than the answer.
+    init_logging_with(cli.log_json, "info,hickory_server=warn");
     let upstreams = if cli.upstream.is_empty() {
         let text = std::fs::read_to_string(&cli.resolv_conf)
             .with_context(|| format!("cannot read {}", cli.resolv_conf.display()))?;

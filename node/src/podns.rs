@@ -27,6 +27,7 @@ use std::sync::{Mutex, PoisonError};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 
+use crate::runtime::VolumeMount;
 use crate::sandbox::{SandboxError, remove_pin};
 
 fn syscall(call: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -106,8 +107,9 @@ pub struct PodNamespaces<'a> {
     pub mnt: &'a Path,
     /// The UTS namespace's pin and the hostname; none keeps the node's.
     pub uts: Option<(&'a Path, &'a str)>,
-    /// Files of the Pod's mounted over the node's: (the Pod's file, the node's path).
-    pub covers: &'a [(PathBuf, PathBuf)],
+    /// What the Pod sees over the node's paths: its own files (resolv.conf, hosts) and its
+    /// hostPath volumes. Each target must exist on the node (the Pod shares its filesystem).
+    pub covers: &'a [VolumeMount],
 }
 
 /// Makes the Pod's namespaces and pins them, replacing any left from an earlier try; on
@@ -148,15 +150,26 @@ fn pin_all(pod: &PodNamespaces<'_>, pins: &[&Path]) -> Result<(), SandboxError> 
             None::<&str>,
         )
         .map_err(errno("make slave", Path::new("/")))?;
-        for (file, node_path) in &covers {
+        for cover in &covers {
+            let target = &cover.container_path;
             mount(
-                Some(file),
-                node_path,
+                Some(&cover.host_path),
+                target,
                 None::<&str>,
-                MsFlags::MS_BIND,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
             )
-            .map_err(errno("bind mount", node_path))?;
+            .map_err(errno("bind mount", target))?;
+            if cover.read_only {
+                mount(
+                    None::<&str>,
+                    target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+                .map_err(errno("remount read-only", target))?;
+            }
         }
         let mut kinds = vec!["mnt"];
         if let Some(name) = &hostname {

@@ -22,14 +22,69 @@ pub struct Client {
     pub netns: Netns,
     /// The cgroup (a Pod's), if any.
     pub cgroup: Option<PathBuf>,
+    /// How a Pod's own files are seen (its resolv.conf and /etc/hosts), if this is a Pod.
+    pub view: Option<PodView>,
+}
+
+/// How a client in a Pod sees the Pod's files while running the node's programs (curl, dig,
+/// getent), so that names resolve as they do for the Pod.
+#[derive(Clone, Debug)]
+pub enum PodView {
+    /// The process runtime's Pod: its mount namespace (pinned), which covers the node's files.
+    MountNamespace(PathBuf),
+    /// A container: its resolv.conf and hosts file, bound over the node's in a private mount
+    /// namespace of the command's own (the container's filesystem lacks the node's programs).
+    Files {
+        /// The container's resolv.conf, seen from the node.
+        resolv_conf: PathBuf,
+        /// The container's hosts file, seen from the node.
+        hosts: PathBuf,
+    },
 }
 
 impl Client {
     /// A command that runs `argv` where this client is.
     pub fn command(&self, argv: &[&str]) -> Result<std::process::Command> {
-        match &self.cgroup {
-            Some(cgroup) => self.netns.command_in_cgroup(cgroup, argv),
-            None => Ok(self.netns.command_keeping_mounts(argv)),
+        let wrapped: Vec<String>;
+        let argv = match &self.view {
+            Some(PodView::Files { resolv_conf, hosts }) => {
+                wrapped = [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    r#"mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@""#,
+                    "sh",
+                ]
+                .into_iter()
+                .map(str::to_owned)
+                .chain([resolv_conf, hosts].map(|p| p.to_string_lossy().into_owned()))
+                .chain(argv.iter().map(|a| (*a).to_owned()))
+                .collect();
+                wrapped.iter().map(String::as_str).collect()
+            }
+            _ => argv.to_vec(),
+        };
+        match (&self.cgroup, &self.view) {
+            (cgroup, Some(PodView::MountNamespace(mntns))) => {
+                let (program, rest) = argv.split_first().context("an empty command")?;
+                let mut command = std::process::Command::new(program);
+                command.args(rest);
+                skiff_common::placement::start_placed(
+                    &mut command,
+                    &skiff_common::placement::Placement {
+                        netns: Some(self.netns.path()),
+                        mntns: Some(mntns),
+                        cgroup: cgroup.as_deref(),
+                        utsns: None,
+                    },
+                )?;
+                Ok(command)
+            }
+            (Some(cgroup), _) => self.netns.command_in_cgroup(cgroup, &argv),
+            (None, _) => Ok(self.netns.command_keeping_mounts(&argv)),
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
+use crate::client::PodView;
 use crate::containerd::{self, ContainerdDirs};
 use crate::dns::{self, CLUSTER_DNS_IP, Nsd};
 use crate::images::{self, Registry};
@@ -394,7 +395,8 @@ impl Cluster {
         self.runtime
     }
 
-    /// A client inside Pod `name` (default namespace): its network namespace and cgroup.
+    /// A client inside Pod `name` (default namespace): its network namespace and cgroup, seeing
+    /// the Pod's resolv.conf and /etc/hosts.
     pub fn pod_client(&self, name: &str) -> Result<crate::Client> {
         let pod = self.get_json(&["pod", name])?;
         let node = pod["spec"]["nodeName"]
@@ -411,20 +413,37 @@ impl Cluster {
             .with_context(|| format!("{name} runs on unknown node {node}"))?;
         let pod_cgroup = self.node_cgroup(n + 1)?.join(format!("pod-{uid}"));
         match self.runtime {
-            Runtime::Process => Ok(crate::Client {
-                netns: self.pod_netns(node, uid),
-                cgroup: Some(pod_cgroup),
-            }),
+            Runtime::Process => {
+                let mntns = self.node_root(n + 1).join("pods").join(uid).join("ns/mnt");
+                Ok(crate::Client {
+                    netns: self.pod_netns(node, uid),
+                    cgroup: Some(pod_cgroup),
+                    view: mntns.exists().then_some(PodView::MountNamespace(mntns)),
+                })
+            }
             // The Pod's cgroup holds one per container: stand in one of them (the sandbox's
-            // pause or an app), in the network namespace its processes live in.
+            // pause or an app), in the network namespace its processes live in, seeing an
+            // application container's resolv.conf and hosts file (the pause has neither).
             Runtime::Containerd => {
-                let (cgroup, pid) = crate::kernelfs::container_cgroups(&pod_cgroup)
-                    .into_iter()
-                    .next()
+                let containers = crate::kernelfs::container_cgroups(&pod_cgroup);
+                let (cgroup, pid) = containers
+                    .first()
+                    .cloned()
                     .with_context(|| format!("no process of {name} runs"))?;
+                let view = containers
+                    .iter()
+                    .find(|(_, pid)| {
+                        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"));
+                        !cmdline.unwrap_or_default().starts_with(b"/pause")
+                    })
+                    .map(|(_, pid)| PodView::Files {
+                        resolv_conf: format!("/proc/{pid}/root/etc/resolv.conf").into(),
+                        hosts: format!("/proc/{pid}/root/etc/hosts").into(),
+                    });
                 Ok(crate::Client {
                     netns: crate::Netns::at_path(&PathBuf::from(format!("/proc/{pid}/ns/net"))),
                     cgroup: Some(cgroup),
+                    view,
                 })
             }
         }
@@ -546,11 +565,15 @@ impl Cluster {
             containerds,
             control,
             registry,
+            dns_upstream,
             topology,
             ..
         } = self;
         for process in agents.into_iter().chain(containerds).flatten() {
             process.release();
+        }
+        if let Some(upstream) = dns_upstream {
+            upstream.release();
         }
         if let Some(registry) = registry {
             registry.release();

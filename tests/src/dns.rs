@@ -84,7 +84,7 @@ pub fn upstream_zone() -> String {
 #[derive(Debug)]
 pub struct Nsd {
     addr: SocketAddr,
-    _process: Process,
+    process: Process,
 }
 
 impl Nsd {
@@ -124,15 +124,17 @@ impl Nsd {
         let process = Process::spawn(run, netns, name, &["nsd", "-d", "-c", &conf], &[])?;
         wait::wait_for_tcp(Some(netns), addr, Duration::from_secs(20))
             .with_context(|| format!("NSD did not start listening on {addr}"))?;
-        Ok(Nsd {
-            addr,
-            _process: process,
-        })
+        Ok(Nsd { addr, process })
     }
 
     /// Where it answers.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Leaves it running after this process exits (`cargo xtask up`); the run's removal stops it.
+    pub fn release(self) {
+        self.process.release();
     }
 }
 

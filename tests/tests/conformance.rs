@@ -166,11 +166,13 @@ impl World {
             node_clients.push(Client {
                 netns: cluster.topology().node(k).netns.clone(),
                 cgroup: Some(cluster.node_cgroup(k)?),
+                view: None,
             });
         }
         let outside = Client {
             netns: cluster.topology().control_plane_netns().clone(),
             cgroup: None,
+            view: None,
         };
         Ok(World {
             pod_clients,

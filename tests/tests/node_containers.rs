@@ -167,6 +167,7 @@ fn containers_have_their_own_root_hostname_resolv_conf_service_variables_and_log
     let outside = skiff_tests::Client {
         netns: cluster.topology().control_plane_netns().clone(),
         cgroup: None,
+        view: None,
     };
     let host_port = std::net::SocketAddr::from((cluster.topology().node(1).ip, 18080));
     let (who, _) = wait::retry(WAIT, || outside.who(host_port))?;

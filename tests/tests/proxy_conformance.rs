@@ -109,6 +109,7 @@ impl World {
             let client = Client {
                 netns: netns.clone(),
                 cgroup: Some(world.cluster.node_cgroup(k)?.join(format!("pod-{uid}"))),
+                view: None,
             };
             world.pods.push(TestPod {
                 name,
@@ -338,6 +339,7 @@ fn cluster_ip_node_port_reject_affinity_and_local_policy(mode: Mode) -> Result<(
     let outside = Client {
         netns: world.cluster.topology().control_plane_netns().clone(),
         cgroup: None,
+        view: None,
     };
     for k in 1..=NODES {
         let addr = SocketAddr::from((world.node(k).ip, web_np));

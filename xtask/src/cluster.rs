@@ -5,8 +5,9 @@
 //! running Pods as containers under a containerd of the node's own (or with the process
 //! runtime) wired by skiff-cni over a VXLAN or host-gw node network, each agent hosting the
 //! Service proxy (iptables, or eBPF with `--proxy-mode ebpf`). A demo
-//! Deployment of the test server and its Service show it working: the ClusterIP, curled from a
-//! Pod on every node, is answered by Pods on several nodes.
+//! Deployment of the test server and its Service show it working: the ClusterIP and the
+//! Service's names (the cluster DNS add-on runs too), curled from a Pod on every node, are
+//! answered by Pods on several nodes.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -100,6 +101,7 @@ fn start_cluster(args: &UpArgs) -> Result<Cluster> {
         overlay: args.overlay.clone(),
         agent_args: vec!["--proxy-mode".into(), args.proxy_mode.clone()],
         runtime: args.runtime.parse()?,
+        dns: true,
         ..ClusterOptions::nodes(args.nodes, "up")
     };
     let cluster = Cluster::start(&options)?;
@@ -169,50 +171,57 @@ fn start_demo(cluster: &Cluster) -> Result<Vec<Value>> {
     Ok(pods)
 }
 
-/// Curls the demo Service from a Pod on every node; fails unless several Pods answer each.
+/// Curls the demo Service from a Pod on every node, by its ClusterIP and by its names (cluster
+/// DNS); fails unless several Pods answer each.
 fn curl_demo(cluster: &Cluster, pods: &[Value]) -> Result<()> {
     let service =
         cluster.kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
+    cluster.wait_for_dns(Duration::from_secs(60))?;
     shell::step(&format!(
-        "up: curl the Service web (ClusterIP {service}) from a Pod on every node"
+        "up: curl the Service web (ClusterIP {service}, and by name) from a Pod on every node"
     ));
     for from in pods {
         let client = cluster.pod_client(from["metadata"]["name"].as_str().unwrap_or_default())?;
-        let url = format!("http://{service}/");
-        // The proxy may still be syncing the new Service: a few tries, bounded.
-        let mut answered: BTreeSet<String> = BTreeSet::new();
-        let mut replies = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while answered.len() < DEMO_REPLICAS && Instant::now() < deadline {
-            let out = skiff_tests::cmd::output(
-                &mut client.command(&["curl", "-sS", "--max-time", "2", &url])?,
-                Duration::from_secs(5),
-            )?;
-            let reply = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if let Some(name) = reply
-                .split_whitespace()
-                .next()
-                .filter(|_| out.status.success())
-            {
-                if answered.insert(name.to_owned()) {
-                    replies.push(reply.clone());
+        for url in [
+            format!("http://{service}/"),
+            "http://web/".to_owned(),
+            "http://web.default.svc.cluster.local/".to_owned(),
+        ] {
+            // The proxy may still be syncing the new Service: a few tries, bounded.
+            let mut answered: BTreeSet<String> = BTreeSet::new();
+            let mut replies = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while answered.len() < DEMO_REPLICAS && Instant::now() < deadline {
+                let out = skiff_tests::cmd::output(
+                    &mut client.command(&["curl", "-sS", "--max-time", "2", &url])?,
+                    Duration::from_secs(5),
+                )?;
+                let reply = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                if let Some(name) = reply
+                    .split_whitespace()
+                    .next()
+                    .filter(|_| out.status.success())
+                {
+                    if answered.insert(name.to_owned()) {
+                        replies.push(reply.clone());
+                    }
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-            } else {
-                std::thread::sleep(Duration::from_millis(200));
             }
+            println!(
+                "{} ({}) $ curl {url}",
+                from["metadata"]["name"].as_str().unwrap_or_default(),
+                from["spec"]["nodeName"].as_str().unwrap_or_default()
+            );
+            for reply in &replies {
+                println!("  {reply}");
+            }
+            ensure!(
+                answered.len() > 1,
+                "{url} was answered by {answered:?} only, not by several Pods"
+            );
         }
-        println!(
-            "{} ({}) $ curl {url}",
-            from["metadata"]["name"].as_str().unwrap_or_default(),
-            from["spec"]["nodeName"].as_str().unwrap_or_default()
-        );
-        for reply in &replies {
-            println!("  {reply}");
-        }
-        ensure!(
-            answered.len() > 1,
-            "the Service web was answered by {answered:?} only, not by several Pods"
-        );
     }
     Ok(())
 }
@@ -244,6 +253,7 @@ fn print_usage(cluster: Cluster, pods: &[Value], elapsed: Duration) -> Result<()
         "\ncluster {id} up in {:.1}s (building aside); Service web has ClusterIP {service}\n\n\
          use kubectl:      export KUBECONFIG={}\n\
          in a Pod:         cargo xtask exec {first_pod} -- curl -s {service}\n\
+         by name:          cargo xtask exec {first_pod} -- curl -s http://web.default.svc.cluster.local\n\
          on a node:        cargo xtask exec --node node1 -- ip route\n\
          enter a node:     ip netns exec {first_node} bash\n\
          enter a Pod:      cargo xtask exec {first_pod} -- sh\n\

@@ -14,6 +14,7 @@ pub mod hosts;
 pub mod probe;
 pub mod resources;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};

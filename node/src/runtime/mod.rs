@@ -15,6 +15,7 @@ pub mod fake;
 pub mod process;
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,17 @@ pub struct HostsConfig {
     pub host_network: bool,
 }
 
+/// A node path a container sees at a path of its own (a hostPath volume's `volumeMount`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeMount {
+    /// On the node.
+    pub host_path: PathBuf,
+    /// In the container.
+    pub container_path: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
 /// What a sandbox is made for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SandboxConfig {
@@ -120,6 +132,9 @@ pub struct SandboxConfig {
     pub dns: DnsConfig,
     /// Its /etc/hosts.
     pub hosts: HostsConfig,
+    /// Every container's volume mounts, as (container name, mount); the process runtime,
+    /// whose containers share the Pod's mount namespace, shows them all to every container.
+    pub mounts: Vec<(String, VolumeMount)>,
 }
 
 /// A sandbox that exists.

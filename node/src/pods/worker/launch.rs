@@ -1,5 +1,5 @@
 //! What the runtime is asked to run for a Pod: its sandbox (hostname, DNS, /etc/hosts, host
-//! ports) and each
+//! ports, hostPath volumes) and each
 //! container (command, args and environment with `$(VAR)`s expanded as kubelet does, working
 //! dir, limits).
 
@@ -10,10 +10,12 @@ use crate::pods::dns::{DnsSettings, pod_dns};
 use crate::pods::env::{container_env, expand, service_env};
 use crate::pods::hosts::{kernel_hostname, pod_hosts};
 use crate::pods::resources::container_resources;
+use crate::pods::volumes::{pod_mounts, prepare_host_paths};
 use crate::runtime::{ContainerConfig, PortMapping, RuntimeError, SandboxConfig};
 
 /// The Pod's sandbox, as the runtime is asked for it (at RunPodSandbox and CreateContainer);
-/// refused, as kubelet refuses it, when its FQDN cannot be its hostname.
+/// refused, as kubelet refuses it, when its FQDN cannot be its hostname or its volumes cannot
+/// be given (their node paths are checked, or made, here, before anything runs).
 pub(super) fn sandbox_config(pod: &Pod, dns: &DnsSettings) -> Result<SandboxConfig, RuntimeError> {
     let hosts = pod_hosts(pod, &dns.cluster_domain);
     // A hostNetwork Pod keeps the node's hostname (kubelet sets none).
@@ -21,6 +23,9 @@ pub(super) fn sandbox_config(pod: &Pod, dns: &DnsSettings) -> Result<SandboxConf
         true => String::new(),
         false => kernel_hostname(pod, &dns.cluster_domain).map_err(RuntimeError::Invalid)?,
     };
+    let invalid = |err: crate::pods::volumes::VolumeError| RuntimeError::Invalid(err.to_string());
+    let mounts = pod_mounts(pod).map_err(invalid)?;
+    prepare_host_paths(pod).map_err(invalid)?;
     Ok(SandboxConfig {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -29,6 +34,7 @@ pub(super) fn sandbox_config(pod: &Pod, dns: &DnsSettings) -> Result<SandboxConf
         port_mappings: port_mappings(pod),
         dns: pod_dns(pod, dns),
         hosts,
+        mounts,
     })
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use k8s_cri::v1 as cri;
 
-use crate::runtime::{ContainerConfig, ContainerState, Resources, SandboxConfig};
+use crate::runtime::{ContainerConfig, ContainerState, Resources, SandboxConfig, VolumeMount};
 
 /// kubelet's sandbox and container labels.
 pub const POD_UID: &str = "io.kubernetes.pod.uid";
@@ -137,6 +137,17 @@ fn hosts_mount(host_path: &Path) -> cri::Mount {
     }
 }
 
+/// A hostPath volume's mount, as kubelet gives it: propagating nothing.
+fn volume_mount(mount: &VolumeMount) -> cri::Mount {
+    cri::Mount {
+        container_path: mount.container_path.to_string_lossy().into_owned(),
+        host_path: mount.host_path.to_string_lossy().into_owned(),
+        readonly: mount.read_only,
+        propagation: cri::MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    }
+}
+
 /// A container's config for its `attempt`-th run in the Pod `sandbox`; `hosts_file` is the
 /// Pod's hosts file on the node, once the Pod has an address (kubelet mounts none before).
 pub fn container_config(
@@ -172,7 +183,17 @@ pub fn container_config(
             (CONTAINER_NAME, &config.name),
         ]),
         log_path: container_log_path(&config.name, attempt),
-        mounts: hosts_file.map(hosts_mount).into_iter().collect(),
+        mounts: hosts_file
+            .map(hosts_mount)
+            .into_iter()
+            .chain(
+                sandbox
+                    .mounts
+                    .iter()
+                    .filter(|(container, _)| *container == config.name)
+                    .map(|(_, mount)| volume_mount(mount)),
+            )
+            .collect(),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(linux_resources(&config.resources)),
             security_context: Some(cri::LinuxContainerSecurityContext {
@@ -250,6 +271,24 @@ mod tests {
                 hostname: "web-1".into(),
                 ..HostsConfig::default()
             },
+            mounts: vec![
+                (
+                    "app".into(),
+                    VolumeMount {
+                        host_path: "/etc/skiff/dns.kubeconfig".into(),
+                        container_path: "/etc/kubeconfig".into(),
+                        read_only: true,
+                    },
+                ),
+                (
+                    "sidecar".into(),
+                    VolumeMount {
+                        host_path: "/srv".into(),
+                        container_path: "/srv".into(),
+                        read_only: false,
+                    },
+                ),
+            ],
         }
     }
 
@@ -288,9 +327,15 @@ mod tests {
             },
         };
         let config = container_config(&sandbox(), &container, 3, None);
-        assert!(
-            config.mounts.is_empty(),
-            "no hosts file before the Pod has an address"
+        let mounts: Vec<_> = config
+            .mounts
+            .iter()
+            .map(|m| (m.container_path.as_str(), m.host_path.as_str(), m.readonly))
+            .collect();
+        assert_eq!(
+            mounts,
+            [("/etc/kubeconfig", "/etc/skiff/dns.kubeconfig", true)],
+            "its own volume only, and no hosts file before the Pod has an address"
         );
         let config = container_config(
             &sandbox(),

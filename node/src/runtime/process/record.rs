@@ -1,6 +1,7 @@
 //! `sandbox.json`, the process runtime's record of a sandbox, and the Pod's own view of the
 //! node's files: its resolv.conf and hosts file, written once the Pod has an address and
-//! shown over the node's in its mount namespace, with its hostname in its UTS namespace.
+//! shown over the node's in its mount namespace with its hostPath volumes, with its hostname in
+//! its UTS namespace.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -13,7 +14,7 @@ use super::io;
 use crate::podns::{self, PodNamespaces};
 use crate::pods::dns::resolv_conf;
 use crate::pods::hosts::hosts_file;
-use crate::runtime::{RuntimeError, SandboxConfig, SandboxInfo};
+use crate::runtime::{RuntimeError, SandboxConfig, SandboxInfo, VolumeMount};
 
 /// `sandbox.json`: the sandbox and where its namespace and cgroup are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,7 +47,7 @@ impl SandboxRecord {
     pub(super) fn namespaces<'a>(
         &'a self,
         hostname: &'a str,
-        covers: &'a [(PathBuf, PathBuf)],
+        covers: &'a [VolumeMount],
     ) -> Option<PodNamespaces<'a>> {
         Some(PodNamespaces {
             mnt: self.mntns.as_deref()?,
@@ -87,7 +88,20 @@ pub(super) fn create_pod_files(
     for (name, node_path, text) in files {
         let file = dir.join(name);
         fs::write(&file, text).map_err(io(format!("cannot write {}", file.display())))?;
-        covers.push((file, PathBuf::from(node_path)));
+        covers.push(VolumeMount {
+            host_path: file,
+            container_path: PathBuf::from(node_path),
+            read_only: false,
+        });
+    }
+    // The Pod's containers share its mount namespace: each sees every container's volumes.
+    for (_, mount) in &config.mounts {
+        if !covers
+            .iter()
+            .any(|c| c.container_path == mount.container_path)
+        {
+            covers.push(mount.clone());
+        }
     }
     let Some(namespaces) = record.namespaces(&config.hostname, &covers) else {
         return Ok(());

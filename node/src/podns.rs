@@ -17,7 +17,8 @@
 //! kernel would have to copy it into the mount's peers and slaves — the Pod's own copy of that
 //! mount among them. So the runtime's state folder is made a private bind mount of itself
 //! once, as `ip netns` makes /run/netns a mount of its own (shared, there, for network
-//! namespaces). Namespaces made later skip these pins when they copy the node's mounts.
+//! namespaces). Namespaces made later copy the node's mounts without the mount-namespace pins;
+//! their copies of UTS pins are detached when the pin files are removed.
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;

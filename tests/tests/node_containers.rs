@@ -1,6 +1,6 @@
 //! The node agent with real containers: skiff-node drives a containerd per node over CRI, and
 //! containerd calls skiff-cni. What a user sees — each container's own filesystem, hostname,
-//! resolv.conf, Service variables and CRI log files, rotated by size; bad input ending in the statuses kubectl
+//! resolv.conf, kubelet's /etc/hosts, Service variables and CRI log files, rotated by size; bad input ending in the statuses kubectl
 //! users know while the node stays Ready (and NotReady, saying why, while containerd is down);
 //! and Pods created and deleted by the dozen, with
 //! containerd killed once in the middle, leaving nothing behind and never one address twice.
@@ -110,9 +110,12 @@ fn containers_have_their_own_root_hostname_resolv_conf_service_variables_and_log
     let chatty = "while true; do head -c 800 /dev/zero | tr '\\0' x; echo; sleep 0.01; done";
     cluster.apply(&pod("chatty", "Always", &shell(chatty)))?;
     cluster.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080"])?;
-    let script = "cat /etc/os-release; echo host=$(hostname); cat /etc/resolv.conf; \
+    let script = "cat /etc/os-release; echo host=$(hostname); cat /etc/resolv.conf /etc/hosts; \
                   echo web=$WEB_SERVICE_HOST api=$KUBERNETES_SERVICE_HOST; echo done; sleep 3600";
-    cluster.apply(&pod("inside", "Always", &shell(script)))?;
+    let mut inside = pod("inside", "Always", &shell(script));
+    inside["spec"]["subdomain"] = json!("sub");
+    inside["spec"]["hostAliases"] = json!([{"ip": "192.0.2.1", "hostnames": ["foo.local"]}]);
+    cluster.apply(&inside)?;
     let web_ip = cluster.kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
     let lines = wait::retry(WAIT, || {
         let lines = stdout_lines(&log_file(&cluster, "inside")?)?;
@@ -134,6 +137,15 @@ fn containers_have_their_own_root_hostname_resolv_conf_service_variables_and_log
         lines.contains(&format!("web={web_ip} api=10.96.0.1")),
         "Service variables missing: {lines:?}"
     );
+    // kubelet's hosts file, mounted over the image's: the Pod's address under its FQDN.
+    let pod_ip = cluster.kubectl(&["get", "pod", "inside", "-o", "jsonpath={.status.podIP}"])?;
+    for line in [
+        "# Kubernetes-managed hosts file.",
+        &format!("{pod_ip}\tinside.sub.default.svc.cluster.local\tinside"),
+        "192.0.2.1\tfoo.local",
+    ] {
+        ensure!(lines.iter().any(|l| l == line), "no {line:?} in {lines:?}");
+    }
     let status = container_status(&cluster, "inside")?;
     ensure!(
         status["containerID"]

@@ -190,6 +190,7 @@ fn curl_demo(cluster: &Cluster, pods: &[Value]) -> Result<()> {
             // The proxy may still be syncing the new Service: a few tries, bounded.
             let mut answered: BTreeSet<String> = BTreeSet::new();
             let mut replies = Vec::new();
+            let mut last_error = String::new();
             let deadline = Instant::now() + Duration::from_secs(20);
             while answered.len() < DEMO_REPLICAS && Instant::now() < deadline {
                 let out = skiff_tests::cmd::output(
@@ -206,6 +207,7 @@ fn curl_demo(cluster: &Cluster, pods: &[Value]) -> Result<()> {
                         replies.push(reply.clone());
                     }
                 } else {
+                    last_error = String::from_utf8_lossy(&out.stderr).trim().to_owned();
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
@@ -219,7 +221,8 @@ fn curl_demo(cluster: &Cluster, pods: &[Value]) -> Result<()> {
             }
             ensure!(
                 answered.len() > 1,
-                "{url} was answered by {answered:?} only, not by several Pods"
+                "{url} was answered by {answered:?} only, not by several Pods (last error: \
+                 {last_error})"
             );
         }
     }

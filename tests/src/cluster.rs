@@ -191,6 +191,8 @@ impl Cluster {
         )?;
         let kubeconfig = self.data_dir.join("dns.kubeconfig");
         self.mint_kubeconfig(dns::DNS_USER, None, &kubeconfig)?;
+        // Mounted at this same path in containers, where `tests/..` would not resolve.
+        let kubeconfig = std::fs::canonicalize(&kubeconfig)?;
         for object in dns::addon_objects(&kubeconfig, &[upstream.addr()])? {
             self.apply(&object)?;
         }

@@ -190,17 +190,18 @@ pub fn cluster_dns(world: &mut World) -> Result<()> {
     pod_ip(world, "custom-dns")?;
     let custom = world.cluster.pod_client("custom-dns")?;
     let resolv = run(&custom, &["cat", "/etc/resolv.conf"])?;
-    let lines: Vec<&str> = resolv
+    let lines: BTreeSet<&str> = resolv
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .collect();
+    let nameserver = format!("nameserver {CLUSTER_DNS_IP}");
     ensure!(
         lines
-            == [
-                format!("nameserver {CLUSTER_DNS_IP}").as_str(),
+            == BTreeSet::from([
+                nameserver.as_str(),
                 "search example.test",
                 "options ndots:1"
-            ],
+            ]),
         "custom-dns resolv.conf: {resolv}"
     );
     resolves_to(&custom, "www", &set(&[UPSTREAM_WWW]))?;

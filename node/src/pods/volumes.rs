@@ -53,7 +53,7 @@ pub enum VolumeError {
     },
 }
 
-fn host_path_of<'a>(volume: &'a Volume) -> Result<&'a HostPathVolumeSource, VolumeError> {
+fn host_path_of(volume: &Volume) -> Result<&HostPathVolumeSource, VolumeError> {
     volume
         .host_path
         .as_ref()
@@ -169,12 +169,13 @@ mod tests {
     use serde_json::json;
 
     fn pod(volumes: serde_json::Value, mounts: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({
+        let mut pod = json!({
             "metadata": {"name": "p", "namespace": "default"},
-            "spec": {"volumes": volumes,
-                     "containers": [{"name": "c", "volumeMounts": mounts}]}
-        }))
-        .unwrap()
+            "spec": {"containers": [{"name": "c"}]}
+        });
+        pod["spec"]["volumes"] = volumes;
+        pod["spec"]["containers"][0]["volumeMounts"] = mounts;
+        serde_json::from_value(pod).unwrap()
     }
 
     #[test]

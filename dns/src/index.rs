@@ -205,6 +205,18 @@ fn slice_entry(slice: &EndpointSlice) -> Option<(ServiceKey, SliceEntry)> {
     ))
 }
 
+/// The keys of `held` a complete list (`listed`) no longer has.
+fn unlisted<V>(
+    held: &HashMap<ServiceKey, V>,
+    listed: impl Iterator<Item = ServiceKey>,
+) -> Vec<ServiceKey> {
+    let listed: BTreeSet<ServiceKey> = listed.collect();
+    held.keys()
+        .filter(|k| !listed.contains(*k))
+        .cloned()
+        .collect()
+}
+
 impl Index {
     /// An empty index.
     pub fn new() -> Self {
@@ -342,17 +354,10 @@ impl Index {
 
     /// These Services and no others exist (a watch's complete list).
     pub fn relist_services(&mut self, services: &[Service]) {
-        let listed: BTreeSet<ServiceKey> = services
+        let listed = services
             .iter()
-            .filter_map(|s| service_entry(s).map(|(k, _)| k))
-            .collect();
-        let gone: Vec<ServiceKey> = self
-            .services
-            .keys()
-            .filter(|k| !listed.contains(*k))
-            .cloned()
-            .collect();
-        for key in &gone {
+            .filter_map(|s| service_entry(s).map(|(k, _)| k));
+        for key in &unlisted(&self.services, listed) {
             self.remove_service_key(key);
         }
         for service in services {
@@ -411,17 +416,8 @@ impl Index {
 
     /// These EndpointSlices and no others exist (a watch's complete list).
     pub fn relist_slices(&mut self, slices: &[EndpointSlice]) {
-        let listed: BTreeSet<ServiceKey> = slices
-            .iter()
-            .filter_map(|s| slice_entry(s).map(|(k, _)| k))
-            .collect();
-        let gone: Vec<ServiceKey> = self
-            .slices
-            .keys()
-            .filter(|k| !listed.contains(*k))
-            .cloned()
-            .collect();
-        for key in &gone {
+        let listed = slices.iter().filter_map(|s| slice_entry(s).map(|(k, _)| k));
+        for key in &unlisted(&self.slices, listed) {
             self.remove_slice_key(key);
         }
         for slice in slices {

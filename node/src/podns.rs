@@ -29,21 +29,7 @@ use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 
 use crate::runtime::VolumeMount;
-use crate::sandbox::{SandboxError, remove_pin};
-
-fn syscall(call: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
-    let path = path.to_path_buf();
-    move |source| SandboxError::Syscall { call, path, source }
-}
-
-fn errno(call: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SandboxError {
-    let path = path.to_path_buf();
-    move |e| SandboxError::Syscall {
-        call,
-        path,
-        source: std::io::Error::from(e),
-    }
-}
+use crate::sandbox::{SandboxError, errno, remove_pin, syscall};
 
 /// The mount points in mountinfo text (field 5, with its `\ooo` escapes undone).
 fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {

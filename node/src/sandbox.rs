@@ -40,12 +40,17 @@ pub enum SandboxError {
     ThreadPanicked,
 }
 
-fn syscall(call: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
+/// Maps an I/O error of `call` on `path` to a [`SandboxError`].
+pub(crate) fn syscall(
+    call: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> SandboxError {
     let path = path.to_path_buf();
     move |source| SandboxError::Syscall { call, path, source }
 }
 
-fn errno(call: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SandboxError {
+/// Maps an errno of `call` on `path` to a [`SandboxError`].
+pub(crate) fn errno(call: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SandboxError {
     let path = path.to_path_buf();
     move |e| SandboxError::Syscall {
         call,

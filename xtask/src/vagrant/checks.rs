@@ -199,8 +199,10 @@ pub fn cluster_ip_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> Re
 }
 
 /// The demo Service by name from a Pod on every VM — `http://web/` and its full name, resolved
-/// through the Pod's resolv.conf by the DNS add-on — with the container's own `wget`
-/// (busybox), inside its mount and network namespaces.
+/// through the Pod's resolv.conf (search path and all) by the DNS add-on. The VM's curl runs in
+/// the Pod's network namespace with a copy of an application container's resolv.conf over its
+/// own, in a mount namespace of the command's own (the image has no curl, and its static
+/// busybox cannot resolve names with glibc's stub resolver).
 pub fn service_name_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> Result<()> {
     for vm in settings.names() {
         let Some((pod, uid)) = demo.pod_on(&vm) else {
@@ -209,12 +211,14 @@ pub fn service_name_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> 
         };
         let cgroup = format!("/sys/fs/cgroup/skiff-pods/pod-{uid}");
         for url in ["http://web/", "http://web.default.svc.cluster.local/"] {
-            // An application container's process: the sandbox's pause has no wget.
+            // An application container's process: the sandbox's pause has no resolv.conf.
             let script = format!(
                 "pid=$(for p in $(cat {cgroup}/*/cgroup.procs 2>/dev/null); do \
                    grep -q pause /proc/$p/cmdline || {{ echo $p; break; }}; done); \
-                 for i in $(seq 1 6); do nsenter -t \"$pid\" -m -n -- wget -qO- -T 3 {url} \
-                   || echo FAILED; echo; done"
+                 nsenter --net=/proc/$pid/ns/net unshare --mount --propagation private sh -c \
+                   'mount -t tmpfs pod-view /tmp && cat /proc/'$pid'/root/etc/resolv.conf \
+                    > /tmp/resolv.conf && mount --bind /tmp/resolv.conf /etc/resolv.conf && \
+                    for i in $(seq 1 6); do curl -sf --max-time 3 {url} || echo FAILED; echo; done'"
             );
             // The DNS Pods may still be starting after the demo's: a bounded wait for them.
             let nodes = skiff_tests::wait::retry(Duration::from_secs(120), || {
@@ -222,7 +226,7 @@ pub fn service_name_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> 
                 ensure!(!got.is_empty(), "no answer to {url} from {pod}");
                 answering_nodes(demo, &got)
             })?;
-            println!("  {pod} on {vm}: wget {url} -> answered from {nodes:?}");
+            println!("  {pod} on {vm}: curl {url} -> answered from {nodes:?}");
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -90,14 +90,24 @@ async fn main() -> Result<()> {
     let upstreams = if cli.upstream.is_empty() {
         let text = std::fs::read_to_string(&cli.resolv_conf)
             .with_context(|| format!("cannot read {}", cli.resolv_conf.display()))?;
-        resolv_conf_servers(&text)
+        // A loopback resolver (systemd-resolved's 127.0.0.53) is the node's own: in a Pod it
+        // would be the Pod itself.
+        let (loopback, servers): (Vec<SocketAddr>, Vec<SocketAddr>) = resolv_conf_servers(&text)
+            .into_iter()
+            .partition(|s| s.ip().is_loopback());
+        if !loopback.is_empty() {
+            tracing::warn!(?loopback, "loopback nameservers of the node left out");
+        }
+        servers
     } else {
         cli.upstream.clone()
     };
     if upstreams.is_empty() {
-        bail!(
-            "no upstream resolvers: give --upstream or a --resolv-conf with nameservers ({})",
-            cli.resolv_conf.display()
+        // The cluster zone still works; names outside it get SERVFAIL.
+        tracing::warn!(
+            resolv_conf = %cli.resolv_conf.display(),
+            "no upstream resolvers (--upstream, or nameservers in the resolv.conf): names outside \
+             the cluster will not resolve"
         );
     }
     let zone = ClusterZone::new(&cli.cluster_domain, cli.ttl)?;

@@ -118,12 +118,21 @@ struct Dns {
 }
 
 async fn start(cache: CacheLimits) -> Dns {
+    start_with(cache, true).await
+}
+
+/// A server forwarding to the scripted upstream, or (`forwarding` false) to none at all.
+async fn start_with(cache: CacheLimits, forwarding: bool) -> Dns {
     let upstream = Upstream::start().await;
     let metrics = Arc::new(Metrics::new(&mut Registry::default()));
     let index = Arc::new(RwLock::new(Index::new()));
     let forwarder = Forwarder::new(
         ForwardConfig {
-            upstreams: vec![upstream.addr],
+            upstreams: if forwarding {
+                vec![upstream.addr]
+            } else {
+                Vec::new()
+            },
             timeout: Duration::from_secs(2),
             max_concurrent: 100,
             cache,
@@ -242,6 +251,23 @@ async fn cluster_names_are_answered_authoritatively_and_a_new_service_at_once() 
         dns.upstream.asked(name),
         0,
         "cluster names are never forwarded"
+    );
+}
+
+#[tokio::test]
+async fn without_upstreams_the_cluster_still_resolves_and_other_names_fail_at_once() {
+    let dns = start_with(CacheLimits::default(), false).await;
+    dns.index.write().unwrap().apply_service(&service(
+        "default",
+        "web",
+        json!({"clusterIP": "10.96.0.20"}),
+    ));
+    let inside = query("web.default.svc.cluster.local.", RecordType::A, None);
+    assert_eq!(a_records(&udp(dns.addr, &inside).await), ["10.96.0.20"]);
+    let outside = query("www.example.com.", RecordType::A, None);
+    assert_eq!(
+        udp(dns.addr, &outside).await.metadata.response_code,
+        ResponseCode::ServFail
     );
 }
 

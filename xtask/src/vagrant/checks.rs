@@ -225,11 +225,37 @@ pub fn service_name_from_a_pod_on_every_vm(settings: &Settings, demo: &Demo) -> 
                 let got = parse_answers(&vms::ssh_ok(&vm, &script, Duration::from_secs(60))?);
                 ensure!(!got.is_empty(), "no answer to {url} from {pod}");
                 answering_nodes(demo, &got)
-            })?;
+            })
+            .with_context(|| format!("the DNS add-on's Pods: {}", dns_pods()))?;
             println!("  {pod} on {vm}: curl {url} -> answered from {nodes:?}");
         }
     }
     Ok(())
+}
+
+/// The DNS add-on's Pods as `name node phase ready restarts; ...`, for a failure's message.
+fn dns_pods() -> String {
+    let Ok(list) = vms::get_json(&["pods", "-n", "kube-system", "-l", "k8s-app=kube-dns"]) else {
+        return "cannot list them".to_owned();
+    };
+    let pods: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let status = &p["status"]["containerStatuses"][0];
+            format!(
+                "{} on {} {} ready={} restarts={} {}",
+                p["metadata"]["name"].as_str().unwrap_or_default(),
+                p["spec"]["nodeName"].as_str().unwrap_or_default(),
+                p["status"]["phase"].as_str().unwrap_or_default(),
+                ready(p),
+                status["restartCount"],
+                status["state"]
+            )
+        })
+        .collect();
+    pods.join("; ")
 }
 
 /// The NodePort on every VM's address, from outside the VMs (the host's side of the network).

@@ -141,26 +141,22 @@ pub fn run(fresh: usize) -> Result<Vec<Figure>> {
 
     create(&node, api, 0..SIZES[0])?;
     let dns_bin = binaries::release_binary("skiff-dns")?;
-    let skiff_dns = Process::spawn(
-        run,
-        &node,
-        "skiff-dns",
-        &[
-            &dns_bin.to_string_lossy(),
-            "--kubeconfig",
-            &dns_kubeconfig.to_string_lossy(),
-            "--listen",
-            &format!("{SKIFF_DNS}:53"),
-            "--upstream",
-            &format!("{NSD}:53"),
-            "--metrics-address",
-            "127.0.0.1:9153",
-            "--health-address",
-            HEALTH,
-        ],
-        // As the add-on runs it, whatever the caller's environment says.
-        &[("RUST_LOG", "info")],
-    )?;
+    let mut command = node.command(&[
+        &dns_bin.to_string_lossy(),
+        "--kubeconfig",
+        &dns_kubeconfig.to_string_lossy(),
+        "--listen",
+        &format!("{SKIFF_DNS}:53"),
+        "--upstream",
+        &format!("{NSD}:53"),
+        "--metrics-address",
+        "127.0.0.1:9153",
+        "--health-address",
+        HEALTH,
+    ]);
+    // Its own log filter, as the add-on runs it, whatever the caller's environment says.
+    command.env_remove("RUST_LOG");
+    let skiff_dns = Process::spawn_command(run, "skiff-dns", command)?;
     wait::wait_for_http(Some(&node), HEALTH.parse()?, "/ready", WAIT)
         .context("skiff-dns did not become ready")?;
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", skiff_dns.pid()))?;

@@ -25,6 +25,17 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `target/release/<name>`, for benchmarks; fails with the command that builds it when missing.
+pub fn release_binary(name: &str) -> Result<PathBuf> {
+    let path = target_dir().join("release").join(name);
+    ensure!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release --bins`",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// The CNI plugin, `target/debug/skiff-cni` (`cargo build -p skiff-cni` builds it).
 pub fn skiff_cni() -> Result<PathBuf> {
     binary("skiff-cni")

@@ -98,12 +98,14 @@ impl Nsd {
         zones: &[(&str, String)],
     ) -> Result<Nsd> {
         let dir = run.scratch_dir(name)?;
+        // `rrl-ratelimit: 0`: Debian's NSD limits answers to 200/s per client /24 by default,
+        // which drops a benchmark's (or a busy test's) queries.
         let path = |file: &str| dir.join(file).to_string_lossy().into_owned();
         let mut config = format!(
             "server:\n    ip-address: {}\n    port: {}\n    username: \"\"\n    chroot: \"\"\n    \
              zonesdir: \"{}\"\n    database: \"\"\n    pidfile: \"{}\"\n    xfrdfile: \"{}\"\n    \
              zonelistfile: \"{}\"\n    logfile: \"{}\"\n    server-count: 1\n    verbosity: 1\n    \
-             hide-version: yes\nremote-control:\n    control-enable: no\n",
+             hide-version: yes\n    rrl-ratelimit: 0\nremote-control:\n    control-enable: no\n",
             addr.ip(),
             addr.port(),
             dir.display(),
@@ -135,6 +137,11 @@ impl Nsd {
     /// Leaves it running after this process exits (`cargo xtask up`); the run's removal stops it.
     pub fn release(self) {
         self.process.release();
+    }
+
+    /// Its main process's pid, also the group id of its children (xfrd, the servers).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 }
 

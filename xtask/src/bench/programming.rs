@@ -17,12 +17,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
-use skiff_tests::{Cluster, ClusterOptions, Process, wait};
+use skiff_tests::{Cluster, ClusterOptions, Netns, Process, Run, wait};
 
 use super::{Figure, percentile};
 use crate::shell;
@@ -223,7 +224,7 @@ fn measure(mode: &str, changes: usize) -> Result<Samples> {
 /// Scales `grow` from 0 to 1 and times the first answer on every node; then back to 0, and
 /// waits until its slice has no ready endpoint left.
 fn scale_up_and_back(
-    node1: &skiff_tests::Netns,
+    node1: &Netns,
     api: SocketAddr,
     pollers: &mut [Poller],
     vip: Ipv4Addr,
@@ -262,21 +263,35 @@ fn scale_up_and_back(
 /// `kubectl proxy` on node 1 at `127.0.0.1:<port>` there (plain HTTP to the API, so a bench can
 /// time its own requests); its address once it answers.
 pub(super) fn kubectl_proxy(cluster: &Cluster, port: u16) -> Result<(Process, SocketAddr)> {
-    let node1 = &cluster.topology().node(1).netns;
-    let kubeconfig = cluster.admin_kubeconfig().to_string_lossy().into_owned();
-    let proxy = Process::spawn_command(
+    kubectl_proxy_in(
         cluster.topology().run(),
+        &cluster.topology().node(1).netns,
+        &cluster.admin_kubeconfig(),
+        port,
+    )
+}
+
+/// `kubectl proxy` with `kubeconfig` in `netns` at `127.0.0.1:<port>` there; its address once
+/// it answers.
+pub(super) fn kubectl_proxy_in(
+    run: &Run,
+    netns: &Netns,
+    kubeconfig: &Path,
+    port: u16,
+) -> Result<(Process, SocketAddr)> {
+    let proxy = Process::spawn_command(
+        run,
         "kubectl-proxy",
-        node1.command_keeping_mounts(&[
+        netns.command_keeping_mounts(&[
             "kubectl",
             "--kubeconfig",
-            &kubeconfig,
+            &kubeconfig.to_string_lossy(),
             "proxy",
             &format!("--port={port}"),
         ]),
     )?;
     let api = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    wait::wait_for_http(Some(node1), api, "/version", Duration::from_secs(20))?;
+    wait::wait_for_http(Some(netns), api, "/version", Duration::from_secs(20))?;
     Ok((proxy, api))
 }
 

@@ -11,10 +11,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
-    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_server::proto::rr::{DNSClass, Name, RecordType};
+use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
@@ -103,28 +105,39 @@ impl DnsHandler {
         }
     }
 
+    /// What the zone alone says of one question: an answer, an ExternalName to chase, or
+    /// nothing (forward it).
+    fn local(&self, name: &Name, qtype: RecordType, class: DNSClass) -> Local {
+        if class != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            return Local::Done(Reply::new(ResponseCode::Refused), Source::Rejected);
+        }
+        let index = self.index();
+        let answer = if self.zone.contains(name) {
+            Some(self.zone.lookup(&index, name, qtype))
+        } else {
+            self.zone.lookup_reverse(&index, name, qtype)
+        };
+        match answer {
+            Some(ZoneAnswer::Alias { cname, target }) => Local::Chase(
+                self.zone_reply(
+                    ZoneAnswer::Alias {
+                        cname,
+                        target: target.clone(),
+                    },
+                    &index,
+                ),
+                target,
+            ),
+            Some(answer) => Local::Done(self.zone_reply(answer, &index), Source::Cluster),
+            None => Local::Forward,
+        }
+    }
+
     /// The answer to one question, and who gave it.
     pub async fn answer(&self, name: &Name, qtype: RecordType, class: DNSClass) -> (Reply, Source) {
-        if class != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            return (Reply::new(ResponseCode::Refused), Source::Rejected);
-        }
-        let local = {
-            let index = self.index();
-            let answer = if self.zone.contains(name) {
-                Some(self.zone.lookup(&index, name, qtype))
-            } else {
-                self.zone.lookup_reverse(&index, name, qtype)
-            };
-            answer.map(|answer| {
-                let target = match &answer {
-                    ZoneAnswer::Alias { target, .. } => Some(target.clone()),
-                    _ => None,
-                };
-                (self.zone_reply(answer, &index), target)
-            })
-        };
-        match local {
-            Some((mut reply, Some(target))) => {
+        match self.local(name, qtype, class) {
+            Local::Done(reply, source) => (reply, source),
+            Local::Chase(mut reply, target) => {
                 // An ExternalName: the target's records follow the CNAME, as a resolver would
                 // fetch them (glibc does not chase a CNAME on its own).
                 let (target_reply, _) = Box::pin(self.answer(&target, qtype, class)).await;
@@ -134,8 +147,7 @@ impl DnsHandler {
                 }
                 (reply, Source::Cluster)
             }
-            Some((reply, _)) => (reply, Source::Cluster),
-            None => match self.forwarder.resolve(name, qtype, class).await {
+            Local::Forward => match self.forwarder.resolve(name, qtype, class).await {
                 Ok(reply) => (reply, Source::Forward),
                 Err(crate::forward::ForwardError::Busy) => {
                     (Reply::new(ResponseCode::Refused), Source::Forward)
@@ -145,34 +157,131 @@ impl DnsHandler {
         }
     }
 
-    /// The reply to `request` as a whole: its checks, then its one question.
-    async fn reply_to(&self, request: &Request) -> (Reply, Source, &'static str) {
+    /// The request's one question, or the reply that refuses it.
+    fn question(request: &Request) -> Result<&Query, Answered> {
+        let rejected = |rcode| Err((Reply::new(rcode), Source::Rejected, "other"));
         if request.metadata.op_code != OpCode::Query
             || request.metadata.message_type != MessageType::Query
         {
-            return (Reply::new(ResponseCode::NotImp), Source::Rejected, "other");
+            return rejected(ResponseCode::NotImp);
         }
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return (Reply::new(ResponseCode::BADVERS), Source::Rejected, "other");
+            return rejected(ResponseCode::BADVERS);
         }
-        let Ok(info) = request.request_info() else {
-            return (Reply::new(ResponseCode::FormErr), Source::Rejected, "other");
+        match request.request_info() {
+            Ok(info) => Ok(info.query.original()),
+            Err(_) => rejected(ResponseCode::FormErr),
+        }
+    }
+
+    /// The reply to `request` if it needs no waiting (no upstream, no ExternalName to chase):
+    /// the UDP path answers these in line.
+    pub fn reply_now(&self, request: &Request) -> Option<Answered> {
+        let query = match Self::question(request) {
+            Ok(query) => query,
+            Err(refused) => return Some(refused),
         };
-        let query = info.query.original();
+        let qtype = query.query_type();
+        match self.local(query.name(), qtype, query.query_class()) {
+            Local::Done(reply, source) => Some((reply, source, type_label(qtype))),
+            Local::Chase(..) | Local::Forward => None,
+        }
+    }
+
+    /// The reply to `request` as a whole: its checks, then its one question.
+    pub async fn reply_to(&self, request: &Request) -> Answered {
+        let query = match Self::question(request) {
+            Ok(query) => query,
+            Err(refused) => return refused,
+        };
         let qtype = query.query_type();
         let (reply, source) = self.answer(query.name(), qtype, query.query_class()).await;
         (reply, source, type_label(qtype))
     }
+
+    /// Counts one answered request.
+    pub fn record(
+        &self,
+        request: &Request,
+        answered: &Answered,
+        rcode: ResponseCode,
+        started: Instant,
+    ) {
+        let proto = match request.protocol() {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+            _ => "other",
+        };
+        self.metrics.answered(
+            answered.1,
+            proto,
+            answered.2,
+            rcode.to_str(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+/// A reply, who gave it and the query type's metrics label.
+pub type Answered = (Reply, Source, &'static str);
+
+/// What the zone alone makes of a question.
+enum Local {
+    /// The reply.
+    Done(Reply, Source),
+    /// An ExternalName's CNAME, and its target to resolve on.
+    Chase(Reply, Name),
+    /// Not the cluster's: ask upstream.
+    Forward,
 }
 
 /// The response's EDNS: present when the request's was, offering what the client offered
-/// (at least 512, at most [`MAX_UDP_PAYLOAD`]) — hickory truncates UDP answers to it.
-fn response_edns(request: &Request) -> Option<Edns> {
+/// (at least 512, at most [`MAX_UDP_PAYLOAD`]) — UDP answers are truncated to it.
+pub fn response_edns(request: &Request) -> Option<Edns> {
     request.edns.as_ref().map(|theirs| {
         let mut ours = Edns::new();
         ours.set_max_payload(theirs.max_payload().clamp(512, MAX_UDP_PAYLOAD));
         ours
     })
+}
+
+/// The response header for `reply` to `request`.
+pub fn response_metadata(request: &Request, reply: &Reply) -> Metadata {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = reply.rcode;
+    metadata.authoritative = reply.authoritative;
+    metadata.recursion_available = true;
+    metadata
+}
+
+/// `reply` to `request` over UDP as bytes, truncated (TC set) to what the client accepts:
+/// 512 bytes, or its EDNS size.
+pub fn udp_response(request: &Request, reply: &Reply) -> Vec<u8> {
+    let edns = response_edns(request);
+    let metadata = response_metadata(request, reply);
+    let mut builder = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(edns) = &edns {
+        builder.edns(edns);
+    }
+    let response = builder.build(
+        metadata,
+        &reply.answers,
+        &reply.authorities,
+        std::iter::empty(),
+        &reply.additionals,
+    );
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(edns.as_ref().map_or(512, Edns::max_payload));
+    if response.destructive_emit(&mut encoder).is_ok() {
+        return bytes;
+    }
+    // Not even a truncated answer could be written: SERVFAIL, as hickory does.
+    let mut failed = metadata;
+    failed.response_code = ResponseCode::ServFail;
+    let mut message = Message::new(failed.id, MessageType::Response, failed.op_code);
+    message.metadata = failed;
+    message.to_vec().unwrap_or_default()
 }
 
 #[async_trait::async_trait]
@@ -183,11 +292,9 @@ impl RequestHandler for DnsHandler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let started = Instant::now();
-        let (reply, source, qtype) = self.reply_to(request).await;
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = reply.rcode;
-        metadata.authoritative = reply.authoritative;
-        metadata.recursion_available = true;
+        let answered = self.reply_to(request).await;
+        let reply = &answered.0;
+        let metadata = response_metadata(request, reply);
         let edns = response_edns(request);
         let mut builder = MessageResponseBuilder::new(&request.queries, None);
         if let Some(edns) = &edns {
@@ -212,14 +319,7 @@ impl RequestHandler for DnsHandler {
                 })
             }
         };
-        let proto = request.protocol().to_string().to_ascii_lowercase();
-        self.metrics.answered(
-            source,
-            &proto,
-            qtype,
-            info.response_code.to_str(),
-            started.elapsed().as_secs_f64(),
-        );
+        self.record(request, &answered, info.response_code, started);
         info
     }
 }

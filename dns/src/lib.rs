@@ -3,7 +3,7 @@
 //! cluster zone from what it saw, and forwards every other name to the node's resolvers
 //! through a cache.
 //!
-//! The path of a request: [`handler`] checks it and asks [`zone`] (which reads [`index`], fed
+//! The path of a request: [`serve`] receives it, [`handler`] checks it and asks [`zone`] (which reads [`index`], fed
 //! by [`watch`]) or [`forward`] (through [`cache`]); all of them speak [`reply::Reply`].
 
 pub mod cache;
@@ -12,5 +12,6 @@ pub mod handler;
 pub mod index;
 pub mod metrics;
 pub mod reply;
+pub mod serve;
 pub mod watch;
 pub mod zone;

@@ -12,7 +12,6 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::Parser;
-use hickory_server::Server;
 use prometheus_client::registry::Registry;
 use skiff_common::cli::{init_logging_with, kube_config, optional_address};
 use skiff_dns::cache::CacheLimits;
@@ -20,12 +19,10 @@ use skiff_dns::forward::{ForwardConfig, Forwarder, resolv_conf_servers};
 use skiff_dns::handler::DnsHandler;
 use skiff_dns::index::Index;
 use skiff_dns::metrics::Metrics;
+use skiff_dns::serve::Serving;
 use skiff_dns::watch::{self, Synced};
 use skiff_dns::zone::ClusterZone;
-use tokio::net::{TcpListener, UdpSocket};
-
-/// How long a TCP connection may sit idle between requests.
-const TCP_IDLE: Duration = Duration::from_secs(10);
+use tokio::net::TcpListener;
 
 #[derive(Parser, Debug)]
 #[command(name = "skiff-dns", version, about = "skiff's cluster DNS server")]
@@ -135,19 +132,10 @@ async fn main() -> Result<()> {
     );
     let handler = DnsHandler::new(zone, Arc::clone(&index), forwarder, Arc::clone(&metrics));
 
-    let mut server = Server::new(handler);
-    server.register_socket(
-        UdpSocket::bind(cli.listen)
-            .await
-            .with_context(|| format!("cannot listen on udp {}", cli.listen))?,
-    );
-    server.register_listener(
-        TcpListener::bind(cli.listen)
-            .await
-            .with_context(|| format!("cannot listen on tcp {}", cli.listen))?,
-        TCP_IDLE,
-        64,
-    );
+    let loops = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut server = Serving::start(cli.listen, Arc::new(handler), loops)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
     if let Some(addr) = metrics_address {
         serve_http(
             addr,

@@ -6,7 +6,8 @@
 # Files come from the synced folders Vagrant rsyncs from target/vagrant/dist on the host:
 #   /opt/skiff-dist/common   binaries, BPF object, units, demo, containerd's config and the
 #                            image registry's storage (every VM)
-#   /opt/skiff-dist/node     this node's own kubeconfig (its credentials, minted on the host)
+#   /opt/skiff-dist/node     this node's own kubeconfig (its credentials, minted on the host),
+#                            and the DNS add-on's, which its Pods may need on any node
 #   /opt/skiff-dist/control  the CA and the token file (the control node only)
 #
 # Settings, from the environment the Vagrantfile passes: NODE_NAME NODE_IP CONTROL_IP NODES
@@ -50,7 +51,7 @@ echo '{"entrypoint": ["/usr/local/lib/skiff/skiff-test-server"]}' \
 echo '{"entrypoint": ["/usr/local/lib/skiff/skiff-dns"]}' > /var/lib/skiff/images/skiff/dns.json
 install -m 0600 "$dist/node/node.kubeconfig" /etc/skiff/node.kubeconfig
 # The cluster DNS add-on's credentials, mounted into its Pods (deploy/addons/dns.yaml).
-install -m 0600 "$dist/common/dns.kubeconfig" /etc/skiff/dns.kubeconfig
+install -m 0600 "$dist/node/dns.kubeconfig" /etc/skiff/dns.kubeconfig
 cat > /etc/skiff/skiff-node.env <<ENV
 # skiff-node's settings (skiff-node.service); change one and \`systemctl restart skiff-node\`.
 NODE_NAME=$NODE_NAME

@@ -9,8 +9,8 @@
 //! `localhost:5000` mapped to that registry.
 //!
 //! The credentials are made here, on the host, before any VM boots (`skiff-control init`, then a
-//! `mint-token` per node, and one for skiff-dns in `common`, since its Pods may run on any
-//! node): the provisioners only install them, so no VM has to reach another to
+//! `mint-token` per node, and one for skiff-dns copied to every node, since its Pods may run on
+//! any node): the provisioners only install them, so no VM has to reach another to
 //! join and nothing secret is in the repository. They are kept until `down`, so `vagrant
 //! provision` and a restarted control plane keep trusting the same CA.
 
@@ -94,29 +94,25 @@ pub fn assemble(nodes: usize, control_ip: Ipv4Addr, bpf_object: &Path) -> Result
             .arg(&control)
             .args(["--advertise-address", &control_ip.to_string(), "init"]))?;
     }
-    // skiff-dns's own credentials: its Pods may land on any node, so every node holds them.
-    let dns_kubeconfig = common.join("dns.kubeconfig");
+    // skiff-dns's own credentials, kept with the others (and forgotten with them by `down`);
+    // its Pods may land on any node, so every node gets a copy.
+    let dns_kubeconfig = control.join("dns.kubeconfig");
     if !dns_kubeconfig.exists() {
         run(Command::new(&skiff_control)
             .arg("--data-dir")
             .arg(&control)
-            .args([
-                "mint-token",
-                "--user",
-                skiff_tests::dns::DNS_USER,
-                "--server",
-                &server,
-            ])
+            .args(["mint-token", "--user", skiff_tests::dns::DNS_USER, "--server", &server])
             .arg("--kubeconfig")
             .arg(&dns_kubeconfig))?;
     }
     for n in 1..=nodes {
         let name = format!("node{n}");
         let kubeconfig = dir().join("nodes").join(&name).join("node.kubeconfig");
+        std::fs::create_dir_all(kubeconfig.parent().expect("a folder"))?;
+        copy(&dns_kubeconfig, &kubeconfig.with_file_name("dns.kubeconfig"))?;
         if kubeconfig.exists() {
             continue;
         }
-        std::fs::create_dir_all(kubeconfig.parent().expect("a folder"))?;
         run(Command::new(&skiff_control)
             .arg("--data-dir")
             .arg(&control)

@@ -36,7 +36,7 @@ pub struct RequestLabels {
     /// `cluster`, `forward` or `rejected`.
     pub zone: &'static str,
     /// `udp` or `tcp`.
-    pub proto: String,
+    pub proto: &'static str,
     /// The query type (`A`, `SRV`, ...).
     #[prometheus(flatten)]
     pub qtype: TypeLabel,
@@ -46,14 +46,14 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     /// The query type.
-    pub r#type: String,
+    pub r#type: &'static str,
 }
 
 /// The `rcode` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RcodeLabel {
     /// `NOERROR`, `NXDOMAIN`, ...
-    pub rcode: String,
+    pub rcode: &'static str,
 }
 
 /// The `reason` label of a forwarding failure.
@@ -156,22 +156,24 @@ impl Metrics {
         metrics
     }
 
-    /// One request answered by `source` over `proto` with `rcode`, in `seconds`.
-    pub fn answered(&self, source: Source, proto: &str, qtype: &str, rcode: &str, seconds: f64) {
+    /// One request answered by `source` over `proto` with `rcode`, in `seconds` (labels are
+    /// static strings: counting allocates nothing).
+    pub fn answered(
+        &self,
+        source: Source,
+        proto: &'static str,
+        qtype: &'static str,
+        rcode: &'static str,
+        seconds: f64,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
                 zone: source.label(),
-                proto: proto.to_owned(),
-                qtype: TypeLabel {
-                    r#type: qtype.to_owned(),
-                },
+                proto,
+                qtype: TypeLabel { r#type: qtype },
             })
             .inc();
-        self.responses
-            .get_or_create(&RcodeLabel {
-                rcode: rcode.to_owned(),
-            })
-            .inc();
+        self.responses.get_or_create(&RcodeLabel { rcode }).inc();
         self.duration
             .get_or_create(&SourceLabel {
                 zone: source.label(),

@@ -8,6 +8,7 @@
 //! zone that names nothing is NXDOMAIN; a name that exists without the asked type is NODATA;
 //! both carry the zone's SOA (added by the caller, which knows the TTL to give it).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
@@ -72,13 +73,19 @@ fn found(answers: Vec<Record>) -> ZoneAnswer {
 }
 
 /// The labels of `name` below `origin`, outermost first (`web.default.svc` → svc, default,
-/// web); `None` when one is not UTF-8.
-fn labels_below(name: &Name, origin: &Name) -> Option<Vec<String>> {
+/// web), lower case (copied only when they are not already); `None` when one is not UTF-8.
+fn labels_below<'n>(name: &'n Name, origin: &Name) -> Option<Vec<Cow<'n, str>>> {
     let below = usize::from(name.num_labels()) - usize::from(origin.num_labels());
-    let mut labels: Vec<String> = name
+    let mut labels: Vec<Cow<'n, str>> = name
         .iter()
         .take(below)
-        .map(|l| std::str::from_utf8(l).ok().map(str::to_ascii_lowercase))
+        .map(|l| {
+            let label = std::str::from_utf8(l).ok()?;
+            Some(match label.bytes().any(|b| b.is_ascii_uppercase()) {
+                true => Cow::Owned(label.to_ascii_lowercase()),
+                false => Cow::Borrowed(label),
+            })
+        })
         .collect::<Option<_>>()?;
     labels.reverse();
     Some(labels)
@@ -183,7 +190,7 @@ impl ClusterZone {
         let Some(labels) = labels_below(qname, &self.origin) else {
             return ZoneAnswer::NxDomain;
         };
-        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let labels: Vec<&str> = labels.iter().map(AsRef::as_ref).collect();
         match labels.as_slice() {
             [] => match qtype {
                 RecordType::SOA => found(vec![self.soa(index.revision())]),

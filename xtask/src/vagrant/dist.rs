@@ -101,7 +101,13 @@ pub fn assemble(nodes: usize, control_ip: Ipv4Addr, bpf_object: &Path) -> Result
         run(Command::new(&skiff_control)
             .arg("--data-dir")
             .arg(&control)
-            .args(["mint-token", "--user", skiff_tests::dns::DNS_USER, "--server", &server])
+            .args([
+                "mint-token",
+                "--user",
+                skiff_tests::dns::DNS_USER,
+                "--server",
+                &server,
+            ])
             .arg("--kubeconfig")
             .arg(&dns_kubeconfig))?;
     }
@@ -109,7 +115,10 @@ pub fn assemble(nodes: usize, control_ip: Ipv4Addr, bpf_object: &Path) -> Result
         let name = format!("node{n}");
         let kubeconfig = dir().join("nodes").join(&name).join("node.kubeconfig");
         std::fs::create_dir_all(kubeconfig.parent().expect("a folder"))?;
-        copy(&dns_kubeconfig, &kubeconfig.with_file_name("dns.kubeconfig"))?;
+        copy(
+            &dns_kubeconfig,
+            &kubeconfig.with_file_name("dns.kubeconfig"),
+        )?;
         if kubeconfig.exists() {
             continue;
         }

@@ -7,6 +7,8 @@
 //! other than IN or a zone transfer REFUSED. Messages that do not parse at all are answered
 //! FORMERR (or dropped when not even the header parses) by hickory before they reach us.
 
+use std::iter::Empty;
+use std::slice::Iter;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -15,10 +17,10 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
-use hickory_server::proto::rr::{DNSClass, Name, RecordType};
+use hickory_server::proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use crate::forward::Forwarder;
 use crate::index::Index;
@@ -254,22 +256,33 @@ pub fn response_metadata(request: &Request, reply: &Reply) -> Metadata {
     metadata
 }
 
-/// `reply` to `request` over UDP as bytes, truncated (TC set) to what the client accepts:
-/// 512 bytes, or its EDNS size.
-pub fn udp_response(request: &Request, reply: &Reply) -> Vec<u8> {
-    let edns = response_edns(request);
-    let metadata = response_metadata(request, reply);
+/// The response to `request` that carries `reply`, ready to be written.
+fn response<'q>(
+    request: &'q Request,
+    reply: &'q Reply,
+    metadata: Metadata,
+    edns: Option<&'q Edns>,
+) -> MessageResponse<'q, 'q, Iter<'q, Record>, Iter<'q, Record>, Empty<&'q Record>, Iter<'q, Record>>
+{
     let mut builder = MessageResponseBuilder::new(&request.queries, None);
-    if let Some(edns) = &edns {
+    if let Some(edns) = edns {
         builder.edns(edns);
     }
-    let response = builder.build(
+    builder.build(
         metadata,
         &reply.answers,
         &reply.authorities,
         std::iter::empty(),
         &reply.additionals,
-    );
+    )
+}
+
+/// `reply` to `request` over UDP as bytes, truncated (TC set) to what the client accepts:
+/// 512 bytes, or its EDNS size.
+pub fn udp_response(request: &Request, reply: &Reply) -> Vec<u8> {
+    let edns = response_edns(request);
+    let metadata = response_metadata(request, reply);
+    let response = response(request, reply, metadata, edns.as_ref());
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
     encoder.set_max_size(edns.as_ref().map_or(512, Edns::max_payload));
@@ -296,17 +309,7 @@ impl RequestHandler for DnsHandler {
         let reply = &answered.0;
         let metadata = response_metadata(request, reply);
         let edns = response_edns(request);
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
-        let response = builder.build(
-            metadata,
-            &reply.answers,
-            &reply.authorities,
-            std::iter::empty(),
-            &reply.additionals,
-        );
+        let response = response(request, reply, metadata, edns.as_ref());
         let info = match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(err) => {

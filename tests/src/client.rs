@@ -32,13 +32,14 @@ pub struct Client {
 pub enum PodView {
     /// The process runtime's Pod: its mount namespace (pinned), which covers the node's files.
     MountNamespace(PathBuf),
-    /// A container: copies of its resolv.conf and hosts file, bound over the node's in a
-    /// private mount namespace of the command's own, whose /tmp is a fresh tmpfs (the
-    /// container's filesystem lacks the node's programs).
+    /// A container: copies of its resolv.conf and hosts file (on the node, in the run's scratch
+    /// folder), bound over the node's in a private mount namespace of the command's own (the
+    /// container's filesystem lacks the node's programs, and a bind from a path inside another
+    /// mount namespace, /proc/PID/root/..., does not show).
     Files {
-        /// The container's resolv.conf, seen from the node.
+        /// A copy of the container's resolv.conf.
         resolv_conf: PathBuf,
-        /// The container's hosts file, seen from the node.
+        /// A copy of the container's hosts file.
         hosts: PathBuf,
     },
 }
@@ -56,9 +57,7 @@ impl Client {
                     "private",
                     "sh",
                     "-c",
-                    // A bind from a path inside another mount namespace (/proc/PID/root/...)
-                    // does not show here: copies on a tmpfs of this namespace's own do.
-                    r#"mount -t tmpfs skiff-pod-view /tmp && cat "$1" > /tmp/resolv.conf && cat "$2" > /tmp/hosts && mount --bind /tmp/resolv.conf /etc/resolv.conf && mount --bind /tmp/hosts /etc/hosts && shift 2 && exec "$@""#,
+                    r#"mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@""#,
                     "sh",
                 ]
                 .into_iter()

@@ -432,16 +432,25 @@ impl Cluster {
                     .first()
                     .cloned()
                     .with_context(|| format!("no process of {name} runs"))?;
-                let view = containers
-                    .iter()
-                    .find(|(_, pid)| {
-                        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"));
-                        !cmdline.unwrap_or_default().starts_with(b"/pause")
-                    })
-                    .map(|(_, pid)| PodView::Files {
-                        resolv_conf: format!("/proc/{pid}/root/etc/resolv.conf").into(),
-                        hosts: format!("/proc/{pid}/root/etc/hosts").into(),
-                    });
+                let app = containers.iter().find(|(_, pid)| {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"));
+                    !cmdline.unwrap_or_default().starts_with(b"/pause")
+                });
+                let view = match app {
+                    Some((_, app_pid)) => {
+                        let dir = self.topology.run().scratch_dir(&format!("view-{uid}"))?;
+                        let mut copies = Vec::new();
+                        for file in ["resolv.conf", "hosts"] {
+                            let copy = dir.join(file);
+                            std::fs::copy(format!("/proc/{app_pid}/root/etc/{file}"), &copy)?;
+                            copies.push(copy);
+                        }
+                        let hosts = copies.pop().expect("two copies");
+                        let resolv_conf = copies.pop().expect("two copies");
+                        Some(PodView::Files { resolv_conf, hosts })
+                    }
+                    None => None,
+                };
                 Ok(crate::Client {
                     netns: crate::Netns::at_path(&PathBuf::from(format!("/proc/{pid}/ns/net"))),
                     cgroup: Some(cgroup),
